@@ -1,0 +1,388 @@
+//! The `shardhub-loadgen` command line: parse arguments into a [`Plan`], run it in-process or as
+//! worker processes, and write the outputs. All the work is in the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shardhub_loadgen::plan::{Adapter, Plan, Scenario};
+use shardhub_loadgen::report::{self, RunSummary};
+use shardhub_loadgen::target::{parse_sources, Target};
+use shardhub_loadgen::{hist, html, maxrate, procs, run, Gate, RunError};
+
+#[derive(Parser)]
+#[command(
+    name = "shardhub-loadgen",
+    version,
+    about = "Open-loop WebSocket load generator for shardhub (loopback targets only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ramp to N connections at R/s, hold them, report handshake latency and failures.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        /// Connections.
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// New connections per second (0: all at once).
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds to hold the connections once all are up.
+        #[arg(long, default_value_t = 10.0)]
+        hold: f64,
+    },
+    /// Subscribers in rooms, open-loop publishers; end-to-end delivery latency, losses.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fan: FanoutArgs,
+        /// Total publishes per second (open loop).
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// Request/response round trips (hub: ping/pong; raw: text echo).
+    Echo {
+        #[command(flatten)]
+        common: Common,
+        /// Connections.
+        #[arg(long, default_value_t = 10)]
+        conns: usize,
+        /// Total requests per second, open loop; 0 for closed loop (one outstanding per connection).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Seconds of measurement.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// New connections per second during setup (0: all at once).
+        #[arg(long, default_value_t = 1000.0)]
+        connect_rate: f64,
+        /// Padding bytes per request (raw adapter).
+        #[arg(long, default_value_t = 0)]
+        payload: usize,
+    },
+    /// Highest publish rate with p99 under --p99-ms and no loss, by doubling then bisecting short fanout runs.
+    MaxRate {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fan: FanoutArgs,
+        /// p99 delivery latency bound (ms).
+        #[arg(long, default_value_t = 50.0)]
+        p99_ms: f64,
+        /// First rate tried (publishes/s).
+        #[arg(long, default_value_t = 100.0)]
+        start_rate: f64,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 5.0)]
+        step_duration: f64,
+        /// Most steps (runs) in total.
+        #[arg(long, default_value_t = 12)]
+        max_steps: usize,
+    },
+    /// Render a run (from --out) as a self-contained HTML report.
+    Report {
+        /// Run JSON.
+        run: PathBuf,
+        /// Output HTML file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Compare runs: one HTML page and a markdown table on stdout (ratios to the first).
+    Compare {
+        /// Run JSON files; the first is the baseline.
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<PathBuf>,
+        /// Output HTML file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct FanoutArgs {
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 100)]
+    conns: usize,
+    /// Rooms (subscriber i joins room-(i % rooms)); ignored by the raw adapter.
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Publisher connections (not subscribers: they publish with exclude_self).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Seconds to wait after the last publish for deliveries in flight.
+    #[arg(long, default_value_t = 2.0)]
+    grace: f64,
+    /// New connections per second during setup (0: all at once).
+    #[arg(long, default_value_t = 1000.0)]
+    connect_rate: f64,
+    /// Padding bytes per published payload.
+    #[arg(long, default_value_t = 0)]
+    payload: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AdapterArg {
+    Hub,
+    Raw,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Target URL (loopback only).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Server protocol: shardhub's JSON hub protocol, or a raw echo/broadcast server.
+    #[arg(long, value_enum, default_value = "hub")]
+    adapter: AdapterArg,
+    /// Threads (each its own poller); one per core you can spare.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Worker processes (each with a share of connections and rate).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// Loopback source addresses to spread connections over: A, A-B or a comma list.
+    #[arg(long)]
+    source: Option<String>,
+    /// Seconds for connect + upgrade + greeting + joins of one connection.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Bound on the whole run in seconds (default: ramp + duration + grace + 30).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Print one JSON summary on stdout instead of the text summary.
+    #[arg(long)]
+    json: bool,
+    /// Write the JSON summary (with serialized histograms) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the main latency distribution in HdrHistogram .hgrm format to this file.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// Label for reports and comparisons.
+    #[arg(long)]
+    label: Option<String>,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+    #[arg(long, hide = true)]
+    worker_part: Option<usize>,
+    #[arg(long, hide = true)]
+    origin_ns: Option<u64>,
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, RunError> {
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        RunError::Config(shardhub_loadgen::ConfigError::Invalid(format!(
+            "{what}: {v} is not a duration"
+        )))
+    })
+}
+
+fn base_plan(scenario: Scenario, c: &Common) -> Result<Plan, RunError> {
+    let mut p = Plan::new(scenario, Target::parse(&c.url)?);
+    p.adapter = match c.adapter {
+        AdapterArg::Hub => Adapter::Hub,
+        AdapterArg::Raw => Adapter::Raw,
+    };
+    p.threads = c.threads;
+    if let Some(s) = &c.source {
+        p.sources = parse_sources(s)?;
+    }
+    p.connect_timeout = secs(c.connect_timeout, "--connect-timeout")?;
+    p.label = c.label.clone();
+    p.progress = !c.quiet && !c.json && c.worker_part.is_none() && std::io::stderr().is_terminal();
+    p.part = (c.worker_part.unwrap_or(0), c.procs.max(1));
+    p.origin_ns = c.origin_ns;
+    Ok(p)
+}
+
+fn finish_plan(p: &mut Plan, c: &Common) -> Result<(), RunError> {
+    let ramp = if p.connect_rate > 0.0 {
+        p.total_conns() as f64 / p.connect_rate
+    } else {
+        0.0
+    };
+    p.timeout = match c.timeout {
+        Some(t) => secs(t, "--timeout")?,
+        None => secs(
+            ramp + p.connect_timeout.as_secs_f64()
+                + p.duration.as_secs_f64()
+                + p.grace.as_secs_f64()
+                + 30.0,
+            "timeout",
+        )?,
+    };
+    p.validate()?;
+    Ok(())
+}
+
+fn fanout_plan(c: &Common, f: &FanoutArgs, rate: f64, duration: f64) -> Result<Plan, RunError> {
+    let mut p = base_plan(Scenario::Fanout, c)?;
+    p.conns = f.conns;
+    p.rooms = f.rooms;
+    p.publishers = f.publishers;
+    p.grace = secs(f.grace, "--grace")?;
+    p.connect_rate = f.connect_rate;
+    p.payload = f.payload;
+    p.rate = rate;
+    p.duration = secs(duration, "--duration")?;
+    finish_plan(&mut p, c)?;
+    Ok(p)
+}
+
+/// Runs a plan as asked: a worker part, K worker processes, or in this process.
+fn execute(plan: &Plan, c: &Common) -> Result<Option<RunSummary>, RunError> {
+    if c.worker_part.is_some() {
+        let s = run(plan, Gate::Stdio)?;
+        let json = serde_json::to_string(&s).map_err(|e| RunError::Worker(e.to_string()))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}{json}", procs::RESULT_PREFIX)?;
+        out.flush()?;
+        return Ok(None);
+    }
+    if c.procs > 1 {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut s = procs::run_procs(c.procs, &args, plan.timeout)?;
+        s.connections.target = plan.total_conns() as u64;
+        s.params = plan.params();
+        return Ok(Some(s));
+    }
+    run(plan, Gate::Local).map(Some)
+}
+
+fn emit(s: &RunSummary, c: &Common) -> Result<(), RunError> {
+    let json = serde_json::to_string_pretty(s).map_err(|e| RunError::Worker(e.to_string()))?;
+    if let Some(path) = &c.out {
+        std::fs::write(path, &json)?;
+    }
+    if let Some(path) = &c.hgrm {
+        let l = s.latency.as_ref().unwrap_or(&s.handshake);
+        std::fs::write(path, hist::hgrm(&l.hist()?))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if c.json {
+        writeln!(out, "{json}")?;
+    } else {
+        write!(out, "{}", s.text())?;
+    }
+    Ok(())
+}
+
+fn real_main() -> Result<(), RunError> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Connect {
+            common,
+            conns,
+            rate,
+            hold,
+        } => {
+            let mut p = base_plan(Scenario::Connect, &common)?;
+            p.conns = conns;
+            p.connect_rate = rate;
+            p.duration = secs(hold, "--hold")?;
+            p.grace = Duration::ZERO;
+            finish_plan(&mut p, &common)?;
+            if let Some(s) = execute(&p, &common)? {
+                emit(&s, &common)?;
+            }
+        }
+        Cmd::Fanout {
+            common,
+            fan,
+            rate,
+            duration,
+        } => {
+            let p = fanout_plan(&common, &fan, rate, duration)?;
+            if let Some(s) = execute(&p, &common)? {
+                emit(&s, &common)?;
+            }
+        }
+        Cmd::Echo {
+            common,
+            conns,
+            rate,
+            duration,
+            connect_rate,
+            payload,
+        } => {
+            let mut p = base_plan(Scenario::Echo, &common)?;
+            p.conns = conns;
+            p.rate = rate;
+            p.connect_rate = connect_rate;
+            p.payload = payload;
+            p.duration = secs(duration, "--duration")?;
+            finish_plan(&mut p, &common)?;
+            if let Some(s) = execute(&p, &common)? {
+                emit(&s, &common)?;
+            }
+        }
+        Cmd::MaxRate {
+            common,
+            fan,
+            p99_ms,
+            start_rate,
+            step_duration,
+            max_steps,
+        } => {
+            let base = fanout_plan(&common, &fan, start_rate, step_duration)?;
+            let mut quiet = common.clone();
+            quiet.json = true;
+            let result = maxrate::search(&base, p99_ms, max_steps, |plan| {
+                execute(plan, &quiet)?.ok_or_else(|| RunError::Worker("no result".into()))
+            })?;
+            if common.json {
+                let json = serde_json::to_string_pretty(&result)
+                    .map_err(|e| RunError::Worker(e.to_string()))?;
+                println!("{json}");
+            } else {
+                print!("{}", result.text());
+            }
+            if let Some(path) = &common.out {
+                if let Some(best) = &result.best_run {
+                    let json = serde_json::to_string_pretty(best)
+                        .map_err(|e| RunError::Worker(e.to_string()))?;
+                    std::fs::write(path, json)?;
+                }
+            }
+        }
+        Cmd::Report { run, output } => {
+            let s = report::load(&run)?;
+            std::fs::write(&output, html::report(&s)?)?;
+            eprintln!("wrote {}", output.display());
+        }
+        Cmd::Compare { runs, output } => {
+            let all = runs
+                .iter()
+                .map(|p| report::load(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let names: Vec<String> = runs.iter().map(|p| p.display().to_string()).collect();
+            std::fs::write(&output, html::compare(&all, &names)?)?;
+            print!("{}", html::markdown_table(&all, &names));
+            eprintln!("wrote {}", output.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardhub-loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

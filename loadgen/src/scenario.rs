@@ -1,0 +1,1023 @@
+//! The scenarios as [`Handler`]s, one [`Runner`] per thread, and [`run`], which spawns the
+//! threads, coordinates their common start, collects per-second samples and merges the result.
+//!
+//! Every part goes through the same stages: `Setup` (ramp connections at the intended rate, wait
+//! for each greeting and join ack), `Waiting` (this part is ready; all parts start together at a
+//! time chosen once everyone is ready, so no publish goes to a room still filling), `Running`
+//! (hold, publish or request for the duration), `Draining` (bounded grace for replies in flight),
+//! then done. Setup is bounded by the ramp time plus the connect timeout; the whole run by
+//! `--timeout`.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+
+use crate::error::RunError;
+use crate::hist::{self, Latency};
+use crate::net::{drive, ConnId, Failure, Handler, Net};
+use crate::plan::{publisher_rooms, Adapter, Plan, Scenario, Share};
+use crate::report::{Connections, RunSummary, Sample, Traffic, FORMAT_VERSION};
+use crate::schedule::Schedule;
+use crate::seq::{RoomStats, Seen, SeqTracker};
+use crate::sys::monotonic_ns;
+
+/// Shared by the threads of one process: how many parts are ready, and the common start time.
+#[derive(Debug, Default)]
+pub struct Coord {
+    ready: AtomicUsize,
+    start_ns: AtomicU64,
+}
+
+/// How the common start time is decided once every thread of this process is ready.
+pub enum Gate {
+    /// This process decides: start shortly after now.
+    Local,
+    /// A parent process decides: print `READY` on stdout, read `GO <start_ns>` from stdin.
+    Stdio,
+}
+
+/// Delay between "everyone is ready" and the start, so every thread sees the start time before
+/// it passes and the first scheduled sends are not all late.
+const START_DELAY_NS: u64 = 50_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Setup,
+    Waiting,
+    Running,
+    Draining,
+    Done,
+}
+
+enum Kind {
+    /// A connection with no role but to exist (connect scenario).
+    Plain,
+    /// A fanout subscriber of `room`, with one tracker per publisher.
+    Sub {
+        room: usize,
+        member: bool,
+        trackers: Vec<SeqTracker>,
+    },
+    /// A fanout publisher.
+    Pub {
+        index: usize,
+        rooms: Vec<usize>,
+        seqs: Vec<u64>,
+        next_room: usize,
+        sched: Option<Schedule>,
+    },
+    /// An echo client (or a direct initiator, with its `peer`): outstanding (seq, intended send
+    /// ns), oldest first.
+    Echo {
+        index: usize,
+        peer: Option<usize>,
+        seq: u64,
+        outstanding: VecDeque<(u64, u64)>,
+        sched: Option<Schedule>,
+    },
+    /// A direct responder: sends every probe it receives back to its sender.
+    Bounce,
+    /// A churn connection: joins `room`, lives until `close_at` (set at its greeting).
+    Churn { room: usize, in_use: bool },
+}
+
+struct Slot {
+    id: Option<ConnId>,
+    welcomed: bool,
+    pending_joins: usize,
+    ready: bool,
+    gone: bool,
+    kind: Kind,
+}
+
+/// Counters and histograms reported every second and at the end.
+struct Meter {
+    total: Histogram<u64>,
+    interval: Histogram<u64>,
+    sent: u64,
+    received: u64,
+    sec_sent: u64,
+    sec_received: u64,
+    sec: u64,
+    origin: u64,
+    tx: mpsc::Sender<Sample>,
+}
+
+impl Meter {
+    fn record(&mut self, ns: u64) {
+        hist::record_ns(&mut self.total, ns);
+        hist::record_ns(&mut self.interval, ns);
+    }
+
+    /// Sends one sample per elapsed second.
+    fn sample(&mut self, now: u64, open: u64) {
+        let sec = now.saturating_sub(self.origin) / 1_000_000_000;
+        if sec == self.sec {
+            return;
+        }
+        let s = Sample {
+            t_s: self.sec,
+            conns: open,
+            sent: self.sent - self.sec_sent,
+            received: self.received - self.sec_received,
+            p99_ms: if self.interval.is_empty() {
+                0.0
+            } else {
+                self.interval.value_at_quantile(0.99) as f64 / 1_000.0
+            },
+            hist: hist::encode(&self.interval),
+        };
+        // The receiver only goes away when the run is being torn down; samples are then moot.
+        let _ = self.tx.send(s);
+        self.interval.reset();
+        self.sec_sent = self.sent;
+        self.sec_received = self.received;
+        self.sec = sec;
+    }
+}
+
+/// One thread's scenario state.
+pub struct Runner {
+    scenario: Scenario,
+    adapter: Adapter,
+    coord: Arc<Coord>,
+    stage: Stage,
+    slots: Vec<Slot>,
+    ramp: Schedule,
+    opened: usize,
+    settled: usize,
+    setup_deadline: u64,
+    start_ns: u64,
+    end_ns: u64,
+    drain_until: u64,
+    duration_ns: u64,
+    grace_ns: u64,
+    pub_rate: f64,
+    echo_rate: f64,
+    echo_conns: usize,
+    publishers: usize,
+    payload: usize,
+    rooms: Vec<RoomStats>,
+    counters: BTreeMap<String, u64>,
+    skipped: u64,
+    open_at_end: u64,
+    meter: Meter,
+    buf: Vec<u8>,
+    /// Slots opened during setup (churn slots come after them).
+    setup_len: usize,
+    /// Global index of the first non-publisher slot, and how many publisher slots precede it.
+    conn_base: usize,
+    pub_slots: usize,
+    /// Prefix of user ids (direct), unique per run so runs do not cross.
+    user_prefix: String,
+    churn: Option<Schedule>,
+    churn_rate: f64,
+    churn_life_ns: u64,
+    churn_free: Vec<usize>,
+    churn_closing: VecDeque<(u64, usize)>,
+    churn_next: usize,
+}
+
+/// Probe carried in payloads: intended send time (monotonic ns), sequence, sender index.
+#[derive(Deserialize, Clone, Copy)]
+struct Probe {
+    t: u64,
+    s: u64,
+    p: usize,
+}
+
+/// The fields of a server frame any scenario looks at; everything else is skipped.
+#[derive(Deserialize)]
+struct Inbound<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    code: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    data: Option<Probe>,
+    // Raw adapter: the probe is the whole message.
+    #[serde(default)]
+    t: Option<u64>,
+    #[serde(default)]
+    s: Option<u64>,
+    #[serde(default)]
+    p: Option<usize>,
+}
+
+impl Inbound<'_> {
+    fn probe(&self) -> Option<Probe> {
+        if let Some(d) = &self.data {
+            return Some(Probe {
+                t: d.t,
+                s: d.s,
+                p: d.p,
+            });
+        }
+        Some(Probe {
+            t: self.t?,
+            s: self.s?,
+            p: self.p?,
+        })
+    }
+}
+
+impl Runner {
+    fn new(
+        plan: &Plan,
+        share: &Share,
+        coord: Arc<Coord>,
+        tx: mpsc::Sender<Sample>,
+        origin: u64,
+        now: u64,
+    ) -> Self {
+        let churn_life_ns = plan.churn_life.as_nanos() as u64;
+        let publishers = plan.publisher_count();
+        let rooms = plan.room_count();
+        let mut slots = Vec::new();
+        let slot = |kind| Slot {
+            id: None,
+            welcomed: false,
+            pending_joins: 0,
+            ready: false,
+            gone: false,
+            kind,
+        };
+        // Publishers first: they are few, and a ramp that stalls should not leave a room without
+        // its publisher.
+        for p in share.pubs.clone() {
+            let rs = if plan.adapter == Adapter::Raw {
+                vec![0]
+            } else {
+                publisher_rooms(p, publishers, rooms)
+            };
+            slots.push(slot(Kind::Pub {
+                index: p,
+                seqs: vec![0; rs.len()],
+                rooms: rs,
+                next_room: 0,
+                sched: None,
+            }));
+        }
+        for i in share.conns.clone() {
+            slots.push(slot(match plan.scenario {
+                Scenario::Connect => Kind::Plain,
+                Scenario::Fanout | Scenario::Churn => Kind::Sub {
+                    room: i % rooms.max(1),
+                    member: false,
+                    trackers: vec![SeqTracker::default(); publishers],
+                },
+                Scenario::Direct if i % 2 == 1 => Kind::Bounce,
+                Scenario::Echo | Scenario::Direct => Kind::Echo {
+                    index: i,
+                    peer: (plan.scenario == Scenario::Direct).then_some(i + 1),
+                    seq: 0,
+                    outstanding: VecDeque::new(),
+                    sched: None,
+                },
+            }));
+        }
+        let setup_len = slots.len();
+        // Churn slots: enough for the connections alive at once (rate x life, plus room for
+        // slow closes); a due churn connect finding none free is counted, not queued.
+        let churn_slots = if plan.scenario == Scenario::Churn {
+            ((share.churn_rate * plan.churn_life.as_secs_f64() * 2.0).ceil() as usize + 4)
+                .min(100_000)
+        } else {
+            0
+        };
+        let churn_free: Vec<usize> = (setup_len..setup_len + churn_slots).rev().collect();
+        for _ in 0..churn_slots {
+            slots.push(slot(Kind::Churn {
+                room: 0,
+                in_use: false,
+            }));
+        }
+        let ramp_s = if share.connect_rate > 0.0 {
+            setup_len as f64 / share.connect_rate
+        } else {
+            0.0
+        };
+        Self {
+            scenario: plan.scenario,
+            adapter: plan.adapter,
+            coord,
+            stage: Stage::Setup,
+            ramp: Schedule::new(now, share.connect_rate, 0.0, u64::MAX),
+            slots,
+            opened: 0,
+            settled: 0,
+            setup_deadline: now
+                + (ramp_s * 1e9) as u64
+                + plan.connect_timeout.as_nanos() as u64
+                + 1_000_000_000,
+            start_ns: 0,
+            end_ns: 0,
+            drain_until: 0,
+            duration_ns: plan.duration.as_nanos() as u64,
+            grace_ns: plan.grace.as_nanos() as u64,
+            pub_rate: if publishers > 0 {
+                plan.rate / publishers as f64
+            } else {
+                0.0
+            },
+            // Direct: only the first of each pair sends requests.
+            echo_rate: match plan.scenario {
+                Scenario::Direct => plan.rate / (plan.conns / 2).max(1) as f64,
+                _ if plan.conns > 0 => plan.rate / plan.conns as f64,
+                _ => 0.0,
+            },
+            echo_conns: plan.conns,
+            publishers,
+            payload: plan.payload,
+            rooms: vec![RoomStats::default(); rooms],
+            counters: BTreeMap::new(),
+            skipped: 0,
+            open_at_end: 0,
+            meter: Meter {
+                total: hist::new_hist(),
+                interval: hist::new_hist(),
+                sent: 0,
+                received: 0,
+                sec_sent: 0,
+                sec_received: 0,
+                sec: now.saturating_sub(origin) / 1_000_000_000,
+                origin,
+                tx,
+            },
+            buf: Vec::with_capacity(256),
+            setup_len,
+            conn_base: share.conns.start,
+            pub_slots: share.pubs.len(),
+            user_prefix: format!("lg{:x}", origin & 0xFF_FFFF),
+            churn: None,
+            churn_rate: share.churn_rate,
+            churn_life_ns,
+            churn_free,
+            churn_closing: VecDeque::new(),
+            churn_next: 0,
+        }
+    }
+
+    fn user_of(&self, tag: usize) -> Option<String> {
+        match &self.slots[tag].kind {
+            Kind::Echo {
+                index,
+                peer: Some(_),
+                ..
+            } => Some(format!("{}-{index}", self.user_prefix)),
+            Kind::Bounce => {
+                // A responder's global index is its initiator's plus one; find it from the slot
+                // order (responders follow their initiator, or start a share).
+                Some(format!("{}-{}", self.user_prefix, self.bounce_index(tag)))
+            }
+            _ => None,
+        }
+    }
+
+    fn bounce_index(&self, tag: usize) -> usize {
+        // Slots of a direct share are its conns range in order: index = range start + offset.
+        self.conn_base + (tag - self.pub_slots)
+    }
+
+    fn count(&mut self, what: &str) {
+        *self.counters.entry(what.to_string()).or_default() += 1;
+    }
+
+    /// A slot finished its setup (ready with its joins acked, or gone).
+    fn settle(&mut self, tag: usize) {
+        let s = &mut self.slots[tag];
+        if !s.ready {
+            s.ready = true;
+            self.settled += 1;
+        }
+    }
+
+    fn send_joins(&mut self, net: &mut Net, tag: usize) {
+        let Some(id) = self.slots[tag].id else { return };
+        let rooms: Vec<usize> = match &self.slots[tag].kind {
+            Kind::Sub { room, .. } | Kind::Churn { room, .. } => vec![*room],
+            Kind::Pub { rooms, .. } => rooms.clone(),
+            _ => Vec::new(),
+        };
+        if !self.scenario.is_fanout() || self.adapter == Adapter::Raw || rooms.is_empty() {
+            self.settle(tag);
+            return;
+        }
+        self.slots[tag].pending_joins = rooms.len();
+        for r in rooms {
+            self.buf.clear();
+            let _ = write!(self.buf, r#"{{"type":"join","room":"room-{r}","id":{r}}}"#);
+            net.send_text(id, &self.buf);
+        }
+    }
+
+    fn begin(&mut self, net: &mut Net, start: u64) {
+        self.stage = Stage::Running;
+        self.start_ns = start;
+        self.end_ns = start + self.duration_ns;
+        // Members are counted at the start: a subscriber that is gone by now owes nothing.
+        for s in &self.slots {
+            if let (
+                Kind::Sub {
+                    room, member: true, ..
+                },
+                false,
+            ) = (&s.kind, s.gone)
+            {
+                self.rooms[*room].members += 1;
+            }
+        }
+        let (pub_rate, echo_rate, pubs, conns, end) = (
+            self.pub_rate,
+            self.echo_rate,
+            self.publishers.max(1),
+            self.echo_conns.max(1),
+            self.end_ns,
+        );
+        for s in &mut self.slots {
+            match &mut s.kind {
+                Kind::Pub { index, sched, .. } => {
+                    *sched = Some(Schedule::new(
+                        start,
+                        pub_rate,
+                        *index as f64 / pubs as f64,
+                        end,
+                    ));
+                }
+                Kind::Echo { index, sched, .. } if echo_rate > 0.0 => {
+                    *sched = Some(Schedule::new(
+                        start,
+                        echo_rate,
+                        *index as f64 / conns as f64,
+                        end,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.scenario == Scenario::Churn {
+            self.churn = Some(Schedule::new(start, self.churn_rate, 0.0, end));
+        }
+        if self.scenario.is_round_trip() && echo_rate <= 0.0 {
+            // Closed loop: every connection sends its first request at the start.
+            for tag in 0..self.slots.len() {
+                self.echo_send(net, tag, start);
+            }
+        }
+    }
+
+    fn echo_send(&mut self, net: &mut Net, tag: usize, intended: u64) {
+        let (adapter, payload) = (self.adapter, self.payload);
+        let s = &mut self.slots[tag];
+        let Kind::Echo {
+            index,
+            peer,
+            seq,
+            outstanding,
+            ..
+        } = &mut s.kind
+        else {
+            return;
+        };
+        let Some(id) = s.id else {
+            self.skipped += 1;
+            return;
+        };
+        self.buf.clear();
+        match (adapter, peer) {
+            (Adapter::Hub, Some(peer)) => {
+                let _ = write!(
+                    self.buf,
+                    r#"{{"type":"send","to":"{}-{peer}","data":{{"t":{intended},"s":{seq},"p":{index}"#,
+                    self.user_prefix
+                );
+                pad(&mut self.buf, payload);
+                self.buf.extend_from_slice(b"}}");
+            }
+            (Adapter::Hub, None) => {
+                let _ = write!(self.buf, r#"{{"type":"ping","id":{seq}}}"#);
+            }
+            (Adapter::Raw, _) => {
+                let _ = write!(self.buf, r#"{{"t":{intended},"s":{seq},"p":{index}"#);
+                pad(&mut self.buf, payload);
+                self.buf.push(b'}');
+            }
+        }
+        if net.send_text(id, &self.buf) {
+            outstanding.push_back((*seq, intended));
+            *seq += 1;
+            self.meter.sent += 1;
+        } else {
+            self.skipped += 1;
+        }
+    }
+
+    fn publish_due(&mut self, net: &mut Net, now: u64) {
+        let (adapter, payload) = (self.adapter, self.payload);
+        for s in &mut self.slots {
+            let Kind::Pub {
+                index,
+                rooms,
+                seqs,
+                next_room,
+                sched: Some(sched),
+            } = &mut s.kind
+            else {
+                continue;
+            };
+            while let Some((_, t)) = sched.take_due(now) {
+                let ri = *next_room % rooms.len();
+                let (room, seq) = (rooms[ri], seqs[ri]);
+                self.buf.clear();
+                if adapter == Adapter::Hub {
+                    let _ = write!(
+                        self.buf,
+                        r#"{{"type":"publish","room":"room-{room}","exclude_self":true,"data":"#
+                    );
+                }
+                let _ = write!(self.buf, r#"{{"t":{t},"s":{seq},"p":{index}"#);
+                pad(&mut self.buf, payload);
+                self.buf.push(b'}');
+                if adapter == Adapter::Hub {
+                    self.buf.push(b'}');
+                }
+                let sent = s.id.is_some_and(|id| net.send_text(id, &self.buf));
+                if sent {
+                    *next_room += 1;
+                    seqs[ri] += 1;
+                    self.rooms[room].published += 1;
+                    self.meter.sent += 1;
+                } else {
+                    self.skipped += 1;
+                }
+            }
+        }
+    }
+
+    fn next_send_at(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .filter_map(|s| match &s.kind {
+                Kind::Pub {
+                    sched: Some(sc), ..
+                }
+                | Kind::Echo {
+                    sched: Some(sc), ..
+                } => sc.next_at(),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn outstanding(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| match &s.kind {
+                Kind::Echo { outstanding, .. } if !s.gone => outstanding.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn on_probe(&mut self, tag: usize, probe: Probe, now: u64) {
+        let Kind::Sub {
+            room,
+            member,
+            trackers,
+        } = &mut self.slots[tag].kind
+        else {
+            // Publishers hear their own messages in raw mode: not a delivery we count.
+            return;
+        };
+        if !*member || self.stage < Stage::Running {
+            self.count("deliveries_outside_measurement");
+            return;
+        }
+        let Some(tr) = trackers.get_mut(probe.p) else {
+            self.count("unknown_publisher");
+            return;
+        };
+        self.meter.received += 1;
+        let room = *room;
+        match tr.observe(probe.s) {
+            Seen::New => {
+                self.rooms[room].unique += 1;
+                self.meter.record(now.saturating_sub(probe.t));
+            }
+            Seen::Duplicate => self.rooms[room].duplicates += 1,
+        }
+    }
+
+    fn on_echo(&mut self, net: &mut Net, tag: usize, seq: u64, now: u64) {
+        let Kind::Echo {
+            outstanding, sched, ..
+        } = &mut self.slots[tag].kind
+        else {
+            return;
+        };
+        let closed_loop = sched.is_none();
+        let mut lost = 0;
+        let mut hit = None;
+        while let Some(&(s, t)) = outstanding.front() {
+            if s > seq {
+                break;
+            }
+            outstanding.pop_front();
+            if s == seq {
+                hit = Some(t);
+                break;
+            }
+            // The server answers in order; an older request passed over was dropped.
+            lost += 1;
+        }
+        *self
+            .counters
+            .entry("echo_skipped_replies".into())
+            .or_default() += lost;
+        let Some(t) = hit else {
+            self.count("echo_unmatched");
+            return;
+        };
+        self.meter.received += 1;
+        self.meter.record(now.saturating_sub(t));
+        if closed_loop && self.stage == Stage::Running && now < self.end_ns {
+            self.echo_send(net, tag, now);
+        }
+    }
+
+    fn into_summary(self, plan: &Plan, net: &Net) -> RunSummary {
+        let st = &net.stats;
+        let failed: u64 = st.failures.values().sum();
+        let has_traffic = self.scenario != Scenario::Connect;
+        let mut rooms = self.rooms;
+        let (expected, unique) = if self.scenario == Scenario::Echo {
+            (self.meter.sent, self.meter.received)
+        } else {
+            (0, 0)
+        };
+        if self.scenario == Scenario::Echo {
+            rooms.clear();
+        }
+        RunSummary {
+            version: FORMAT_VERSION,
+            scenario: plan.scenario.name().into(),
+            label: plan.label.clone(),
+            url: plan.target.url.clone(),
+            adapter: plan.adapter.name().into(),
+            params: plan.params(),
+            started_unix_ms: 0,
+            measured_s: plan.duration.as_secs_f64(),
+            connections: Connections {
+                target: self.slots.len() as u64,
+                attempted: st.attempted,
+                established: st.established,
+                failed,
+                failures: st.failures.clone(),
+                open_at_end: self.open_at_end,
+                connect_rate_per_s: 0.0,
+                first_start_ns: st.first_start_ns,
+                last_ready_ns: st.last_ready_ns,
+            },
+            handshake: Latency::from_hist(&st.handshake),
+            latency: has_traffic.then(|| Latency::from_hist(&self.meter.total)),
+            traffic: has_traffic.then(|| Traffic {
+                sent: self.meter.sent,
+                skipped: self.skipped,
+                received: self.meter.received,
+                expected,
+                unique,
+                rooms,
+                counters: self.counters,
+                ..Traffic::default()
+            }),
+            timeline: Vec::new(),
+        }
+    }
+}
+
+/// Appends `,"x":"aaa..."` with `n` padding bytes (payload size control).
+fn pad(buf: &mut Vec<u8>, n: usize) {
+    if n > 0 {
+        buf.extend_from_slice(br#","x":""#);
+        buf.resize(buf.len() + n, b'a');
+        buf.push(b'"');
+    }
+}
+
+impl Handler for Runner {
+    fn on_upgraded(&mut self, net: &mut Net, id: ConnId, tag: usize, now: u64) {
+        if self.adapter == Adapter::Raw {
+            net.mark_ready(id, now);
+            self.slots[tag].welcomed = true;
+            if let Kind::Sub { member, .. } = &mut self.slots[tag].kind {
+                *member = true;
+            }
+            self.send_joins(net, tag);
+        }
+    }
+
+    fn on_text(&mut self, net: &mut Net, id: ConnId, tag: usize, msg: &[u8], now: u64) {
+        let Ok(m) = serde_json::from_slice::<Inbound<'_>>(msg) else {
+            self.count("unparsed_frames");
+            return;
+        };
+        if self.adapter == Adapter::Raw {
+            match (self.scenario, m.probe()) {
+                (Scenario::Fanout, Some(p)) => self.on_probe(tag, p, now),
+                (Scenario::Echo, Some(p)) => self.on_echo(net, tag, p.s, now),
+                (Scenario::Connect, _) => {}
+                _ => self.count("unparsed_frames"),
+            }
+            return;
+        }
+        match m.ty.as_deref() {
+            Some("welcome") if !self.slots[tag].welcomed => {
+                self.slots[tag].welcomed = true;
+                net.mark_ready(id, now);
+                self.send_joins(net, tag);
+            }
+            Some("ack") if m.op.as_deref() == Some("join") => {
+                let s = &mut self.slots[tag];
+                if s.pending_joins > 0 {
+                    s.pending_joins -= 1;
+                    if let Kind::Sub { member, .. } = &mut s.kind {
+                        *member = true;
+                    }
+                    if s.pending_joins == 0 {
+                        self.settle(tag);
+                    }
+                }
+            }
+            Some("error") => {
+                let code = m.code.as_deref().unwrap_or("unknown").to_string();
+                self.count(&format!("server_error_{code}"));
+                let s = &mut self.slots[tag];
+                if s.pending_joins > 0 {
+                    s.pending_joins -= 1;
+                    if s.pending_joins == 0 {
+                        self.settle(tag);
+                    }
+                }
+            }
+            Some("message") => match m.probe() {
+                Some(p) => self.on_probe(tag, p, now),
+                None => self.count("foreign_messages"),
+            },
+            Some("pong") => match m.id {
+                Some(seq) => self.on_echo(net, tag, seq, now),
+                None => self.count("echo_unmatched"),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_closed(&mut self, _net: &mut Net, tag: usize, failure: Option<&Failure>, _now: u64) {
+        let Some(s) = self.slots.get_mut(tag) else {
+            return;
+        };
+        s.id = None;
+        if failure.is_some() && !s.gone {
+            s.gone = true;
+            if !s.ready {
+                s.ready = true;
+                self.settled += 1;
+            }
+        }
+    }
+
+    fn tick(&mut self, net: &mut Net, now: u64) -> Option<u64> {
+        self.meter.sample(now, net.stats.open);
+        let next_sec = self.meter.origin + (self.meter.sec + 1) * 1_000_000_000;
+        match self.stage {
+            Stage::Setup => {
+                let all_at_once = !(self.ramp.next_at().is_some());
+                while self.opened < self.slots.len() {
+                    if !all_at_once && self.ramp.take_due(now).is_none() {
+                        break;
+                    }
+                    let tag = self.opened;
+                    self.opened += 1;
+                    self.slots[tag].id = net.open(tag, now);
+                }
+                if self.opened == self.slots.len() && self.settled == self.slots.len()
+                    || now >= self.setup_deadline
+                {
+                    self.coord.ready.fetch_add(1, Ordering::AcqRel);
+                    self.stage = Stage::Waiting;
+                }
+                let next_open = if self.opened < self.slots.len() {
+                    self.ramp.next_at()
+                } else {
+                    None
+                };
+                Some(next_open.unwrap_or(u64::MAX).min(next_sec))
+            }
+            Stage::Waiting => {
+                let start = self.coord.start_ns.load(Ordering::Acquire);
+                if start != 0 && now >= start {
+                    self.begin(net, start);
+                    return Some(now);
+                }
+                // Poll the shared start time often; this stage lasts only until all are ready.
+                Some(now + 2_000_000)
+            }
+            Stage::Running => {
+                if self.scenario == Scenario::Echo {
+                    for tag in 0..self.slots.len() {
+                        loop {
+                            let due = match &mut self.slots[tag].kind {
+                                Kind::Echo {
+                                    sched: Some(sc), ..
+                                } => sc.take_due(now),
+                                _ => None,
+                            };
+                            let Some((_, t)) = due else { break };
+                            self.echo_send(net, tag, t);
+                        }
+                    }
+                } else if self.scenario == Scenario::Fanout {
+                    self.publish_due(net, now);
+                }
+                if now >= self.end_ns {
+                    self.open_at_end = net.stats.open;
+                    if self.scenario == Scenario::Connect {
+                        self.stage = Stage::Done;
+                        return None;
+                    }
+                    self.stage = Stage::Draining;
+                    self.drain_until = now + self.grace_ns;
+                    return Some(now);
+                }
+                Some(
+                    self.next_send_at()
+                        .unwrap_or(u64::MAX)
+                        .min(self.end_ns)
+                        .min(next_sec),
+                )
+            }
+            Stage::Draining => {
+                let echo_done = self.scenario == Scenario::Echo && self.outstanding() == 0;
+                if now >= self.drain_until || echo_done {
+                    self.meter.sample(now + 1_000_000_000, net.stats.open);
+                    self.stage = Stage::Done;
+                    return None;
+                }
+                Some(self.drain_until.min(next_sec))
+            }
+            Stage::Done => None,
+        }
+    }
+}
+
+/// Runs a plan in this process (with `plan.threads` threads) and returns the merged summary.
+pub fn run(plan: &Plan, gate: Gate) -> Result<RunSummary, RunError> {
+    plan.validate()?;
+    // Best effort: without it the run may still fit the soft limit, and failures will say
+    // `too_many_files` if not.
+    let _ = crate::sys::raise_nofile_limit();
+    let origin = plan.origin_ns.unwrap_or_else(monotonic_ns);
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let deadline = monotonic_ns() + plan.timeout.as_nanos() as u64;
+    let coord = Arc::new(Coord::default());
+    let (tx, rx) = mpsc::channel::<Sample>();
+    let mut handles = Vec::new();
+    for t in 0..plan.threads {
+        let share = plan.thread_share(t);
+        let (plan, coord, tx) = (plan.clone(), coord.clone(), tx.clone());
+        let seed = monotonic_ns() ^ ((t as u64 + 1) << 48) ^ ((plan.part.0 as u64) << 40);
+        let h = std::thread::Builder::new()
+            .name(format!("loadgen-{t}"))
+            .spawn(move || -> Result<RunSummary, RunError> {
+                let mut net = Net::new(
+                    plan.target.clone(),
+                    plan.sources.clone(),
+                    plan.connect_timeout,
+                    seed,
+                )?;
+                let mut runner = Runner::new(&plan, &share, coord, tx, origin, monotonic_ns());
+                drive(&mut net, &mut runner, deadline)?;
+                let open_at_end = runner.open_at_end;
+                let mut s = runner.into_summary(&plan, &net);
+                s.connections.open_at_end = open_at_end;
+                Ok(s)
+            })?;
+        handles.push(h);
+    }
+    drop(tx);
+    let mut timeline: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
+    let mut gate_done = false;
+    let progress = Progress::new(plan.progress);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(s) => {
+                let t = s.t_s;
+                timeline.entry(t).or_default().push(s);
+                if timeline.get(&t).is_some_and(|v| v.len() == plan.threads) {
+                    progress.show(t, &timeline[&t]);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if !gate_done && coord.ready.load(Ordering::Acquire) == plan.threads {
+            gate_done = true;
+            let start = match gate {
+                Gate::Local => monotonic_ns() + START_DELAY_NS,
+                Gate::Stdio => stdio_gate()?,
+            };
+            coord.start_ns.store(start, Ordering::Release);
+        }
+    }
+    progress.finish();
+    let mut parts = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(r) => parts.push(r?),
+            Err(_) => return Err(RunError::Worker("a worker thread panicked".into())),
+        }
+    }
+    // Per-second samples become part of the first thread's summary so that the merge combines
+    // them like any other part.
+    if let Some(first) = parts.first_mut() {
+        first.timeline = timeline.into_values().flatten().collect();
+    }
+    let mut out = RunSummary::merge(parts)?;
+    out.started_unix_ms = started_unix_ms;
+    out.connections.target = plan.total_conns() as u64 / plan.part.1 as u64;
+    if plan.part.1 == 1 {
+        out.connections.target = plan.total_conns() as u64;
+    }
+    Ok(out)
+}
+
+/// Worker-process side of the start barrier.
+fn stdio_gate() -> Result<u64, RunError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "READY")?;
+    out.flush()?;
+    drop(out);
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    // A parent that went away (EOF) or sent garbage: start now rather than hang.
+    Ok(line
+        .trim()
+        .strip_prefix("GO ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| monotonic_ns() + START_DELAY_NS))
+}
+
+/// The live progress line on stderr (only when asked, i.e. when stderr is a terminal).
+struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    fn new(on: bool) -> Self {
+        Self { on }
+    }
+
+    fn show(&self, t: u64, samples: &[Sample]) {
+        if !self.on {
+            return;
+        }
+        let conns: u64 = samples.iter().map(|s| s.conns).sum();
+        let sent: u64 = samples.iter().map(|s| s.sent).sum();
+        let recv: u64 = samples.iter().map(|s| s.received).sum();
+        let mut h = hist::new_hist();
+        for s in samples {
+            if let Ok(x) = hist::decode(&s.hist) {
+                hist::merge(&mut h, &x);
+            }
+        }
+        let p99 = if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(0.99) as f64 / 1_000.0
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[K[{t:>4}s] conns {conns}  sent {sent}/s  recv {recv}/s  p99 {p99:.3} ms"
+        );
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.on {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}

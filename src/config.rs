@@ -1,0 +1,266 @@
+//! Server configuration: embedded defaults, an optional TOML file, then overrides.
+//!
+//! [`Config`] is the validated form every other module reads. Each field documents its default
+//! and what it trades; `tuning.md` explains the ones that matter at 100k+ connections. The
+//! binary layers a TOML file, `SHARDHUB_*` environment variables and command-line flags on top
+//! of [`Config::default`], in that order.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::ids::SessionId;
+
+/// Everything a server needs to know before it starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT). Default `127.0.0.1:8080`; port 0 picks a
+    /// free port (shared by all shards).
+    pub listen: SocketAddr,
+    /// Reactor threads; 0 means one per core. At most 64.
+    pub shards: usize,
+    /// Pin shard `i` to core `i mod cores`. Default on; turn off when sharing cores with other
+    /// busy processes on purpose.
+    pub pin_cores: bool,
+    /// Echo mode: no hub protocol, every message is sent back unchanged (for conformance tests
+    /// and raw benchmarks), on `/ws` and `/`.
+    pub echo: bool,
+    /// Let clients without `?user=` in as `anon-<session>`. Default on.
+    pub allow_anonymous: bool,
+    /// Send `joined`/`left` events to room members. Default on; each join costs one delivery per
+    /// member.
+    pub presence: bool,
+    /// Largest incoming message (after reassembly of fragments); larger ones close with 1009.
+    /// Default 64 KiB: chat-sized, and it bounds what one client can make the server buffer.
+    pub max_message_bytes: usize,
+    /// Largest upgrade request head; larger ones get HTTP 431. Default 8 KiB, like nginx.
+    pub max_header_bytes: usize,
+    /// Longest room name or user id, in bytes (at most 255). Default 128.
+    pub max_name_bytes: usize,
+    /// Rooms one session may be in at once. Default 64.
+    pub max_rooms_per_session: usize,
+    /// Connections on the whole server; more get HTTP 503. Default 1,000,000.
+    pub max_connections: usize,
+    /// Connections per shard; more get HTTP 503. Default and maximum 1,048,575.
+    pub max_connections_per_shard: usize,
+    /// Outbound bytes queued for one connection before it counts as a slow consumer and is
+    /// closed with 1008. Default 1 MiB: about 5,000 chat messages of backlog.
+    pub max_queue_bytes: usize,
+    /// Capacity of rooms created by a first join; 0 is unlimited (the default).
+    pub default_room_capacity: usize,
+    /// Capacities of particular rooms, by name.
+    pub room_capacities: HashMap<String, usize>,
+    /// Bytes tungstenite reads per call, and its eagerly allocated read buffer per connection.
+    /// Default 512: it dominates idle memory per connection (see tuning.md); larger messages
+    /// still arrive, in more read calls.
+    pub read_buffer_bytes: usize,
+    /// Listen backlog. Default 4096: connect bursts overflow mio's 128 and wait for SYN
+    /// retransmits (~1 s).
+    pub backlog: u32,
+    /// Time allowed for the upgrade request. Default 10 s (slowloris bound).
+    #[serde(with = "humantime_serde_compat")]
+    pub handshake_timeout: Duration,
+    /// Quiet time before the server pings a client. Default 25 s, under common 30-60 s proxy
+    /// idle timeouts.
+    #[serde(with = "humantime_serde_compat")]
+    pub ping_interval: Duration,
+    /// Further quiet time after a ping before the client is dropped. Default 20 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub pong_timeout: Duration,
+    /// Time with queued output and no write progress before the client counts as stuck and is
+    /// closed with 1008. Default 15 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub write_stall_timeout: Duration,
+    /// Time a closing connection gets to finish the close handshake. Default 3 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub close_timeout: Duration,
+    /// Time a graceful shutdown waits for clients to receive their close frames. Default 5 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub drain_timeout: Duration,
+    /// Timer resolution. Default 100 ms: deadlines are seconds apart, so coarse ticks cost
+    /// nothing in accuracy and keep the wheel's work per tick small.
+    #[serde(with = "humantime_serde_compat")]
+    pub tick: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shards: 0,
+            pin_cores: true,
+            echo: false,
+            allow_anonymous: true,
+            presence: true,
+            max_message_bytes: 64 * 1024,
+            max_header_bytes: 8 * 1024,
+            max_name_bytes: 128,
+            max_rooms_per_session: 64,
+            max_connections: 1_000_000,
+            max_connections_per_shard: SessionId::MAX_KEY,
+            max_queue_bytes: 1024 * 1024,
+            default_room_capacity: 0,
+            room_capacities: HashMap::new(),
+            read_buffer_bytes: 512,
+            backlog: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(20),
+            write_stall_timeout: Duration::from_secs(15),
+            close_timeout: Duration::from_secs(3),
+            drain_timeout: Duration::from_secs(5),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io(std::path::PathBuf, std::io::Error),
+    /// The file is not valid TOML for [`Config`].
+    Toml(String),
+    /// A value is out of range; the message says which and why.
+    Invalid(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(p, e) => write!(f, "cannot read {}: {e}", p.display()),
+            Self::Toml(e) => write!(f, "invalid configuration file: {e}"),
+            Self::Invalid(e) => write!(f, "invalid configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads a TOML file; missing keys keep their defaults, unknown keys are an error.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(path.into(), e))?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Parses TOML text; missing keys keep their defaults, unknown keys are an error.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
+    }
+
+    /// The number of shards this configuration runs: `shards`, or the core count if 0.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    /// Checks every value; the server calls this before it starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.shard_count() > SessionId::MAX_SHARDS {
+            return bad(format!("shards must be at most {}", SessionId::MAX_SHARDS));
+        }
+        if self.max_connections_per_shard == 0
+            || self.max_connections_per_shard > SessionId::MAX_KEY
+        {
+            return bad(format!(
+                "max_connections_per_shard must be 1..={}",
+                SessionId::MAX_KEY
+            ));
+        }
+        if self.max_name_bytes == 0 || self.max_name_bytes > 255 {
+            return bad(
+                "max_name_bytes must be 1..=255 (binary headers carry one length byte)".into(),
+            );
+        }
+        if self.max_message_bytes == 0 {
+            return bad("max_message_bytes must be positive".into());
+        }
+        if self.max_queue_bytes < 1024 {
+            return bad("max_queue_bytes must be at least 1024".into());
+        }
+        if self.read_buffer_bytes < 64 {
+            return bad("read_buffer_bytes must be at least 64".into());
+        }
+        if self.max_header_bytes < 256 {
+            return bad("max_header_bytes must be at least 256".into());
+        }
+        if self.tick.is_zero() || self.tick > Duration::from_secs(1) {
+            return bad("tick must be between 1 ms and 1 s".into());
+        }
+        for (name, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("ping_interval", self.ping_interval),
+            ("pong_timeout", self.pong_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
+            ("close_timeout", self.close_timeout),
+        ] {
+            if d < self.tick {
+                return bad(format!(
+                    "{name} must be at least one tick ({:?})",
+                    self.tick
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Durations in TOML as humantime strings: `"25s"`, `"1500ms"`, `"2m"`.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_overrides_only_what_it_names() {
+        let c = Config::from_toml_str(
+            "listen = \"0.0.0.0:9000\"\nping_interval = \"5s\"\n[room_capacities]\nvip = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.ping_interval, Duration::from_secs(5));
+        assert_eq!(c.room_capacities["vip"], 2);
+        assert_eq!(c.max_message_bytes, Config::default().max_message_bytes);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(Config::from_toml_str("lisen = \"x\"").is_err());
+        assert!(Config::from_toml_str("ping_interval = \"soon\"").is_err());
+        let c = Config {
+            max_name_bytes: 300,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            shards: 65,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,388 @@
+//! The server-wide index of who is online and which rooms exist: the control plane.
+//!
+//! Shards own their connections outright; what must be answered across shards lives here:
+//! which sessions a user has (for direct messages and "not online"), each room's members and
+//! capacity (for `join`, `members` and capacity checks), and the list of sessions for the
+//! embedding application. It is one mutex-guarded map, taken on connect, disconnect, join,
+//! leave and direct-message routing: a few hundred nanoseconds per operation, which two to a
+//! few dozen shards do not contend on.
+//!
+//! The data plane never takes it. A room publish reads the room's shard mask from the
+//! [`RoomShared`] the publishing shard already holds; a broadcast goes to every shard.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::ids::SessionId;
+
+/// What the rest of the server may know about a session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: SessionId,
+    /// The user id.
+    pub user: Arc<str>,
+    /// The peer's address.
+    pub addr: SocketAddr,
+}
+
+/// The part of a room every shard with members holds: its name and which shards have members.
+#[derive(Debug)]
+pub struct RoomShared {
+    /// The room's name.
+    pub name: Arc<str>,
+    /// Bit `i` is set while shard `i` has at least one member.
+    shards: AtomicU64,
+}
+
+impl RoomShared {
+    fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            shards: AtomicU64::new(0),
+        }
+    }
+
+    /// Shards with members, as a bit mask.
+    pub fn shards(&self) -> u64 {
+        // Acquire pairs with the Release in `set_shard`: a shard that saw a member's join ack
+        // arrive through a socket also sees that member's shard bit.
+        self.shards.load(Ordering::Acquire)
+    }
+
+    /// Records that `shard` has (or no longer has) members. Only that shard calls this.
+    pub fn set_shard(&self, shard: usize, present: bool) {
+        let bit = 1u64 << shard;
+        if present {
+            self.shards.fetch_or(bit, Ordering::Release);
+        } else {
+            self.shards.fetch_and(!bit, Ordering::Release);
+        }
+    }
+}
+
+/// Why a join failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// The room holds `capacity` members already.
+    Full {
+        /// The room's capacity.
+        capacity: usize,
+    },
+}
+
+/// A successful join.
+#[derive(Debug)]
+pub struct Joined {
+    /// The room's shared part.
+    pub room: Arc<RoomShared>,
+    /// Members after the join.
+    pub members: usize,
+    /// Whether the session was a member already (nothing changed).
+    pub already: bool,
+}
+
+/// A room's public description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The name.
+    pub name: String,
+    /// Members now.
+    pub members: usize,
+    /// Capacity; 0 is unlimited.
+    pub capacity: usize,
+}
+
+#[derive(Debug)]
+struct RoomEntry {
+    shared: Arc<RoomShared>,
+    capacity: usize,
+    members: HashMap<SessionId, Arc<str>>,
+    /// Created by the application: kept when empty.
+    persistent: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<SessionId, SessionInfo>,
+    users: HashMap<Arc<str>, Vec<SessionId>>,
+    rooms: HashMap<Arc<str>, RoomEntry>,
+}
+
+/// The control-plane index. See the module docs.
+#[derive(Debug)]
+pub struct Directory {
+    inner: Mutex<Inner>,
+    default_capacity: usize,
+    capacities: HashMap<String, usize>,
+}
+
+impl Directory {
+    /// An empty directory. Rooms get `capacities[name]` or else `default_capacity` (0 means
+    /// unlimited) when they are created by a first join.
+    pub fn new(default_capacity: usize, capacities: HashMap<String, usize>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            default_capacity,
+            capacities,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that is
+        // worse than the panic itself; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an open session.
+    pub fn add_session(&self, info: SessionInfo) {
+        let mut g = self.lock();
+        g.users.entry(info.user.clone()).or_default().push(info.id);
+        g.sessions.insert(info.id, info);
+    }
+
+    /// Removes a session (its rooms must have been left first).
+    pub fn remove_session(&self, id: SessionId) {
+        let mut g = self.lock();
+        let Some(info) = g.sessions.remove(&id) else {
+            return;
+        };
+        if let Some(list) = g.users.get_mut(&info.user) {
+            list.retain(|s| *s != id);
+            if list.is_empty() {
+                g.users.remove(&info.user);
+            }
+        }
+    }
+
+    /// Sessions open now.
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// One session's description.
+    pub fn session(&self, id: SessionId) -> Option<SessionInfo> {
+        self.lock().sessions.get(&id).cloned()
+    }
+
+    /// Every open session (a snapshot).
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.lock().sessions.values().cloned().collect()
+    }
+
+    /// Where a user's sessions are: (shard mask, session count). `(0, 0)` means not online.
+    pub fn user_shards(&self, user: &str) -> (u64, usize) {
+        let g = self.lock();
+        match g.users.get(user) {
+            Some(list) => (list.iter().fold(0, |m, s| m | 1 << s.shard()), list.len()),
+            None => (0, 0),
+        }
+    }
+
+    /// Distinct users online.
+    pub fn user_count(&self) -> usize {
+        self.lock().users.len()
+    }
+
+    /// Adds `session` to `room`, creating the room on first use.
+    pub fn join(
+        &self,
+        room: &str,
+        session: SessionId,
+        user: &Arc<str>,
+    ) -> Result<Joined, JoinError> {
+        let mut g = self.lock();
+        if !g.rooms.contains_key(room) {
+            let name: Arc<str> = Arc::from(room);
+            let capacity = self
+                .capacities
+                .get(room)
+                .copied()
+                .unwrap_or(self.default_capacity);
+            let entry = RoomEntry {
+                shared: Arc::new(RoomShared::new(name.clone())),
+                capacity,
+                members: HashMap::new(),
+                persistent: false,
+            };
+            g.rooms.insert(name, entry);
+        }
+        let Some(e) = g.rooms.get_mut(room) else {
+            unreachable!("inserted above")
+        };
+        if e.members.contains_key(&session) {
+            return Ok(Joined {
+                room: e.shared.clone(),
+                members: e.members.len(),
+                already: true,
+            });
+        }
+        if e.capacity > 0 && e.members.len() >= e.capacity {
+            let capacity = e.capacity;
+            if e.members.is_empty() && !e.persistent {
+                g.rooms.remove(room);
+            }
+            return Err(JoinError::Full { capacity });
+        }
+        e.members.insert(session, user.clone());
+        Ok(Joined {
+            room: e.shared.clone(),
+            members: e.members.len(),
+            already: false,
+        })
+    }
+
+    /// Removes `session` from `room`; returns the members left, or `None` if it was not one.
+    /// An emptied room is forgotten unless the application created it.
+    pub fn leave(&self, room: &str, session: SessionId) -> Option<usize> {
+        let mut g = self.lock();
+        let e = g.rooms.get_mut(room)?;
+        e.members.remove(&session)?;
+        let left = e.members.len();
+        if left == 0 && !e.persistent {
+            g.rooms.remove(room);
+        }
+        Some(left)
+    }
+
+    /// A room's members: (session, user), ordered by session id.
+    pub fn members(&self, room: &str) -> Option<Vec<(SessionId, Arc<str>)>> {
+        let g = self.lock();
+        let e = g.rooms.get(room)?;
+        let mut v: Vec<_> = e.members.iter().map(|(s, u)| (*s, u.clone())).collect();
+        v.sort_by_key(|(s, _)| *s);
+        Some(v)
+    }
+
+    /// A room's shared part, for publishing from outside its members' shards.
+    pub fn room(&self, room: &str) -> Option<Arc<RoomShared>> {
+        self.lock().rooms.get(room).map(|e| e.shared.clone())
+    }
+
+    /// A room's description.
+    pub fn room_info(&self, room: &str) -> Option<RoomInfo> {
+        let g = self.lock();
+        g.rooms.get(room).map(|e| RoomInfo {
+            name: room.to_string(),
+            members: e.members.len(),
+            capacity: e.capacity,
+        })
+    }
+
+    /// Every room, sorted by name.
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        let g = self.lock();
+        let mut v: Vec<_> = g
+            .rooms
+            .iter()
+            .map(|(n, e)| RoomInfo {
+                name: n.to_string(),
+                members: e.members.len(),
+                capacity: e.capacity,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Creates a room that lives until the server stops, or changes an existing room's capacity
+    /// (0 is unlimited). Members above a lowered capacity stay; new joins are refused.
+    pub fn create_room(&self, room: &str, capacity: usize) {
+        let mut g = self.lock();
+        match g.rooms.get_mut(room) {
+            Some(e) => {
+                e.capacity = capacity;
+                e.persistent = true;
+            }
+            None => {
+                let name: Arc<str> = Arc::from(room);
+                let shared = Arc::new(RoomShared::new(name.clone()));
+                let entry = RoomEntry {
+                    shared,
+                    capacity,
+                    members: HashMap::new(),
+                    persistent: true,
+                };
+                g.rooms.insert(name, entry);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid(n: u64, shard: usize) -> SessionId {
+        SessionId::new(n, shard, n as usize)
+    }
+
+    fn dir() -> Directory {
+        Directory::new(0, HashMap::from([("vip".to_string(), 2)]))
+    }
+
+    #[test]
+    fn users_are_online_while_any_session_is() {
+        let d = dir();
+        let alice: Arc<str> = "alice".into();
+        let addr = "127.0.0.1:1".parse().unwrap();
+        d.add_session(SessionInfo {
+            id: sid(1, 0),
+            user: alice.clone(),
+            addr,
+        });
+        d.add_session(SessionInfo {
+            id: sid(2, 3),
+            user: alice.clone(),
+            addr,
+        });
+        assert_eq!(d.user_shards("alice"), (0b1001, 2));
+        d.remove_session(sid(1, 0));
+        assert_eq!(d.user_shards("alice"), (0b1000, 1));
+        d.remove_session(sid(2, 3));
+        assert_eq!(d.user_shards("alice"), (0, 0));
+        assert_eq!(d.user_count(), 0);
+    }
+
+    #[test]
+    fn capacity_is_enforced_and_rooms_vanish_when_empty() {
+        let d = dir();
+        let u: Arc<str> = "u".into();
+        assert_eq!(d.join("vip", sid(1, 0), &u).unwrap().members, 1);
+        assert!(d.join("vip", sid(1, 0), &u).unwrap().already);
+        assert_eq!(d.join("vip", sid(2, 1), &u).unwrap().members, 2);
+        assert_eq!(
+            d.join("vip", sid(3, 0), &u).unwrap_err(),
+            JoinError::Full { capacity: 2 }
+        );
+        assert_eq!(d.leave("vip", sid(3, 0)), None, "not a member");
+        assert_eq!(d.leave("vip", sid(1, 0)), Some(1));
+        assert_eq!(d.leave("vip", sid(2, 1)), Some(0));
+        assert!(d.room_info("vip").is_none(), "emptied rooms are forgotten");
+    }
+
+    #[test]
+    fn application_rooms_persist_and_take_their_capacity() {
+        let d = dir();
+        d.create_room("stage", 1);
+        let u: Arc<str> = "u".into();
+        d.join("stage", sid(1, 0), &u).unwrap();
+        assert!(d.join("stage", sid(2, 0), &u).is_err());
+        d.leave("stage", sid(1, 0));
+        assert_eq!(d.room_info("stage").unwrap().members, 0);
+        assert_eq!(d.rooms().len(), 1);
+    }
+
+    #[test]
+    fn shard_mask_tracks_presence() {
+        let d = dir();
+        let u: Arc<str> = "u".into();
+        let j = d.join("r", sid(1, 5), &u).unwrap();
+        j.room.set_shard(5, true);
+        j.room.set_shard(2, true);
+        j.room.set_shard(5, false);
+        assert_eq!(j.room.shards(), 0b100);
+    }
+}

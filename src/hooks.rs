@@ -1,0 +1,250 @@
+//! Application hooks: what an embedding program runs on connect, message and disconnect.
+//!
+//! Hooks run on the shard thread that owns the session, between reading a message and
+//! flushing replies, so they must not block. They do not touch sockets or other sessions
+//! directly: a hook records [`Context`] actions (reply, join, leave, close) that the shard
+//! applies after the hook returns (the uWebSockets rule: no subscribing or publishing while a
+//! publish is being delivered), and reaches other sessions through the thread-safe [`Hub`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use simd_json::BorrowedValue;
+
+use crate::hub::Hub;
+use crate::protocol::frame::{self, Frame, OpCode};
+use crate::protocol::handshake::UpgradeRequest;
+use crate::session::Session;
+
+/// Why `on_connect` refused a client: sent as an HTTP response before closing the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// HTTP status, e.g. 401 or 403.
+    pub status: u16,
+    /// A short reason, sent as the body.
+    pub reason: String,
+}
+
+impl Reject {
+    /// A refusal with status 403.
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self {
+            status: 403,
+            reason: reason.into(),
+        }
+    }
+
+    /// A refusal with any status.
+    pub fn with_status(status: u16, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// The WebSocket close code: the peer's, the server's, or 1006 when the connection dropped
+    /// without a close frame.
+    pub code: u16,
+    /// The close reason, if any.
+    pub reason: String,
+}
+
+/// A fault on a session, reported to `on_error` before the session is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    /// The client broke RFC 6455 (closed with 1002, 1007 or 1009).
+    Protocol(String),
+    /// A socket error other than would-block.
+    Io(String),
+    /// The client did not keep up with its outbound queue (closed with 1008).
+    SlowConsumer,
+    /// Nothing arrived for `ping_interval + pong_timeout`.
+    HeartbeatTimeout,
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Protocol(m) => write!(f, "protocol error: {m}"),
+            Self::Io(m) => write!(f, "socket error: {m}"),
+            Self::SlowConsumer => f.write_str("slow consumer"),
+            Self::HeartbeatTimeout => f.write_str("heartbeat timeout"),
+        }
+    }
+}
+
+/// An incoming data message.
+#[derive(Debug, Clone, Copy)]
+pub enum Message<'a> {
+    /// A text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+/// A JSON request of a type registered with [`Hooks::handle`].
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The `type` field.
+    pub kind: &'a str,
+    /// The whole message as received.
+    pub text: &'a str,
+    /// The parsed message (simd-json's borrowed DOM).
+    pub value: &'a BorrowedValue<'a>,
+    /// The `id` field, to echo in a reply.
+    pub id: Option<&'a BorrowedValue<'a>>,
+}
+
+/// What a message hook decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Let the built-in protocol (or echo) handle the message too.
+    Continue,
+    /// The hook handled it; stop here.
+    Handled,
+}
+
+/// A deferred action on the current session, applied by the shard after the hook returns.
+#[derive(Debug)]
+pub(crate) enum Action {
+    Send(Frame),
+    Join(String),
+    Leave(String),
+    Close(u16, String),
+}
+
+/// What a hook can see and do on the shard thread.
+pub struct Context<'a> {
+    pub(crate) session: &'a mut Session,
+    pub(crate) actions: &'a mut Vec<Action>,
+    pub(crate) hub: &'a Hub,
+}
+
+impl Context<'_> {
+    /// The current session.
+    pub fn session(&self) -> &Session {
+        self.session
+    }
+
+    /// The current session, to change its key/value store.
+    pub fn session_mut(&mut self) -> &mut Session {
+        self.session
+    }
+
+    /// The hub, to reach other sessions, users and rooms.
+    pub fn hub(&self) -> &Hub {
+        self.hub
+    }
+
+    /// Sends a text message to this session.
+    pub fn send_text(&mut self, text: &str) {
+        self.actions
+            .push(Action::Send(frame::encode(OpCode::Text, text.as_bytes())));
+    }
+
+    /// Sends a binary message to this session.
+    pub fn send_binary(&mut self, bytes: &[u8]) {
+        self.actions
+            .push(Action::Send(frame::encode(OpCode::Binary, bytes)));
+    }
+
+    /// Joins a room, exactly as if the client had sent `{"type":"join","room":…}`: the client
+    /// gets the `ack` or `error`.
+    pub fn join(&mut self, room: impl Into<String>) {
+        self.actions.push(Action::Join(room.into()));
+    }
+
+    /// Leaves a room, as if the client had sent `{"type":"leave","room":…}`.
+    pub fn leave(&mut self, room: impl Into<String>) {
+        self.actions.push(Action::Leave(room.into()));
+    }
+
+    /// Closes the session with a close code and reason once queued output is sent.
+    pub fn close(&mut self, code: u16, reason: impl Into<String>) {
+        self.actions.push(Action::Close(code, reason.into()));
+    }
+}
+
+type ConnectFn = dyn Fn(&UpgradeRequest, &mut Session) -> Result<(), Reject> + Send + Sync;
+type OpenFn = dyn Fn(&mut Context<'_>) + Send + Sync;
+type MessageFn = dyn Fn(&mut Context<'_>, Message<'_>) -> Flow + Send + Sync;
+type HandlerFn = dyn Fn(&mut Context<'_>, &Request<'_>) + Send + Sync;
+type DisconnectFn = dyn Fn(&Session, &Disconnect) + Send + Sync;
+type ErrorFn = dyn Fn(&Session, &SessionError) + Send + Sync;
+
+/// The application's hooks. Every hook is optional; the default is the plain hub protocol.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    pub(crate) on_connect: Option<Arc<ConnectFn>>,
+    pub(crate) on_open: Option<Arc<OpenFn>>,
+    pub(crate) on_message: Option<Arc<MessageFn>>,
+    pub(crate) handlers: HashMap<String, Arc<HandlerFn>>,
+    pub(crate) on_disconnect: Option<Arc<DisconnectFn>>,
+    pub(crate) on_error: Option<Arc<ErrorFn>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hooks {
+    /// Runs during the upgrade, before the session exists for anyone else: inspect the request
+    /// (path, query, headers), set the user id or session keys, or refuse with an HTTP status.
+    pub fn on_connect(
+        mut self,
+        f: impl Fn(&UpgradeRequest, &mut Session) -> Result<(), Reject> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs once the session is open and greeted.
+    pub fn on_open(mut self, f: impl Fn(&mut Context<'_>) + Send + Sync + 'static) -> Self {
+        self.on_open = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs for every text and binary message before the built-in protocol; return
+    /// [`Flow::Handled`] to stop there.
+    pub fn on_message(
+        mut self,
+        f: impl Fn(&mut Context<'_>, Message<'_>) -> Flow + Send + Sync + 'static,
+    ) -> Self {
+        self.on_message = Some(Arc::new(f));
+        self
+    }
+
+    /// Handles JSON requests whose `type` is `kind` (GoHub's `RegisterHandler`). Registered
+    /// types take precedence over built-in ones of the same name.
+    pub fn handle(
+        mut self,
+        kind: impl Into<String>,
+        f: impl Fn(&mut Context<'_>, &Request<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.insert(kind.into(), Arc::new(f));
+        self
+    }
+
+    /// Runs after a session ended, with its close code.
+    pub fn on_disconnect(
+        mut self,
+        f: impl Fn(&Session, &Disconnect) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_disconnect = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when a session fails (protocol error, socket error, slow consumer, heartbeat).
+    pub fn on_error(mut self, f: impl Fn(&Session, &SessionError) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(f));
+        self
+    }
+}

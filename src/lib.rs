@@ -1,0 +1,61 @@
+//! shardhub: a thread-per-core WebSocket hub for real-time products.
+//!
+//! Clients connect over WebSocket, join rooms, publish to them, message users directly and
+//! broadcast; the application embeds the server as a library and adds hooks (as with Melody or
+//! GoHub), or runs the `shardhub` binary as is.
+//!
+//! # Architecture
+//!
+//! * [`protocol`]: the wire, pure functions over bytes (frames encoded once, the HTTP upgrade,
+//!   the JSON and binary hub protocol of `docs/protocol.md`).
+//! * [`engine`]: the sans-IO core: ids, the server-wide directory, a shard's rooms, the outbox,
+//!   the timer wheel and the liveness policy. No sockets, threads or clocks.
+//! * `shard` (private): the IO driver, one mio reactor per core with its own SO_REUSEPORT
+//!   listener, connections in a slab as non-blocking tungstenite state machines, and the bus
+//!   (crossbeam inboxes + a mio `Waker`) that carries shared frames between shards.
+//! * [`Hub`]: the thread-safe handle; [`Hooks`]: the application's callbacks; [`Server`]:
+//!   binding, running and shutting down.
+//!
+//! A room publish encodes its frame once into an `Arc<[u8]>`; local members' outboxes get
+//! clones, other shards with members get one message each. No lock is taken on that path.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! use shardhub::{Config, Hooks, Server};
+//!
+//! let hooks = Hooks::default()
+//!     .on_open(|ctx| ctx.join("lobby"))
+//!     .handle("shout", |ctx, req| {
+//!         let text = req.text.to_uppercase();
+//!         let _ = ctx.hub().broadcast(text.as_str());
+//!     });
+//! let server = Server::builder(Config::default()).hooks(hooks).build()?;
+//! server.run()?; // until SIGINT/SIGTERM
+//! # Ok::<(), shardhub::StartError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+pub mod config;
+pub mod engine;
+pub mod hooks;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod session;
+mod shard;
+
+pub use config::{Config, ConfigError};
+pub use engine::directory::{RoomInfo, SessionInfo};
+pub use engine::ids::SessionId;
+pub use hooks::{Context, Disconnect, Flow, Hooks, Message, Reject, Request, SessionError};
+pub use hub::{Hub, HubError, Payload};
+pub use metrics::Stats;
+pub use protocol::handshake::UpgradeRequest;
+pub use server::{RunningServer, Server, ServerBuilder, StartError};
+pub use session::Session;

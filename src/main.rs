@@ -1,0 +1,147 @@
+//! The `shardhub` binary: configuration from defaults, a TOML file, the environment and flags,
+//! then the library's [`Server`] until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use shardhub::{Config, Server};
+
+/// A thread-per-core WebSocket hub: rooms, direct messages and broadcast for 100k+ connections.
+///
+/// Settings come from embedded defaults, then `--config FILE` (TOML, same names as the long
+/// flags with `_` for `-`), then `SHARDHUB_*` environment variables, then flags.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "SHARDHUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SHARDHUB_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Reactor threads, one per core by default (0 = number of cores).
+    #[arg(long, env = "SHARDHUB_SHARDS")]
+    shards: Option<usize>,
+    /// Pin each shard thread to a core [default: true].
+    #[arg(long, env = "SHARDHUB_PIN_CORES")]
+    pin_cores: Option<bool>,
+    /// Echo mode: every message is sent back unchanged (conformance tests, raw benchmarks).
+    #[arg(long, env = "SHARDHUB_ECHO")]
+    echo: bool,
+    /// Accept clients without ?user= as anon-<session> [default: true].
+    #[arg(long, env = "SHARDHUB_ALLOW_ANONYMOUS")]
+    allow_anonymous: Option<bool>,
+    /// Send joined/left presence events to room members [default: true].
+    #[arg(long, env = "SHARDHUB_PRESENCE")]
+    presence: Option<bool>,
+    /// Largest incoming message in bytes; larger ones close with 1009 [default: 65536].
+    #[arg(long, env = "SHARDHUB_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Largest upgrade request head in bytes; larger ones get HTTP 431 [default: 8192].
+    #[arg(long, env = "SHARDHUB_MAX_HEADER_BYTES")]
+    max_header_bytes: Option<usize>,
+    /// Rooms one session may be in [default: 64].
+    #[arg(long, env = "SHARDHUB_MAX_ROOMS_PER_SESSION")]
+    max_rooms_per_session: Option<usize>,
+    /// Connections on the whole server [default: 1000000].
+    #[arg(long, env = "SHARDHUB_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections per shard [default and maximum: 1048575].
+    #[arg(long, env = "SHARDHUB_MAX_CONNECTIONS_PER_SHARD")]
+    max_connections_per_shard: Option<usize>,
+    /// Outbound bytes queued per connection before it is closed as a slow consumer (1008)
+    /// [default: 1048576].
+    #[arg(long, env = "SHARDHUB_MAX_QUEUE_BYTES")]
+    max_queue_bytes: Option<usize>,
+    /// Capacity of rooms created by a first join, 0 = unlimited [default: 0].
+    #[arg(long, env = "SHARDHUB_DEFAULT_ROOM_CAPACITY")]
+    default_room_capacity: Option<usize>,
+    /// Per-connection read buffer in bytes; dominates idle memory [default: 512].
+    #[arg(long, env = "SHARDHUB_READ_BUFFER_BYTES")]
+    read_buffer_bytes: Option<usize>,
+    /// Listen backlog [default: 4096].
+    #[arg(long, env = "SHARDHUB_BACKLOG")]
+    backlog: Option<u32>,
+    /// Time allowed for the upgrade request, e.g. 10s [default: 10s].
+    #[arg(long, env = "SHARDHUB_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration)]
+    handshake_timeout: Option<Duration>,
+    /// Quiet time before the server pings [default: 25s].
+    #[arg(long, env = "SHARDHUB_PING_INTERVAL", value_parser = humantime::parse_duration)]
+    ping_interval: Option<Duration>,
+    /// Further quiet time after a ping before the client is dropped [default: 20s].
+    #[arg(long, env = "SHARDHUB_PONG_TIMEOUT", value_parser = humantime::parse_duration)]
+    pong_timeout: Option<Duration>,
+    /// Time with queued output and no progress before closing with 1008 [default: 15s].
+    #[arg(long, env = "SHARDHUB_WRITE_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    write_stall_timeout: Option<Duration>,
+    /// Time a closing connection gets to finish the close handshake [default: 3s].
+    #[arg(long, env = "SHARDHUB_CLOSE_TIMEOUT", value_parser = humantime::parse_duration)]
+    close_timeout: Option<Duration>,
+    /// Time a graceful shutdown waits for close frames to go out [default: 5s].
+    #[arg(long, env = "SHARDHUB_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    drain_timeout: Option<Duration>,
+    /// Log level: error, warn, info, debug, trace (or RUST_LOG syntax) [default: info].
+    #[arg(long, env = "SHARDHUB_LOG", default_value = "info")]
+    log: String,
+}
+
+impl Args {
+    fn into_config(self) -> Result<Config, shardhub::ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f { c.$f = v; })* };
+        }
+        set!(
+            listen,
+            shards,
+            pin_cores,
+            allow_anonymous,
+            presence,
+            max_message_bytes,
+            max_header_bytes,
+            max_rooms_per_session,
+            max_connections,
+            max_connections_per_shard,
+            max_queue_bytes,
+            default_room_capacity,
+            read_buffer_bytes,
+            backlog,
+            handshake_timeout,
+            ping_interval,
+            pong_timeout,
+            write_stall_timeout,
+            close_timeout,
+            drain_timeout
+        );
+        c.echo |= self.echo;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::new()
+        .parse_filters(&args.log)
+        .format_timestamp_millis()
+        .init();
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shardhub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match Server::builder(config).build().and_then(Server::run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardhub: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

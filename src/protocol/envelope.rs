@@ -1,0 +1,398 @@
+//! Client requests: the JSON envelope of text frames and the header of binary frames.
+//!
+//! Parsing is a pure function from bytes to a typed [`Request`]; it never touches a session.
+//! Text frames are parsed with simd-json into a borrowed DOM (the shard keeps the scratch buffer
+//! and simd-json's buffers, so steady-state parsing allocates only the DOM nodes). The `data`
+//! of a request is kept as a value and re-serialized once into the outgoing frame, however many
+//! recipients it has.
+
+use simd_json::prelude::*;
+use simd_json::BorrowedValue as Value;
+
+/// A parsed request, borrowing from the DOM.
+#[derive(Debug)]
+pub enum Request<'v> {
+    /// Join a room.
+    Join {
+        /// The room.
+        room: &'v str,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room.
+        room: &'v str,
+    },
+    /// Publish to a joined room.
+    Publish {
+        /// The room.
+        room: &'v str,
+        /// The payload, any JSON.
+        data: &'v Value<'v>,
+        /// Whether the sender is left out.
+        exclude_self: bool,
+    },
+    /// Send to every session of a user.
+    Send {
+        /// The user id.
+        to: &'v str,
+        /// The payload, any JSON.
+        data: &'v Value<'v>,
+    },
+    /// Send to every session on the server.
+    Broadcast {
+        /// The payload, any JSON.
+        data: &'v Value<'v>,
+        /// Whether the sender is left out.
+        exclude_self: bool,
+    },
+    /// List a room's members.
+    Members {
+        /// The room.
+        room: &'v str,
+    },
+    /// Application-level ping.
+    Ping,
+    /// A type the built-in protocol does not know; application handlers may.
+    Other,
+}
+
+/// A request with the envelope fields every request shares.
+#[derive(Debug)]
+pub struct Envelope<'v> {
+    /// The `type` field.
+    pub kind: &'v str,
+    /// The `id` field, a string or a number, echoed back in the reply.
+    pub id: Option<&'v Value<'v>>,
+    /// The typed request.
+    pub request: Request<'v>,
+}
+
+/// Why a text frame is not a valid request. The message goes into a `bad_request` error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest(pub String);
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> BadRequest {
+    BadRequest(msg.into())
+}
+
+/// Checks a room name or user id: 1 to `max` bytes.
+pub fn check_name(what: &str, name: &str, max: usize) -> Result<(), BadRequest> {
+    if name.is_empty() {
+        Err(bad(format!("{what} must not be empty")))
+    } else if name.len() > max {
+        Err(bad(format!("{what} is longer than {max} bytes")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses a text frame's bytes (in place: simd-json unescapes into the buffer) into a DOM.
+pub fn parse_value<'b>(
+    bytes: &'b mut [u8],
+    buffers: &mut simd_json::Buffers,
+) -> Result<Value<'b>, BadRequest> {
+    simd_json::to_borrowed_value_with_buffers(bytes, buffers)
+        .map_err(|e| bad(format!("malformed JSON: {e}")))
+}
+
+/// Turns a DOM into a request. `max_name` bounds room names and user ids.
+pub fn parse_envelope<'v>(v: &'v Value<'v>, max_name: usize) -> Result<Envelope<'v>, BadRequest> {
+    if !v.is_object() {
+        return Err(bad("a request must be a JSON object"));
+    }
+    let kind = match v.get("type") {
+        Some(t) => t
+            .as_str()
+            .ok_or_else(|| bad("field type must be a string"))?,
+        None => return Err(bad("missing field type")),
+    };
+    let id = v.get("id");
+    if let Some(id) = id {
+        if !(id.is_str() || id.is_number()) {
+            return Err(bad("field id must be a string or a number"));
+        }
+    }
+    let name = |field: &'static str| -> Result<&'v str, BadRequest> {
+        let s = v
+            .get(field)
+            .ok_or_else(|| bad(format!("missing field {field}")))?
+            .as_str()
+            .ok_or_else(|| bad(format!("field {field} must be a string")))?;
+        check_name(field, s, max_name)?;
+        Ok(s)
+    };
+    let data = || v.get("data").ok_or_else(|| bad("missing field data"));
+    let exclude_self = || match v.get("exclude_self") {
+        None => Ok(false),
+        Some(b) => b
+            .as_bool()
+            .ok_or_else(|| bad("field exclude_self must be a boolean")),
+    };
+    let request = match kind {
+        "join" => Request::Join {
+            room: name("room")?,
+        },
+        "leave" => Request::Leave {
+            room: name("room")?,
+        },
+        "publish" => Request::Publish {
+            room: name("room")?,
+            data: data()?,
+            exclude_self: exclude_self()?,
+        },
+        "send" => Request::Send {
+            to: name("to")?,
+            data: data()?,
+        },
+        "broadcast" => Request::Broadcast {
+            data: data()?,
+            exclude_self: exclude_self()?,
+        },
+        "members" => Request::Members {
+            room: name("room")?,
+        },
+        "ping" => Request::Ping,
+        _ => Request::Other,
+    };
+    Ok(Envelope { kind, id, request })
+}
+
+/// Where a binary frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// To a room the sender joined (op 1, or 5 without the sender).
+    Publish {
+        /// Whether the sender is left out.
+        exclude_self: bool,
+    },
+    /// To every session of a user (op 2).
+    Send,
+    /// To everyone (op 3, or 4 without the sender).
+    Broadcast {
+        /// Whether the sender is left out.
+        exclude_self: bool,
+    },
+}
+
+/// A binary frame's header and payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryRequest<'a> {
+    /// The operation.
+    pub op: BinaryOp,
+    /// Room or user; empty for broadcasts.
+    pub target: &'a str,
+    /// The bytes to deliver.
+    pub payload: &'a [u8],
+}
+
+/// Recipient-side kind byte of a binary delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BinaryKind {
+    /// A room message.
+    Room = 1,
+    /// A direct message.
+    Direct = 2,
+    /// A broadcast.
+    Broadcast = 3,
+}
+
+/// Parses a binary frame: `[op][target length][target][payload]`.
+pub fn parse_binary(frame: &[u8], max_name: usize) -> Result<BinaryRequest<'_>, BadRequest> {
+    let [op, len, rest @ ..] = frame else {
+        return Err(bad("binary frame shorter than its 2-byte header"));
+    };
+    let len = *len as usize;
+    if rest.len() < len {
+        return Err(bad("binary target runs past the end of the frame"));
+    }
+    let (target, payload) = rest.split_at(len);
+    let target =
+        std::str::from_utf8(target).map_err(|_| bad("binary target is not valid UTF-8"))?;
+    let op = match op {
+        1 => BinaryOp::Publish {
+            exclude_self: false,
+        },
+        5 => BinaryOp::Publish { exclude_self: true },
+        2 => BinaryOp::Send,
+        3 => BinaryOp::Broadcast {
+            exclude_self: false,
+        },
+        4 => BinaryOp::Broadcast { exclude_self: true },
+        other => return Err(bad(format!("unknown binary op {other}"))),
+    };
+    match op {
+        BinaryOp::Broadcast { .. } => {}
+        BinaryOp::Publish { .. } => check_name("room", target, max_name)?,
+        BinaryOp::Send => check_name("to", target, max_name)?,
+    }
+    Ok(BinaryRequest {
+        op,
+        target,
+        payload,
+    })
+}
+
+/// Writes a binary delivery: `[kind][room length][room][sender length][sender][payload]`.
+/// Names longer than 255 bytes cannot occur: they are bounded by `max_name_bytes` (at most 255).
+pub fn write_binary_delivery(
+    out: &mut Vec<u8>,
+    kind: BinaryKind,
+    room: &str,
+    from: &str,
+    payload: &[u8],
+) {
+    let room = &room.as_bytes()[..room.len().min(255)];
+    let from = &from.as_bytes()[..from.len().min(255)];
+    out.push(kind as u8);
+    out.push(room.len() as u8);
+    out.extend_from_slice(room);
+    out.push(from.len() as u8);
+    out.extend_from_slice(from);
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(text: &str) -> Result<String, BadRequest> {
+        let mut b = text.as_bytes().to_vec();
+        let mut bufs = simd_json::Buffers::default();
+        let v = parse_value(&mut b, &mut bufs)?;
+        let e = parse_envelope(&v, 128)?;
+        Ok(format!("{:?}", e.request)
+            .split([' ', '{'])
+            .next()
+            .unwrap_or("")
+            .to_string())
+    }
+
+    #[test]
+    fn every_built_in_request_parses() {
+        assert_eq!(parse(r#"{"type":"join","room":"a"}"#).unwrap(), "Join");
+        assert_eq!(
+            parse(r#"{"type":"leave","room":"a","id":3}"#).unwrap(),
+            "Leave"
+        );
+        assert_eq!(
+            parse(r#"{"type":"publish","room":"a","data":{"x":[1]}}"#).unwrap(),
+            "Publish"
+        );
+        assert_eq!(
+            parse(r#"{"type":"send","to":"bob","data":"hi"}"#).unwrap(),
+            "Send"
+        );
+        assert_eq!(
+            parse(r#"{"type":"broadcast","data":1,"exclude_self":true}"#).unwrap(),
+            "Broadcast"
+        );
+        assert_eq!(
+            parse(r#"{"type":"members","room":"a"}"#).unwrap(),
+            "Members"
+        );
+        assert_eq!(parse(r#"{"type":"ping","id":"x"}"#).unwrap(), "Ping");
+        assert_eq!(parse(r#"{"type":"echo","text":"x"}"#).unwrap(), "Other");
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases = [
+            ("{", "malformed JSON"),
+            ("[1,2]", "must be a JSON object"),
+            (r#"{"room":"a"}"#, "missing field type"),
+            (r#"{"type":7}"#, "type must be a string"),
+            (r#"{"type":"join"}"#, "missing field room"),
+            (r#"{"type":"join","room":""}"#, "room must not be empty"),
+            (r#"{"type":"join","room":5}"#, "room must be a string"),
+            (r#"{"type":"publish","room":"a"}"#, "missing field data"),
+            (
+                r#"{"type":"ping","id":{}}"#,
+                "id must be a string or a number",
+            ),
+            (
+                r#"{"type":"broadcast","data":1,"exclude_self":"yes"}"#,
+                "exclude_self must be a boolean",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.0.contains(want), "{text}: {err} should mention {want}");
+        }
+        let long = format!(r#"{{"type":"join","room":"{}"}}"#, "r".repeat(129));
+        assert!(parse(&long).unwrap_err().0.contains("longer than 128"));
+    }
+
+    #[test]
+    fn binary_headers_route_and_reject() {
+        let f = [1u8, 3, b'a', b'b', b'c', 9, 9];
+        let r = parse_binary(&f, 128).unwrap();
+        assert_eq!(
+            r.op,
+            BinaryOp::Publish {
+                exclude_self: false
+            }
+        );
+        assert_eq!((r.target, r.payload), ("abc", &[9u8, 9][..]));
+        assert_eq!(
+            parse_binary(&[3, 0], 128).unwrap().op,
+            BinaryOp::Broadcast {
+                exclude_self: false
+            }
+        );
+        assert!(parse_binary(&[1], 128).is_err());
+        assert!(parse_binary(&[1, 5, b'a'], 128).is_err());
+        assert!(parse_binary(&[9, 0], 128).is_err());
+        assert!(
+            parse_binary(&[2, 0, 1, 2], 128).is_err(),
+            "a send needs a user"
+        );
+        assert!(parse_binary(&[1, 2, 0xff, 0xfe], 128).is_err());
+    }
+
+    #[test]
+    fn binary_deliveries_carry_room_and_sender() {
+        let mut out = Vec::new();
+        write_binary_delivery(&mut out, BinaryKind::Room, "lobby", "al", b"xyz");
+        assert_eq!(out, b"\x01\x05lobby\x02alxyz");
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the parsers; they parse or give a reason.
+        #[test]
+        fn arbitrary_text_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut b = bytes.clone();
+            let mut bufs = simd_json::Buffers::default();
+            if let Ok(v) = parse_value(&mut b, &mut bufs) {
+                let _ = parse_envelope(&v, 16);
+            }
+            let _ = parse_binary(&bytes, 16);
+        }
+
+        /// Envelopes built from arbitrary field values parse or are rejected, never panic.
+        #[test]
+        fn arbitrary_envelopes_never_panic(
+            kind in prop_oneof![Just("join".to_string()), Just("publish".to_string()), Just("send".to_string()), Just("broadcast".to_string()), ".{0,8}"],
+            room in proptest::option::of(".{0,20}"),
+            data in proptest::option::of(prop_oneof![Just("null".to_string()), "[1-9][0-9]{0,4}", Just("{\"a\":[1,{}]}".to_string())]),
+            id in proptest::option::of(prop_oneof![Just("1".to_string()), Just("\"x\"".to_string()), Just("[]".to_string())]),
+        ) {
+            let mut fields = vec![format!("\"type\":{}", serde_json::to_string(&kind).unwrap())];
+            if let Some(r) = &room { fields.push(format!("\"room\":{}", serde_json::to_string(r).unwrap())); fields.push(format!("\"to\":{}", serde_json::to_string(r).unwrap())); }
+            if let Some(d) = &data { fields.push(format!("\"data\":{d}")); }
+            if let Some(i) = &id { fields.push(format!("\"id\":{i}")); }
+            let text = format!("{{{}}}", fields.join(","));
+            let mut b = text.into_bytes();
+            let mut bufs = simd_json::Buffers::default();
+            let v = parse_value(&mut b, &mut bufs).expect("well-formed JSON");
+            let _ = parse_envelope(&v, 16);
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Server messages of the JSON protocol, written straight into a frame buffer.
+//!
+//! Each function appends one complete JSON object to `out` (usually a shard's
+//! [`FrameBuf`](super::frame::FrameBuf)). The `data` and `id` the client sent are re-serialized
+//! from the parsed DOM, once per message, not once per recipient.
+
+use simd_json::prelude::*;
+use simd_json::BorrowedValue as Value;
+
+/// Appends `s` as a JSON string literal.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends a parsed value as JSON.
+pub fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
+    // Writing into a Vec cannot fail.
+    let _ = v.write(out);
+}
+
+fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(n.to_string().as_bytes());
+}
+
+/// Starts an object with its `type` and, when the request had one, its `id`.
+fn head(out: &mut Vec<u8>, kind: &str, id: Option<&Value<'_>>) {
+    out.extend_from_slice(b"{\"type\":");
+    write_str(out, kind);
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        write_value(out, id);
+    }
+}
+
+fn field_str(out: &mut Vec<u8>, key: &str, v: &str) {
+    out.push(b',');
+    write_str(out, key);
+    out.push(b':');
+    write_str(out, v);
+}
+
+fn field_u64(out: &mut Vec<u8>, key: &str, v: u64) {
+    out.push(b',');
+    write_str(out, key);
+    out.push(b':');
+    write_u64(out, v);
+}
+
+fn field_session(out: &mut Vec<u8>, session: u64) {
+    // Decimal string: session ids exceed JavaScript's 2^53 integers.
+    out.extend_from_slice(b",\"session\":\"");
+    write_u64(out, session);
+    out.push(b'"');
+}
+
+/// `{"type":"welcome","session":"…","user":"…","shard":N}`
+pub fn welcome(out: &mut Vec<u8>, session: u64, user: &str, shard: usize) {
+    head(out, "welcome", None);
+    field_session(out, session);
+    field_str(out, "user", user);
+    field_u64(out, "shard", shard as u64);
+    out.push(b'}');
+}
+
+/// Extra fields of an `ack`.
+#[derive(Debug, Clone, Copy)]
+pub enum Ack<'a> {
+    /// A join, with the member count after it.
+    Join {
+        /// The room.
+        room: &'a str,
+        /// Members after the join.
+        members: usize,
+    },
+    /// A leave.
+    Leave {
+        /// The room.
+        room: &'a str,
+    },
+    /// A publish.
+    Publish {
+        /// The room.
+        room: &'a str,
+    },
+    /// A direct message, with the number of sessions it reached.
+    Send {
+        /// The user.
+        to: &'a str,
+        /// Sessions the message went to.
+        sessions: usize,
+    },
+    /// A broadcast.
+    Broadcast,
+}
+
+/// `{"type":"ack","id":…,"op":"…",…}`
+pub fn ack(out: &mut Vec<u8>, id: Option<&Value<'_>>, what: Ack<'_>) {
+    head(out, "ack", id);
+    match what {
+        Ack::Join { room, members } => {
+            field_str(out, "op", "join");
+            field_str(out, "room", room);
+            field_u64(out, "members", members as u64);
+        }
+        Ack::Leave { room } => {
+            field_str(out, "op", "leave");
+            field_str(out, "room", room);
+        }
+        Ack::Publish { room } => {
+            field_str(out, "op", "publish");
+            field_str(out, "room", room);
+        }
+        Ack::Send { to, sessions } => {
+            field_str(out, "op", "send");
+            field_str(out, "to", to);
+            field_u64(out, "sessions", sessions as u64);
+        }
+        Ack::Broadcast => field_str(out, "op", "broadcast"),
+    }
+    out.push(b'}');
+}
+
+/// `{"type":"error","id":…,"code":"…","message":"…"}` plus one optional context field
+/// (`room`, `to` or `op`).
+pub fn error(
+    out: &mut Vec<u8>,
+    id: Option<&Value<'_>>,
+    code: &str,
+    message: &str,
+    context: Option<(&str, &str)>,
+) {
+    head(out, "error", id);
+    field_str(out, "code", code);
+    field_str(out, "message", message);
+    if let Some((k, v)) = context {
+        field_str(out, k, v);
+    }
+    out.push(b'}');
+}
+
+/// A delivery: `message` (room), `direct` or `broadcast`, with the sender and the data.
+pub fn delivery(
+    out: &mut Vec<u8>,
+    kind: &str,
+    room: Option<&str>,
+    from: &str,
+    session: u64,
+    data: &Value<'_>,
+) {
+    head(out, kind, None);
+    if let Some(room) = room {
+        field_str(out, "room", room);
+    }
+    field_str(out, "from", from);
+    field_session(out, session);
+    out.extend_from_slice(b",\"data\":");
+    write_value(out, data);
+    out.push(b'}');
+}
+
+/// `{"type":"joined"|"left","room":"…","user":"…","session":"…"}`
+pub fn presence(out: &mut Vec<u8>, joined: bool, room: &str, user: &str, session: u64) {
+    head(out, if joined { "joined" } else { "left" }, None);
+    field_str(out, "room", room);
+    field_str(out, "user", user);
+    field_session(out, session);
+    out.push(b'}');
+}
+
+/// `{"type":"members","id":…,"room":"…","members":[{"user":"…","session":"…"},…]}`
+pub fn members<'a>(
+    out: &mut Vec<u8>,
+    id: Option<&Value<'_>>,
+    room: &str,
+    list: impl IntoIterator<Item = (u64, &'a str)>,
+) {
+    head(out, "members", id);
+    field_str(out, "room", room);
+    out.extend_from_slice(b",\"members\":[");
+    for (i, (session, user)) in list.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"user\":");
+        write_str(out, user);
+        field_session(out, session);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// `{"type":"pong","id":…}`
+pub fn pong(out: &mut Vec<u8>, id: Option<&Value<'_>>) {
+    head(out, "pong", id);
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(f: impl FnOnce(&mut Vec<u8>)) -> serde_json::Value {
+        let mut out = Vec::new();
+        f(&mut out);
+        serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+    }
+
+    #[test]
+    fn strings_escape_everything_json_requires() {
+        let nasty = "quote\" back\\ nl\n tab\t bell\u{7} é 😀";
+        let v = json(|o| write_str(o, nasty));
+        assert_eq!(v, serde_json::Value::String(nasty.into()));
+    }
+
+    #[test]
+    fn replies_are_valid_json_with_the_documented_fields() {
+        let mut raw = br#"{"id":"m7","data":{"t":[1,2.5,"x"]}}"#.to_vec();
+        let v = simd_json::to_borrowed_value(&mut raw).unwrap();
+        let (id, data) = (v.get("id"), v.get("data").unwrap());
+
+        let w = json(|o| welcome(o, 1 << 60, "alice", 1));
+        assert_eq!(w["session"], "1152921504606846976");
+        let a = json(|o| {
+            ack(
+                o,
+                id,
+                Ack::Send {
+                    to: "bob",
+                    sessions: 2,
+                },
+            )
+        });
+        assert_eq!(
+            a,
+            serde_json::json!({"type":"ack","id":"m7","op":"send","to":"bob","sessions":2})
+        );
+        let e = json(|o| {
+            error(
+                o,
+                None,
+                "not_online",
+                "user carol is not online",
+                Some(("to", "carol")),
+            )
+        });
+        assert_eq!(e["code"], "not_online");
+        assert_eq!(e["to"], "carol");
+        let d = json(|o| delivery(o, "message", Some("lobby"), "al", 5, data));
+        assert_eq!(
+            d,
+            serde_json::json!({"type":"message","room":"lobby","from":"al","session":"5","data":{"t":[1,2.5,"x"]}})
+        );
+        let m = json(|o| members(o, id, "r", [(1, "a"), (2, "b")]));
+        assert_eq!(
+            m["members"][1],
+            serde_json::json!({"user":"b","session":"2"})
+        );
+        assert_eq!(json(|o| pong(o, None)), serde_json::json!({"type":"pong"}));
+        assert_eq!(json(|o| presence(o, false, "r", "u", 3))["type"], "left");
+    }
+}

@@ -1,0 +1,233 @@
+//! Starting and stopping a server: bind every shard's listener, start the pinned reactor
+//! threads, and shut them down gracefully.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::{Poll, Token, Waker};
+
+use crate::config::{Config, ConfigError};
+use crate::engine::directory::Directory;
+use crate::hooks::Hooks;
+use crate::hub::{Hub, Shared};
+use crate::metrics::ShardStats;
+use crate::shard::bus::{self, Inbox, ShardMsg};
+use crate::shard::{listener, Shard};
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// Binding, polling or spawning failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => e.fmt(f),
+            Self::Io(e) => write!(f, "cannot start: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Configures a [`Server`]: the configuration and the application's hooks.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    config: Config,
+    hooks: Hooks,
+}
+
+impl ServerBuilder {
+    /// Sets the application's hooks (connect, message, typed handlers, disconnect, error).
+    pub fn hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Validates the configuration and binds every shard's listener; nothing runs yet.
+    pub fn build(self) -> Result<Server, StartError> {
+        let config = self.config;
+        config.validate().map_err(StartError::Config)?;
+        let n = config.shard_count();
+        let first = listener::bind(config.listen, config.backlog)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..n {
+            // Port 0 resolved to a real port on the first bind; the others share it.
+            listeners.push(listener::bind(local_addr, config.backlog)?);
+        }
+        let mut mailboxes = Vec::with_capacity(n);
+        let mut parts = Vec::with_capacity(n);
+        for l in listeners {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), Token(usize::MAX - 1))?;
+            let (mb, inbox) = bus::inbox(waker);
+            mailboxes.push(mb);
+            parts.push((poll, l, inbox));
+        }
+        let directory =
+            Directory::new(config.default_room_capacity, config.room_capacities.clone());
+        let stats = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
+        let shared = Shared {
+            config,
+            hooks: self.hooks,
+            directory,
+            mailboxes,
+            stats,
+        };
+        Ok(Server {
+            hub: Hub {
+                shared: Arc::new(shared),
+            },
+            parts,
+            local_addr,
+        })
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    hub: Hub,
+    parts: Vec<(Poll, mio::net::TcpListener, Inbox)>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// The address the shards listen on (with the real port when the configuration said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to the hub, usable before and after the server starts.
+    pub fn hub(&self) -> Hub {
+        self.hub.clone()
+    }
+
+    /// Starts the shard threads and returns at once.
+    pub fn spawn(self) -> Result<RunningServer, StartError> {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let pin = self.hub.config().pin_cores;
+        let mut threads = Vec::new();
+        for (i, (poll, listener, inbox)) in self.parts.into_iter().enumerate() {
+            let hub = self.hub.clone();
+            let core = if pin && !cores.is_empty() {
+                Some(cores[i % cores.len()])
+            } else {
+                None
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    let shard = Shard::new(i, poll, listener, inbox, hub)?;
+                    shard.run()
+                })?;
+            threads.push(t);
+        }
+        log::info!(
+            "shardhub listening on {} with {} shard(s){}",
+            self.local_addr,
+            threads.len(),
+            if self.hub.config().echo {
+                " in echo mode"
+            } else {
+                ""
+            }
+        );
+        Ok(RunningServer {
+            hub: self.hub,
+            threads,
+            local_addr: self.local_addr,
+        })
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub fn run(self) -> Result<(), StartError> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let running = self.spawn()?;
+        if let Some(sig) = signals.forever().next() {
+            log::info!(
+                "signal {sig}: shutting down (drain up to {:?})",
+                running.hub.config().drain_timeout
+            );
+        }
+        running.shutdown()?;
+        Ok(())
+    }
+}
+
+/// A server whose shards are running.
+#[derive(Debug)]
+pub struct RunningServer {
+    hub: Hub,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    local_addr: SocketAddr,
+}
+
+impl RunningServer {
+    /// A handle to the hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The listening address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, sends close 1001 to every client, waits up to `drain_timeout` for the
+    /// close frames to go out, and joins the shard threads.
+    pub fn shutdown(self) -> io::Result<()> {
+        for mb in &self.hub.shared.mailboxes {
+            // A full inbox: keep trying, the shard is draining it.
+            while mb.send(ShardMsg::Shutdown).is_err() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        self.join()
+    }
+
+    /// Waits for the shard threads to end (after a shutdown from elsewhere).
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("a shard thread panicked")),
+            }
+        }
+        result
+    }
+}

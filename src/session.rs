@@ -1,0 +1,120 @@
+//! A connected client as the application sees it: identity plus a key/value store.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::engine::ids::SessionId;
+
+/// One WebSocket session. Lives on its shard; hooks get it by reference.
+///
+/// The key/value store is Melody's `Set`/`Get`: per-session application state (a display name,
+/// a permission set, a counter) that hooks and handlers read and write on the shard thread.
+/// It is allocated on first use, so idle sessions that never store anything pay one pointer.
+pub struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) user: Arc<str>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) rooms: Vec<Arc<str>>,
+    keys: Option<Box<HashMap<String, Box<dyn Any + Send>>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("addr", &self.addr)
+            .field("rooms", &self.rooms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(id: SessionId, addr: SocketAddr) -> Self {
+        Self {
+            id,
+            user: Arc::from(""),
+            addr,
+            rooms: Vec::new(),
+            keys: None,
+        }
+    }
+
+    /// The session id, unique for the server's lifetime.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The user id (from `?user=`, a hook, or generated for anonymous clients).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Sets the user id. Only takes effect from `on_connect`, before the session is announced.
+    pub fn set_user(&mut self, user: impl Into<Arc<str>>) {
+        self.user = user.into();
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shard (reactor thread) the session lives on.
+    pub fn shard(&self) -> usize {
+        self.id.shard()
+    }
+
+    /// Rooms the session is in.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.iter().map(|r| &**r)
+    }
+
+    /// Whether the session is in `room`.
+    pub fn in_room(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| &**r == room)
+    }
+
+    /// Stores a value under `key`, replacing any previous one.
+    pub fn set<T: Any + Send>(&mut self, key: impl Into<String>, value: T) {
+        self.keys
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), Box::new(value));
+    }
+
+    /// The value under `key`, if there is one of type `T`.
+    pub fn get<T: Any>(&self, key: &str) -> Option<&T> {
+        self.keys.as_ref()?.get(key)?.downcast_ref()
+    }
+
+    /// The value under `key` for changing in place, if there is one of type `T`.
+    pub fn get_mut<T: Any>(&mut self, key: &str) -> Option<&mut T> {
+        self.keys.as_mut()?.get_mut(key)?.downcast_mut()
+    }
+
+    /// Removes the value under `key`; returns whether there was one.
+    pub fn remove(&mut self, key: &str) -> bool {
+        self.keys.as_mut().is_some_and(|k| k.remove(key).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_typed() {
+        let mut s = Session::new(SessionId::new(1, 0, 0), "127.0.0.1:1".parse().unwrap());
+        assert!(s.get::<u32>("n").is_none());
+        s.set("n", 5u32);
+        s.set("name", "al".to_string());
+        assert_eq!(s.get::<u32>("n"), Some(&5));
+        assert_eq!(s.get::<String>("n"), None, "wrong type reads as absent");
+        *s.get_mut::<u32>("n").unwrap() += 1;
+        assert_eq!(s.get::<u32>("n"), Some(&6));
+        assert!(s.remove("n"));
+        assert!(!s.remove("n"));
+    }
+}

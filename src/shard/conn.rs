@@ -1,0 +1,121 @@
+//! One client connection as the shard holds it: socket, outbox, protocol state and timers.
+//!
+//! The socket and outbox travel together as [`ConnIo`], which is also the stream tungstenite
+//! drives: its reads come from the socket, its writes (pongs, close frames) land in the outbox
+//! behind the frames already queued. tungstenite therefore never blocks on a write and never
+//! holds bytes of its own, and every byte leaves through one ordered, vectored path.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use tungstenite::WebSocket;
+
+use crate::engine::liveness::{Liveness, Phase};
+use crate::engine::outbox::Outbox;
+use crate::hooks::Disconnect;
+use crate::session::Session;
+
+/// A socket with its outbound queue; the stream tungstenite reads from and writes to.
+#[derive(Debug)]
+pub(crate) struct ConnIo {
+    pub(crate) tcp: TcpStream,
+    pub(crate) outbox: Outbox,
+}
+
+impl Read for ConnIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for ConnIo {
+    /// Queues tungstenite's bytes (control frames, a few bytes each) behind everything else.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outbox.push(Arc::from(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ConnIo {
+    /// Writes queued bytes to the socket; see [`Outbox::flush`].
+    pub(crate) fn flush_outbox(&mut self) -> io::Result<crate::engine::outbox::Flushed> {
+        self.outbox.flush(&mut self.tcp)
+    }
+}
+
+/// The protocol stage of a connection.
+pub(crate) enum Wire {
+    /// Reading the HTTP upgrade request.
+    Http { io: ConnIo, buf: Vec<u8> },
+    /// An open WebSocket.
+    Ws(WebSocket<ConnIo>),
+    /// Transient, while moving between stages.
+    Moved,
+}
+
+/// One connection in the shard's slab.
+pub(crate) struct Conn {
+    pub(crate) wire: Wire,
+    pub(crate) session: Session,
+    pub(crate) phase: Phase,
+    pub(crate) live: Liveness,
+    /// The deadline of the connection's one live timer (`u64::MAX`: none).
+    pub(crate) timer_due: u64,
+    /// Queued in the shard's dirty list for the next flush.
+    pub(crate) dirty: bool,
+    /// The session is in the directory and rooms (it completed the upgrade).
+    pub(crate) announced: bool,
+    /// Drop the socket once the outbox is empty.
+    pub(crate) drop_when_flushed: bool,
+    /// Queued for removal at the end of this loop iteration.
+    pub(crate) dead: bool,
+    /// How the session ended, once known.
+    pub(crate) disconnect: Option<Disconnect>,
+}
+
+impl Conn {
+    pub(crate) fn new(tcp: TcpStream, session: Session, now: u64) -> Self {
+        Self {
+            wire: Wire::Http {
+                io: ConnIo {
+                    tcp,
+                    outbox: Outbox::default(),
+                },
+                buf: Vec::new(),
+            },
+            session,
+            phase: Phase::Handshake { since: now },
+            live: Liveness::new(now),
+            timer_due: u64::MAX,
+            dirty: false,
+            announced: false,
+            drop_when_flushed: false,
+            dead: false,
+            disconnect: None,
+        }
+    }
+
+    /// The socket and outbox, whatever the stage.
+    pub(crate) fn io(&mut self) -> Option<&mut ConnIo> {
+        match &mut self.wire {
+            Wire::Http { io, .. } => Some(io),
+            Wire::Ws(ws) => Some(ws.get_mut()),
+            Wire::Moved => None,
+        }
+    }
+
+    /// Records how the session ended, keeping the first cause.
+    pub(crate) fn ended(&mut self, code: u16, reason: &str) {
+        if self.disconnect.is_none() {
+            self.disconnect = Some(Disconnect {
+                code,
+                reason: reason.to_string(),
+            });
+        }
+    }
+}
