@@ -17,6 +17,8 @@ pub struct Session {
     pub(crate) user: Arc<str>,
     pub(crate) addr: SocketAddr,
     pub(crate) rooms: Vec<Arc<str>>,
+    // Boxed: an empty HashMap is 48 bytes in every session, a None box is 8.
+    #[allow(clippy::box_collection)]
     keys: Option<Box<HashMap<String, Box<dyn Any + Send>>>>,
 }
 

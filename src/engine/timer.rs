@@ -54,12 +54,15 @@ impl TimerWheel {
         self.now
     }
 
-    /// Arms a timer for tick `due` (a past tick fires on the next advance).
-    pub fn schedule(&mut self, key: u64, due: u64) {
+    /// Arms a timer for tick `due`; a past tick is moved to the next one. Returns the tick the
+    /// timer will carry when it expires, which owners must keep to recognise it.
+    #[must_use = "lazy cancellation needs the tick the entry really carries"]
+    pub fn schedule(&mut self, key: u64, due: u64) -> u64 {
         let due = due.max(self.now + 1);
         let mask = self.slots.len() as u64 - 1;
         self.slots[(due & mask) as usize].push(Expired { key, due });
         self.len += 1;
+        due
     }
 
     /// Moves time to `now` and appends every entry due at or before it to `out`.
@@ -101,8 +104,8 @@ mod tests {
     #[test]
     fn timers_fire_at_their_tick_and_not_before() {
         let mut w = TimerWheel::new(8, 0);
-        w.schedule(1, 3);
-        w.schedule(2, 5);
+        let _ = w.schedule(1, 3);
+        let _ = w.schedule(2, 5);
         assert_eq!(fired(&mut w, 2), vec![]);
         assert_eq!(fired(&mut w, 3), vec![(1, 3)]);
         assert_eq!(fired(&mut w, 10), vec![(2, 5)]);
@@ -112,7 +115,7 @@ mod tests {
     #[test]
     fn deadlines_beyond_one_rotation_wait_for_their_round() {
         let mut w = TimerWheel::new(8, 0);
-        w.schedule(7, 20); // slot 4, two rotations ahead
+        let _ = w.schedule(7, 20); // slot 4, two rotations ahead
         assert_eq!(fired(&mut w, 4), vec![]);
         assert_eq!(fired(&mut w, 12), vec![]);
         assert_eq!(fired(&mut w, 19), vec![]);
@@ -123,7 +126,7 @@ mod tests {
     fn a_long_jump_fires_everything_due_exactly_once() {
         let mut w = TimerWheel::new(16, 0);
         for k in 0..100 {
-            w.schedule(k, k * 3 + 1);
+            let _ = w.schedule(k, k * 3 + 1);
         }
         let all = fired(&mut w, 1000);
         assert_eq!(all.len(), 100);
@@ -134,7 +137,11 @@ mod tests {
     #[test]
     fn past_deadlines_fire_on_the_next_tick() {
         let mut w = TimerWheel::new(8, 50);
-        w.schedule(9, 10);
+        assert_eq!(
+            w.schedule(9, 10),
+            51,
+            "a past deadline moves to the next tick"
+        );
         assert_eq!(fired(&mut w, 51), vec![(9, 51)]);
     }
 
@@ -147,7 +154,7 @@ mod tests {
             let mut model: Vec<(u64, u64)> = Vec::new();
             let mut now = 0;
             for (i, (due, step)) in ops.into_iter().enumerate() {
-                w.schedule(i as u64, now + due);
+                let _ = w.schedule(i as u64, now + due);
                 model.push((i as u64, (now + due).max(now + 1)));
                 now += step;
                 let mut got = fired(&mut w, now);

@@ -49,6 +49,10 @@ impl ConnIo {
 }
 
 /// The protocol stage of a connection.
+///
+/// Not boxed although `Ws` is much larger than `Http`: nearly every connection is an open
+/// WebSocket, and boxing it would add an allocation and a pointer chase to each of them.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Wire {
     /// Reading the HTTP upgrade request.
     Http { io: ConnIo, buf: Vec<u8> },
@@ -117,5 +121,17 @@ impl Conn {
                 reason: reason.to_string(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The slab entry is most of an idle connection's memory besides the read buffer; keep an
+    /// eye on it (see tuning.md).
+    #[test]
+    fn a_connection_slot_stays_small() {
+        let size = std::mem::size_of::<super::Conn>();
+        eprintln!("size_of::<Conn>() = {size}");
+        assert!(size <= 640, "Conn grew to {size} bytes");
     }
 }

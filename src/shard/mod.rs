@@ -334,8 +334,7 @@ impl Shard {
             }
             let now = self.conns.now;
             let mut conn = Conn::new(tcp, Session::new(id, addr), now);
-            conn.timer_due = now + self.timeouts.handshake;
-            self.wheel.schedule(id.0, conn.timer_due);
+            conn.timer_due = self.wheel.schedule(id.0, now + self.timeouts.handshake);
             entry.insert(conn);
         }
         // Budget used up with connections possibly still queued: edge-triggered readiness will
@@ -1079,8 +1078,7 @@ impl Shard {
     fn arm(&mut self, id: SessionId, due: u64) {
         if let Some(c) = self.conns.get(id) {
             if due < c.timer_due {
-                c.timer_due = due;
-                self.wheel.schedule(id.0, due);
+                c.timer_due = self.wheel.schedule(id.0, due);
             }
         }
     }

@@ -1,0 +1,125 @@
+//! The `shardhub` binary: configuration from a file, the environment and flags; SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn help_explains_the_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for flag in [
+        "--listen",
+        "--shards",
+        "--echo",
+        "--config",
+        "--max-queue-bytes",
+        "--ping-interval",
+    ] {
+        assert!(text.contains(flag), "--help does not mention {flag}");
+    }
+}
+
+#[test]
+fn a_bad_config_file_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("shardhub-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "shards = \"many\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration file"));
+}
+
+#[test]
+fn file_env_and_flags_layer_and_sigterm_drains() {
+    let dir = std::env::temp_dir().join(format!("shardhub-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hub.toml");
+    // The file disables anonymous access and sets a port the flag overrides.
+    std::fs::write(
+        &path,
+        "allow_anonymous = false\nlisten = \"127.0.0.1:1\"\nshards = 1\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("SHARDHUB_MAX_ROOMS_PER_SESSION", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + PATIENCE;
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "server exited early");
+        assert!(Instant::now() < deadline);
+    }
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (code, _) = raw_http(addr, upgrade_request("/ws", "").as_bytes());
+    assert_eq!(code, 401, "the file's allow_anonymous = false applies");
+
+    let url = format!("ws://127.0.0.1:{port}/ws?user=cli");
+    let mut ws = connect_raw(&url).unwrap();
+    let _welcome = ws.read().unwrap();
+    for room in ["a", "b"] {
+        ws.send(tungstenite::Message::text(format!(
+            r#"{{"type":"join","room":"{room}"}}"#
+        )))
+        .unwrap();
+    }
+    let replies: Vec<String> = (0..2)
+        .map(|_| ws.read().unwrap().into_text().unwrap().to_string())
+        .collect();
+    assert!(
+        replies[1].contains("too_many_rooms"),
+        "the environment's limit applies: {replies:?}"
+    );
+
+    // SIGTERM: the client gets 1001 and the process exits cleanly.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let close = loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(close, Some(1001));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

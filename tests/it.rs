@@ -1,0 +1,21 @@
+//! shardhub's integration tests: each starts the real server in this process (two shards, an
+//! ephemeral port) and talks to it with a real WebSocket client or raw TCP.
+
+mod util;
+
+// The upgrade: greeting, user ids, refusals with their HTTP statuses.
+mod handshake;
+// Rooms: join, leave, capacity, presence, members, publish.
+mod rooms;
+// Direct messages and broadcasts, within and across shards.
+mod messaging;
+// Binary frames routed by their header.
+mod binary;
+// Bad input: error frames that keep the connection, close codes that end it.
+mod bad_input;
+// Heartbeats, slow consumers, graceful shutdown.
+mod lifecycle;
+// Embedding: hooks, typed handlers, session keys, the hub handle.
+mod embedding;
+// The binary: configuration layering and signals.
+mod binary_cli;

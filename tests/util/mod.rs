@@ -1,0 +1,288 @@
+//! Shared helpers: start a real server on an ephemeral port, talk to it with a real WebSocket
+//! client. Every blocking read has a timeout; waits poll a condition up to a deadline.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shardhub::{Config, Hooks, Hub, RunningServer, Server};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// How long any single expected event may take before a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A server running in this process on 127.0.0.1 with an ephemeral port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    running: Option<RunningServer>,
+}
+
+impl TestServer {
+    /// Two shards (so cross-shard paths run), defaults otherwise, adjusted by `tweak`.
+    pub fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::with_hooks(Hooks::default(), tweak)
+    }
+
+    pub fn with_hooks(hooks: Hooks, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shards: 2,
+            pin_cores: false,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let server = Server::builder(config)
+            .hooks(hooks)
+            .build()
+            .expect("server builds");
+        let addr = server.local_addr();
+        let hub = server.hub();
+        let running = server.spawn().expect("server starts");
+        Self {
+            addr,
+            hub,
+            running: Some(running),
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    /// Graceful shutdown; returns when every shard thread has ended.
+    pub fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = r.shutdown();
+        }
+    }
+}
+
+/// Polls `cond` until it holds or `PATIENCE` runs out.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A WebSocket client on a blocking socket with a read timeout.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub session: String,
+    pub user: String,
+    pub shard: u64,
+}
+
+/// Opens a WebSocket to `url` without reading anything.
+pub fn connect_raw(url: &str) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
+    let addr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let tcp = TcpStream::connect(addr).expect("tcp connect");
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    match tungstenite::client(url, tcp) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            panic!("blocking handshake interrupted")
+        }
+    }
+}
+
+impl Client {
+    /// Connects as `user` (anonymous if `None`) and reads the welcome.
+    pub fn connect(server: &TestServer, user: Option<&str>) -> Self {
+        let q = user.map(|u| format!("?user={u}")).unwrap_or_default();
+        let ws = connect_raw(&server.url(&format!("/ws{q}"))).expect("upgrade accepted");
+        let mut c = Client {
+            ws,
+            session: String::new(),
+            user: String::new(),
+            shard: 0,
+        };
+        let w = c.expect("welcome");
+        c.session = w["session"].as_str().unwrap().to_string();
+        c.user = w["user"].as_str().unwrap().to_string();
+        c.shard = w["shard"].as_u64().unwrap();
+        c
+    }
+
+    /// Connects as `user` until the session lands on `shard` (the kernel spreads connections
+    /// over SO_REUSEPORT listeners by hash, so a few tries are needed).
+    pub fn connect_on_shard(server: &TestServer, user: &str, shard: u64) -> Self {
+        for _ in 0..200 {
+            let c = Client::connect(server, Some(user));
+            if c.shard == shard {
+                return c;
+            }
+            c.close();
+        }
+        panic!("no connection landed on shard {shard} in 200 tries");
+    }
+
+    pub fn send_json(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).expect("send");
+    }
+
+    pub fn send_text(&mut self, t: &str) {
+        self.ws.send(Message::text(t)).expect("send");
+    }
+
+    pub fn send_binary(&mut self, b: &[u8]) {
+        self.ws.send(Message::binary(b.to_vec())).expect("send");
+    }
+
+    /// The next data message (pings are answered and skipped).
+    pub fn recv(&mut self) -> Message {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(m) => return m,
+                Err(e) => panic!("expected a message, got {e}"),
+            }
+        }
+    }
+
+    /// The next message, which must be JSON text.
+    pub fn recv_json(&mut self) -> Value {
+        match self.recv() {
+            Message::Text(t) => {
+                serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
+            }
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    /// The next message, which must be JSON of this `type`.
+    pub fn expect(&mut self, kind: &str) -> Value {
+        let v = self.recv_json();
+        assert_eq!(v["type"], kind, "expected a {kind}, got {v}");
+        v
+    }
+
+    /// The next message, which must be binary.
+    pub fn recv_binary(&mut self) -> Vec<u8> {
+        match self.recv() {
+            Message::Binary(b) => b.to_vec(),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+
+    /// Asserts that no data message arrives for `d`.
+    pub fn expect_silence(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        let r = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()));
+            }
+            self.ws.get_mut().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                other => break other,
+            }
+        };
+        self.ws.get_mut().set_read_timeout(Some(PATIENCE)).unwrap();
+        match r {
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!("expected silence, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server's close frame; returns its code.
+    pub fn expect_close(&mut self) -> u16 {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(f))) => return u16::from(f.code),
+                Ok(Message::Close(None)) => return 1005,
+                Ok(_) => continue,
+                Err(e) => panic!("expected a close frame, got {e}"),
+            }
+        }
+    }
+
+    pub fn close(mut self) {
+        let _ = self.ws.close(Some(tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }));
+        // Read the server's reply so the close completes cleanly.
+        for _ in 0..10 {
+            if self.ws.read().is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Sends raw bytes on a fresh TCP connection and returns the HTTP status line's code and the
+/// whole response.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    // The server may answer (and close) before it has read everything we send.
+    let _ = tcp.write_all(request);
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+/// A correct upgrade request for `target` with extra header lines.
+pub fn upgrade_request(target: &str, extra: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+/// Writes one masked client frame by hand (for frames a well-behaved client cannot send).
+pub fn raw_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
+    let m = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(m | n as u8),
+        n if n <= 65535 => {
+            f.push(m | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(m | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [1u8, 2, 3, 4];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
