@@ -99,6 +99,20 @@ pub struct Request<'a> {
     pub id: Option<&'a BorrowedValue<'a>>,
 }
 
+impl Request<'_> {
+    /// A top-level field of the request.
+    pub fn field(&self, name: &str) -> Option<&BorrowedValue<'_>> {
+        use simd_json::prelude::*;
+        self.value.get(name)
+    }
+
+    /// A top-level string field of the request.
+    pub fn str_field(&self, name: &str) -> Option<&str> {
+        use simd_json::prelude::*;
+        self.field(name).and_then(|v| v.as_str())
+    }
+}
+
 /// What a message hook decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {

@@ -59,3 +59,5 @@ pub use metrics::Stats;
 pub use protocol::handshake::UpgradeRequest;
 pub use server::{RunningServer, Server, ServerBuilder, StartError};
 pub use session::Session;
+/// The JSON parser of request DOMs ([`Request::value`]), re-exported for its value traits.
+pub use simd_json;
