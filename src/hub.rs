@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::engine::directory::{Directory, RoomInfo, SessionInfo};
 use crate::engine::ids::SessionId;
 use crate::hooks::Hooks;
-use crate::metrics::{ShardStats, Stats};
+use crate::metrics::{Histograms, ShardStats, Stats};
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::shard::bus::{Mailbox, ShardMsg};
 
@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) directory: Directory,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) stats: Vec<Arc<ShardStats>>,
+    /// Each shard's latency histograms, merged in by the shard once per tick.
+    pub(crate) histograms: Vec<std::sync::Mutex<Histograms>>,
 }
 
 /// A cloneable, thread-safe handle to the server. See the module docs.
@@ -288,6 +290,16 @@ impl Hub {
             s.add(shard);
         }
         s
+    }
+
+    /// Latency histograms (fan-out time, reactor iteration time) merged over shards, as of the
+    /// last tick.
+    pub fn histograms(&self) -> Histograms {
+        let mut all = Histograms::default();
+        for h in &self.shared.histograms {
+            all.add(&h.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        all
     }
 
     /// The configuration the server runs with.

@@ -83,13 +83,16 @@ struct Args {
     /// Time a graceful shutdown waits for close frames to go out [default: 5s].
     #[arg(long, env = "SHARDHUB_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
     drain_timeout: Option<Duration>,
+    /// On shutdown, write the server's latency histograms (fanout.hgrm, tick.hgrm) here.
+    #[arg(long, env = "SHARDHUB_HISTOGRAMS_DIR")]
+    histograms_dir: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace (or RUST_LOG syntax) [default: info].
     #[arg(long, env = "SHARDHUB_LOG", default_value = "info")]
     log: String,
 }
 
 impl Args {
-    fn into_config(self) -> Result<Config, shardhub::ConfigError> {
+    fn into_config(&self) -> Result<Config, shardhub::ConfigError> {
         let mut c = match &self.config {
             Some(path) => Config::from_toml_file(path)?,
             None => Config::default(),
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         .parse_filters(&args.log)
         .format_timestamp_millis()
         .init();
+    let histograms_dir = args.histograms_dir.clone();
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -137,11 +141,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match Server::builder(config).build().and_then(Server::run) {
-        Ok(()) => ExitCode::SUCCESS,
+    let server = match Server::builder(config).build() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("shardhub: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let hub = server.hub();
+    if let Err(e) = server.run() {
+        eprintln!("shardhub: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(dir) = histograms_dir {
+        let h = hub.histograms();
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                std::fs::write(dir.join("fanout.hgrm"), shardhub::metrics::hgrm(&h.fanout))
+            })
+            .and_then(|()| std::fs::write(dir.join("tick.hgrm"), shardhub::metrics::hgrm(&h.tick)));
+        if let Err(e) = written {
+            eprintln!(
+                "shardhub: cannot write histograms to {}: {e}",
+                dir.display()
+            );
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }

@@ -78,3 +78,128 @@ impl Counter {
         self.0.load(Relaxed)
     }
 }
+
+/// Latency distributions a shard records, in microseconds (1 µs to 1 h, 3 significant digits).
+///
+/// * `fanout`: for each publish or broadcast a shard handles (from its own clients or from
+///   another shard), the time from the reactor waking with it to the end of the flush that
+///   wrote its frames to every local recipient whose socket had room.
+/// * `tick`: the duration of each reactor iteration, waking to the end of its work (no waiting).
+///
+/// Each shard records into its own copy and merges it into the shared one once per tick, so
+/// the lock is taken ten times a second, never per message.
+#[derive(Debug, Clone)]
+pub struct Histograms {
+    /// Publish-to-last-write time per fan-out, µs.
+    pub fanout: Histogram<u64>,
+    /// Reactor iteration time, µs.
+    pub tick: Histogram<u64>,
+}
+
+use hdrhistogram::Histogram;
+
+const HIGHEST_US: u64 = 3_600_000_000;
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("constant bounds are valid")
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Self {
+            fanout: new_hist(),
+            tick: new_hist(),
+        }
+    }
+}
+
+impl Histograms {
+    /// Adds another set (same bounds, so this cannot fail).
+    pub fn add(&mut self, other: &Histograms) {
+        let _ = self.fanout.add(&other.fanout);
+        let _ = self.tick.add(&other.tick);
+    }
+
+    /// Empties both.
+    pub fn reset(&mut self) {
+        self.fanout.reset();
+        self.tick.reset();
+    }
+
+    /// Records a duration, clamped to the histogram's range.
+    pub(crate) fn record(h: &mut Histogram<u64>, d: std::time::Duration, count: u64) {
+        let us = (d.as_micros() as u64).clamp(1, HIGHEST_US);
+        let _ = h.record_n(us, count);
+    }
+}
+
+/// The percentile distribution in HdrHistogram's `.hgrm` text format (as printed by
+/// `outputPercentileDistribution` with 5 ticks per half distance), values in milliseconds.
+pub fn hgrm(h: &Histogram<u64>) -> String {
+    use std::fmt::Write;
+    let scale = 1_000.0;
+    let mut s = format!(
+        "{:>12} {:>14} {:>10} {:>14}\n\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0;
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let value = v.value_iterated_to() as f64 / scale;
+            let p = v.quantile_iterated_to();
+            if p < 1.0 {
+                let _ = writeln!(
+                    s,
+                    "{value:>12.3} {p:>2.12} {total:>10} {:>14.2}",
+                    1.0 / (1.0 - p)
+                );
+            } else {
+                let _ = writeln!(s, "{value:>12.3} {p:>2.12} {total:>10}");
+            }
+        }
+    }
+    let (mean, sd, max) = if h.is_empty() {
+        (0.0, 0.0, 0.0)
+    } else {
+        (h.mean() / scale, h.stdev() / scale, h.max() as f64 / scale)
+    };
+    let _ = writeln!(s, "#[Mean    = {mean:>12.3}, StdDeviation   = {sd:>12.3}]");
+    let _ = writeln!(
+        s,
+        "#[Max     = {max:>12.3}, Total count    = {:>12}]",
+        h.len()
+    );
+    let _ = writeln!(
+        s,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        h.buckets(),
+        2048
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn hgrm_reports_percentiles_in_milliseconds() {
+        let mut h = Histograms::default();
+        for ms in 1..=100 {
+            Histograms::record(&mut h.fanout, Duration::from_millis(ms), 1);
+        }
+        let text = hgrm(&h.fanout);
+        assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+        assert!(
+            text.contains("#[Max     =      100.031, Total count    =          100]"),
+            "{text}"
+        );
+        let p50 = text
+            .lines()
+            .find(|l| l.contains(" 0.500000000000 "))
+            .expect("a p50 line");
+        assert!(p50.trim_start().starts_with("50.0"), "{p50}");
+    }
+}

@@ -61,6 +61,14 @@ impl ServerBuilder {
         let config = self.config;
         config.validate().map_err(StartError::Config)?;
         let n = config.shard_count();
+        if config.listen.port() != 0 {
+            // SO_REUSEPORT would let this server silently share the port with another process
+            // (an old instance, say) and split the clients between two unrelated hubs. A plain
+            // bind fails if anyone holds the port; the probe is released before the real binds.
+            std::net::TcpListener::bind(config.listen).map_err(|e| {
+                StartError::Io(io::Error::new(e.kind(), format!("{}: {e}", config.listen)))
+            })?;
+        }
         let first = listener::bind(config.listen, config.backlog)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
@@ -80,12 +88,14 @@ impl ServerBuilder {
         let directory =
             Directory::new(config.default_room_capacity, config.room_capacities.clone());
         let stats = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
+        let histograms = (0..n).map(|_| Default::default()).collect();
         let shared = Shared {
             config,
             hooks: self.hooks,
             directory,
             mailboxes,
             stats,
+            histograms,
         };
         Ok(Server {
             hub: Hub {

@@ -132,3 +132,17 @@ fn a_client_that_never_finishes_its_request_is_cut_off() {
         s.hub.stats().handshake_timeouts == 1
     });
 }
+
+#[test]
+fn a_second_server_cannot_share_a_port_by_accident() {
+    let s = TestServer::start(|_| {});
+    let cfg = shardhub::Config {
+        listen: s.addr,
+        shards: 1,
+        ..shardhub::Config::default()
+    };
+    let err = shardhub::Server::builder(cfg)
+        .build()
+        .expect_err("the port is taken");
+    assert!(err.to_string().contains("in use"), "{err}");
+}

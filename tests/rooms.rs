@@ -189,4 +189,9 @@ fn room_messages_cross_shards_and_reach_only_members() {
         assert_eq!(to.expect("message")["data"], i);
     }
     outsider.expect_silence(std::time::Duration::from_millis(200));
+    // Each shard timed its fan-outs (its own publishes and the ones it received).
+    wait_until("fan-out histograms merged", || {
+        s.hub.histograms().fanout.len() >= 100
+    });
+    assert!(s.hub.histograms().tick.len() > 0);
 }

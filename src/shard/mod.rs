@@ -41,7 +41,7 @@ use crate::engine::rooms::LocalRooms;
 use crate::engine::timer::{Expired, TimerWheel};
 use crate::hooks::{Action, Context, Flow, Message, Request, SessionError};
 use crate::hub::Hub;
-use crate::metrics::ShardStats;
+use crate::metrics::{Histograms, ShardStats};
 use crate::protocol::envelope::{self, BinaryKind, BinaryOp, Envelope, Request as Req};
 use crate::protocol::frame::{self, Frame, FrameBuf, OpCode};
 use crate::protocol::handshake::{self, Parsed, Response, UpgradeRequest};
@@ -159,6 +159,10 @@ pub(crate) struct Shard {
     accept_paused: bool,
     /// Set once shutdown began: the deadline for the drain.
     draining: Option<Instant>,
+    /// Publishes and broadcasts handled in this iteration (for the fan-out histogram).
+    fanouts: u64,
+    /// This shard's histograms since the last merge into the shared ones.
+    hist: Histograms,
 }
 
 impl Shard {
@@ -222,6 +226,8 @@ impl Shard {
             json: simd_json::Buffers::default(),
             accept_paused: false,
             draining: None,
+            fanouts: 0,
+            hist: Histograms::default(),
             hub,
         })
     }
@@ -250,7 +256,8 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            self.conns.now = self.tick_of(Instant::now());
+            let woke = Instant::now();
+            self.conns.now = self.tick_of(woke);
 
             let mut wake = false;
             for ev in events.iter() {
@@ -278,6 +285,12 @@ impl Shard {
             self.handle_slow();
             self.flush();
             self.reap();
+            let busy = woke.elapsed();
+            Histograms::record(&mut self.hist.tick, busy, 1);
+            if self.fanouts > 0 {
+                Histograms::record(&mut self.hist.fanout, busy, self.fanouts);
+                self.fanouts = 0;
+            }
 
             if let Some(deadline) = self.draining {
                 if self.conns.slab.is_empty() || Instant::now() >= deadline {
@@ -899,6 +912,7 @@ impl Shard {
 
     /// Delivers to a room's members here and posts one message to each other shard with members.
     fn route_room(&mut self, shared: &Arc<RoomShared>, f: Frame, exclude: Option<SessionId>) {
+        self.fanouts += 1;
         let mask = shared.shards();
         for s in 0..self.hub.shared.mailboxes.len() {
             if s != self.index && mask & (1 << s) != 0 {
@@ -927,6 +941,7 @@ impl Shard {
     }
 
     fn route_all(&mut self, f: Frame, exclude: Option<SessionId>) {
+        self.fanouts += 1;
         for s in 0..self.hub.shared.mailboxes.len() {
             if s != self.index {
                 self.post(
@@ -1022,6 +1037,7 @@ impl Shard {
                     self.deliver_room(&room, Self::localize(frame, n), exclude);
                 }
                 ShardMsg::All { frame, exclude } => {
+                    self.fanouts += 1;
                     let n = self.conns.slab.len();
                     self.deliver_all(Self::localize(frame, n), exclude);
                 }
@@ -1089,6 +1105,9 @@ impl Shard {
             self.accept();
         }
         let now = self.conns.now;
+        if now > self.wheel.now() {
+            self.publish_histograms();
+        }
         let mut expired = mem::take(&mut self.expired);
         self.wheel.advance(now, &mut expired);
         for e in expired.drain(..) {
@@ -1280,8 +1299,20 @@ impl Shard {
         }
     }
 
+    /// Merges this shard's recent histograms into the shared ones.
+    fn publish_histograms(&mut self) {
+        if let Some(shared) = self.hub.shared.histograms.get(self.index) {
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&self.hist);
+            self.hist.reset();
+        }
+    }
+
     /// Drops whatever is left when the drain ends.
     fn finish(&mut self) {
+        self.publish_histograms();
         let ids: Vec<SessionId> = self.conns.slab.iter().map(|(_, c)| c.session.id).collect();
         for id in ids {
             self.conns.kill(id);
