@@ -92,7 +92,7 @@ struct Args {
 }
 
 impl Args {
-    fn into_config(&self) -> Result<Config, shardhub::ConfigError> {
+    fn to_config(&self) -> Result<Config, shardhub::ConfigError> {
         let mut c = match &self.config {
             Some(path) => Config::from_toml_file(path)?,
             None => Config::default(),
@@ -134,7 +134,7 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let histograms_dir = args.histograms_dir.clone();
-    let config = match args.into_config() {
+    let config = match args.to_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shardhub: {e}");

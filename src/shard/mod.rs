@@ -1033,6 +1033,7 @@ impl Shard {
                     frame,
                     exclude,
                 } => {
+                    self.fanouts += 1;
                     let n = self.rooms.get(&room).map_or(0, |r| r.members.len());
                     self.deliver_room(&room, Self::localize(frame, n), exclude);
                 }
