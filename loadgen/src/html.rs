@@ -15,7 +15,7 @@ const COLORS: [&str; 8] = [
 const W: f64 = 760.0;
 const H: f64 = 300.0;
 const PAD_L: f64 = 64.0;
-const PAD_R: f64 = 16.0;
+const PAD_R: f64 = 48.0;
 const PAD_T: f64 = 28.0;
 const PAD_B: f64 = 40.0;
 
@@ -199,7 +199,7 @@ fn time_ticks(t0: f64, t1: f64) -> Vec<(f64, String)> {
 fn main_latency(s: &RunSummary) -> Result<(String, hdrhistogram::Histogram<u64>), RunError> {
     Ok(match &s.latency {
         Some(l) => (
-            if s.scenario == "echo" {
+            if matches!(s.scenario.as_str(), "echo" | "direct") {
                 "round trip"
             } else {
                 "delivery"
@@ -244,7 +244,7 @@ fn summary_rows(s: &RunSummary) -> Vec<(String, String)> {
     lat("handshake", &s.handshake);
     if let Some(l) = &s.latency {
         lat(
-            if s.scenario == "echo" {
+            if matches!(s.scenario.as_str(), "echo" | "direct") {
                 "round trip"
             } else {
                 "delivery"

@@ -56,21 +56,34 @@ enum Cmd {
     Echo {
         #[command(flatten)]
         common: Common,
-        /// Connections.
-        #[arg(long, default_value_t = 10)]
-        conns: usize,
-        /// Total requests per second, open loop; 0 for closed loop (one outstanding per connection).
-        #[arg(long, default_value_t = 0.0)]
+        #[command(flatten)]
+        rt: RoundTripArgs,
+    },
+    /// Pairs of users (lg..-2k sends, lg..-2k+1 bounces back) exchanging `send` messages; round-trip latency (hub only).
+    Direct {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        rt: RoundTripArgs,
+    },
+    /// A fanout measured while extra connections connect, join and disconnect at --churn-rate.
+    Churn {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fan: FanoutArgs,
+        /// Total publishes per second (open loop).
+        #[arg(long, default_value_t = 100.0)]
         rate: f64,
-        /// Seconds of measurement.
+        /// Seconds of publishing.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
-        /// New connections per second during setup (0: all at once).
-        #[arg(long, default_value_t = 1000.0)]
-        connect_rate: f64,
-        /// Padding bytes per request (raw adapter).
-        #[arg(long, default_value_t = 0)]
-        payload: usize,
+        /// Extra connections started per second during the measurement.
+        #[arg(long, default_value_t = 100.0)]
+        churn_rate: f64,
+        /// Seconds each extra connection stays after its greeting.
+        #[arg(long, default_value_t = 1.0)]
+        churn_life: f64,
     },
     /// Highest publish rate with p99 under --p99-ms and no loss, by doubling then bisecting short fanout runs.
     MaxRate {
@@ -108,6 +121,28 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+#[derive(Args, Clone)]
+struct RoundTripArgs {
+    /// Connections (direct: an even number, in pairs).
+    #[arg(long, default_value_t = 10)]
+    conns: usize,
+    /// Total requests per second, open loop; 0 for closed loop (one outstanding per connection).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// New connections per second during setup (0: all at once).
+    #[arg(long, default_value_t = 1000.0)]
+    connect_rate: f64,
+    /// Padding bytes per request (raw echo and direct).
+    #[arg(long, default_value_t = 0)]
+    payload: usize,
+    /// Seconds to wait after the measurement for answers in flight.
+    #[arg(long, default_value_t = 2.0)]
+    grace: f64,
 }
 
 #[derive(Args, Clone)]
@@ -176,8 +211,10 @@ struct Common {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
+    /// (internal) Run as worker process I of --procs.
     #[arg(long, hide = true)]
     worker_part: Option<usize>,
+    /// (internal) Monotonic origin of the parent's timeline.
     #[arg(long, hide = true)]
     origin_ns: Option<u64>,
 }
@@ -228,8 +265,31 @@ fn finish_plan(p: &mut Plan, c: &Common) -> Result<(), RunError> {
     Ok(())
 }
 
+fn round_trip_plan(scenario: Scenario, c: &Common, rt: &RoundTripArgs) -> Result<Plan, RunError> {
+    let mut p = base_plan(scenario, c)?;
+    p.conns = rt.conns;
+    p.rate = rt.rate;
+    p.connect_rate = rt.connect_rate;
+    p.payload = rt.payload;
+    p.grace = secs(rt.grace, "--grace")?;
+    p.duration = secs(rt.duration, "--duration")?;
+    finish_plan(&mut p, c)?;
+    Ok(p)
+}
+
 fn fanout_plan(c: &Common, f: &FanoutArgs, rate: f64, duration: f64) -> Result<Plan, RunError> {
-    let mut p = base_plan(Scenario::Fanout, c)?;
+    fanout_like(Scenario::Fanout, c, f, rate, duration, |_| Ok(()))
+}
+
+fn fanout_like(
+    scenario: Scenario,
+    c: &Common,
+    f: &FanoutArgs,
+    rate: f64,
+    duration: f64,
+    extra: impl FnOnce(&mut Plan) -> Result<(), RunError>,
+) -> Result<Plan, RunError> {
+    let mut p = base_plan(scenario, c)?;
     p.conns = f.conns;
     p.rooms = f.rooms;
     p.publishers = f.publishers;
@@ -238,8 +298,58 @@ fn fanout_plan(c: &Common, f: &FanoutArgs, rate: f64, duration: f64) -> Result<P
     p.payload = f.payload;
     p.rate = rate;
     p.duration = secs(duration, "--duration")?;
+    extra(&mut p)?;
     finish_plan(&mut p, c)?;
     Ok(p)
+}
+
+/// The command line that makes a worker process run `plan` (the parent's own arguments would
+/// not do: `max-rate` runs a different fanout plan at every step).
+fn worker_args(plan: &Plan, c: &Common) -> Vec<String> {
+    let mut a: Vec<String> = vec![plan.scenario.name().into()];
+    let mut push = |k: &str, v: String| {
+        a.push(k.into());
+        a.push(v);
+    };
+    push("--url", plan.target.url.clone());
+    push("--adapter", plan.adapter.name().into());
+    push("--threads", plan.threads.to_string());
+    push("--procs", plan.part.1.to_string());
+    if let Some(src) = &c.source {
+        push("--source", src.clone());
+    }
+    push(
+        "--connect-timeout",
+        plan.connect_timeout.as_secs_f64().to_string(),
+    );
+    push("--timeout", plan.timeout.as_secs_f64().to_string());
+    if let Some(l) = &plan.label {
+        push("--label", l.clone());
+    }
+    push("--conns", plan.conns.to_string());
+    match plan.scenario {
+        Scenario::Connect => {
+            push("--rate", plan.connect_rate.to_string());
+            push("--hold", plan.duration.as_secs_f64().to_string());
+        }
+        _ => {
+            push("--connect-rate", plan.connect_rate.to_string());
+            push("--rate", plan.rate.to_string());
+            push("--duration", plan.duration.as_secs_f64().to_string());
+            push("--payload", plan.payload.to_string());
+            push("--grace", plan.grace.as_secs_f64().to_string());
+        }
+    }
+    if plan.scenario.is_fanout() {
+        push("--rooms", plan.rooms.to_string());
+        push("--publishers", plan.publishers.to_string());
+    }
+    if plan.scenario == Scenario::Churn {
+        push("--churn-rate", plan.churn_rate.to_string());
+        push("--churn-life", plan.churn_life.as_secs_f64().to_string());
+    }
+    a.push("--quiet".into());
+    a
 }
 
 /// Runs a plan as asked: a worker part, K worker processes, or in this process.
@@ -253,7 +363,7 @@ fn execute(plan: &Plan, c: &Common) -> Result<Option<RunSummary>, RunError> {
         return Ok(None);
     }
     if c.procs > 1 {
-        let args: Vec<String> = std::env::args().skip(1).collect();
+        let args = worker_args(plan, c);
         let mut s = procs::run_procs(c.procs, &args, plan.timeout)?;
         s.connections.target = plan.total_conns() as u64;
         s.params = plan.params();
@@ -310,21 +420,31 @@ fn real_main() -> Result<(), RunError> {
                 emit(&s, &common)?;
             }
         }
-        Cmd::Echo {
+        Cmd::Echo { common, rt } => {
+            let p = round_trip_plan(Scenario::Echo, &common, &rt)?;
+            if let Some(s) = execute(&p, &common)? {
+                emit(&s, &common)?;
+            }
+        }
+        Cmd::Direct { common, rt } => {
+            let p = round_trip_plan(Scenario::Direct, &common, &rt)?;
+            if let Some(s) = execute(&p, &common)? {
+                emit(&s, &common)?;
+            }
+        }
+        Cmd::Churn {
             common,
-            conns,
+            fan,
             rate,
             duration,
-            connect_rate,
-            payload,
+            churn_rate,
+            churn_life,
         } => {
-            let mut p = base_plan(Scenario::Echo, &common)?;
-            p.conns = conns;
-            p.rate = rate;
-            p.connect_rate = connect_rate;
-            p.payload = payload;
-            p.duration = secs(duration, "--duration")?;
-            finish_plan(&mut p, &common)?;
+            let p = fanout_like(Scenario::Churn, &common, &fan, rate, duration, |p| {
+                p.churn_rate = churn_rate;
+                p.churn_life = secs(churn_life, "--churn-life")?;
+                Ok(())
+            })?;
             if let Some(s) = execute(&p, &common)? {
                 emit(&s, &common)?;
             }
@@ -368,7 +488,12 @@ fn real_main() -> Result<(), RunError> {
                 .iter()
                 .map(|p| report::load(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let names: Vec<String> = runs.iter().map(|p| p.display().to_string()).collect();
+            // A run's label names it; unlabeled runs go by file name.
+            let names: Vec<String> = all
+                .iter()
+                .zip(&runs)
+                .map(|(s, p)| s.label.clone().unwrap_or_else(|| p.display().to_string()))
+                .collect();
             std::fs::write(&output, html::compare(&all, &names)?)?;
             print!("{}", html::markdown_table(&all, &names));
             eprintln!("wrote {}", output.display());

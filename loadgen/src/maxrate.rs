@@ -184,7 +184,7 @@ mod tests {
         plan.rate = 100.0;
         let r = search(&plan, 10.0, 30, model).unwrap();
         let best = r.best_rate.unwrap();
-        assert!(best <= 1000.0 && best >= 1000.0 / RESOLUTION, "{best}");
+        assert!((1000.0 / RESOLUTION..=1000.0).contains(&best), "{best}");
         assert_eq!(
             r.steps[..5].iter().map(|s| s.rate).collect::<Vec<_>>(),
             [100.0, 200.0, 400.0, 800.0, 1600.0]

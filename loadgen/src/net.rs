@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -27,7 +28,7 @@ use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::hist;
-use crate::sys::{monotonic_ns, set_bind_address_no_port};
+use crate::sys::{monotonic_ns, set_bind_address_no_port, TimerFd};
 use crate::target::Target;
 use crate::ws::{self, opcode, WsError};
 
@@ -42,6 +43,9 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 const MAX_OUTBOX: usize = 64 * 1024 * 1024;
 /// How long a connection we closed may take to answer our close frame.
 const CLOSE_WAIT_NS: u64 = 1_000_000_000;
+/// Token of the wakeup timer: generation 0 is never given to a connection.
+const TIMER: Token = Token(u32::MAX as usize);
+
 /// Longest blocking poll, so progress samples and deadlines are checked at least this often.
 const MAX_POLL_NS: u64 = 50_000_000;
 
@@ -675,6 +679,12 @@ pub fn drive<H: Handler>(net: &mut Net, h: &mut H, hard_deadline: u64) -> io::Re
     let mut tmp = vec![0u8; READ_CHUNK];
     let mut backlog: Vec<ConnId> = Vec::new();
     let mut closing_until: Option<u64> = None;
+    let mut timer = TimerFd::new()?;
+    net.poll.registry().register(
+        &mut mio::unix::SourceFd(&timer.as_raw_fd()),
+        TIMER,
+        Interest::READABLE,
+    )?;
     loop {
         let now = monotonic_ns();
         net.expire(now);
@@ -711,6 +721,11 @@ pub fn drive<H: Handler>(net: &mut Net, h: &mut H, hard_deadline: u64) -> io::Re
             .min(net.next_deadline())
             .min(hard_deadline);
         let timeout = if backlog.is_empty() {
+            if until > now {
+                // Precise wakeup via the timerfd; the poll timeout (rounded up to whole ms by
+                // epoll) only backs it up.
+                timer.arm_at(until)?;
+            }
             Duration::from_nanos(until.saturating_sub(now))
         } else {
             Duration::ZERO
@@ -723,6 +738,10 @@ pub fn drive<H: Handler>(net: &mut Net, h: &mut H, hard_deadline: u64) -> io::Re
         let now = monotonic_ns();
         let mut work = std::mem::take(&mut backlog);
         for ev in events.iter() {
+            if ev.token() == TIMER {
+                timer.drain();
+                continue;
+            }
             let id = ConnId::from_token(ev.token());
             // Stale events (slot reused, generation differs) are dropped here.
             let Some(c) = net.get(id) else { continue };

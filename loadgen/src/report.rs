@@ -139,6 +139,10 @@ pub struct RunSummary {
     pub handshake: Latency,
     /// End-to-end delivery (fanout) or round trip (echo) latency, from intended send times.
     pub latency: Option<Latency>,
+    /// How late this generator sent versus the intended schedule (open loop only): if this is
+    /// comparable to `latency`, the generator, not the server, is the bottleneck.
+    #[serde(default)]
+    pub send_lag: Option<Latency>,
     /// Message counts.
     pub traffic: Option<Traffic>,
     /// Per-second samples.
@@ -155,6 +159,9 @@ impl RunSummary {
         };
         self.handshake = Latency::from_hist(&self.handshake.hist()?);
         if let Some(l) = &mut self.latency {
+            *l = Latency::from_hist(&l.hist()?);
+        }
+        if let Some(l) = &mut self.send_lag {
             *l = Latency::from_hist(&l.hist()?);
         }
         let secs = self.measured_s.max(1e-9);
@@ -187,6 +194,10 @@ impl RunSummary {
         };
         let mut hs = out.handshake.hist()?;
         let mut lat = match &out.latency {
+            Some(l) => Some(l.hist()?),
+            None => None,
+        };
+        let mut lag = match &out.send_lag {
             Some(l) => Some(l.hist()?),
             None => None,
         };
@@ -224,11 +235,13 @@ impl RunSummary {
             a.first_start_ns = min_opt(a.first_start_ns, b.first_start_ns);
             a.last_ready_ns = a.last_ready_ns.max(b.last_ready_ns);
             hist::merge(&mut hs, &p.handshake.hist()?);
-            if let Some(l) = &p.latency {
-                let h = l.hist()?;
-                match &mut lat {
-                    Some(acc) => hist::merge(acc, &h),
-                    None => lat = Some(h),
+            for (src, acc) in [(&p.latency, &mut lat), (&p.send_lag, &mut lag)] {
+                if let Some(l) = src {
+                    let h = l.hist()?;
+                    match acc {
+                        Some(acc) => hist::merge(acc, &h),
+                        None => *acc = Some(h),
+                    }
                 }
             }
             match (&mut out.traffic, &p.traffic) {
@@ -253,6 +266,7 @@ impl RunSummary {
         }
         out.handshake = Latency::from_hist(&hs);
         out.latency = lat.as_ref().map(Latency::from_hist);
+        out.send_lag = lag.as_ref().map(Latency::from_hist);
         out.timeline = timeline
             .into_values()
             .map(|(mut s, h)| {
@@ -278,10 +292,38 @@ impl RunSummary {
             self.scenario, label, self.url, self.adapter
         );
         let p = &self.params;
+        let what = match self.scenario.as_str() {
+            "connect" => format!(
+                "conns={} connect_rate={}/s hold={}s",
+                p.conns, p.connect_rate, p.duration_s
+            ),
+            "echo" | "direct" if p.rate <= 0.0 => format!(
+                "conns={} closed loop, payload={}B duration={}s",
+                p.conns, p.payload, p.duration_s
+            ),
+            "echo" | "direct" => format!(
+                "conns={} rate={}/s payload={}B duration={}s",
+                p.conns, p.rate, p.payload, p.duration_s
+            ),
+            _ => format!(
+                "subscribers={} rooms={} publishers={} rate={}/s payload={}B duration={}s",
+                p.conns, p.rooms, p.publishers, p.rate, p.payload, p.duration_s
+            ),
+        };
+        let churn = if self.scenario == "churn" {
+            format!(" churn={}/s life={}s", p.churn_rate, p.churn_life_s)
+        } else {
+            String::new()
+        };
+        let sources = if p.sources == 0 {
+            "kernel".to_string()
+        } else {
+            p.sources.to_string()
+        };
         let _ = writeln!(
             s,
-            "  plan: conns={} rooms={} publishers={} rate={}/s payload={}B duration={}s threads={} procs={} sources={}",
-            p.conns, p.rooms, p.publishers, p.rate, p.payload, p.duration_s, p.threads, p.procs, p.sources.max(1)
+            "  plan: {what}{churn} threads={} procs={} sources={sources}",
+            p.threads, p.procs
         );
         let c = &self.connections;
         let _ = writeln!(
@@ -292,14 +334,21 @@ impl RunSummary {
         for (k, v) in &c.failures {
             let _ = writeln!(s, "  failed {k}: {v}");
         }
-        let _ = writeln!(s, "{}", latency_line("handshake", &self.handshake));
+        let _ = writeln!(s, "{}", latency_line("handshake latency", &self.handshake));
         if let Some(l) = &self.latency {
-            let what = if self.scenario == "echo" {
-                "round trip"
+            let what = if matches!(self.scenario.as_str(), "echo" | "direct") {
+                "round trip latency"
             } else {
-                "delivery"
+                "delivery latency"
             };
             let _ = writeln!(s, "{}", latency_line(what, l));
+        }
+        if let Some(l) = &self.send_lag {
+            let _ = writeln!(
+                s,
+                "{}",
+                latency_line("send lag (generator's own lateness)", l)
+            );
         }
         if let Some(t) = &self.traffic {
             let _ = writeln!(
@@ -348,7 +397,7 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 
 fn latency_line(what: &str, l: &Latency) -> String {
     format!(
-        "{what} latency (ms, n={}): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
+        "{what} (ms, n={}): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
         l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
     )
 }

@@ -9,7 +9,8 @@
 //! `--timeout`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -82,8 +83,8 @@ enum Kind {
         outstanding: VecDeque<(u64, u64)>,
         sched: Option<Schedule>,
     },
-    /// A direct responder: sends every probe it receives back to its sender.
-    Bounce,
+    /// A direct responder (global index `index`): sends every probe back to its sender.
+    Bounce { index: usize },
     /// A churn connection: joins `room`, lives until `close_at` (set at its greeting).
     Churn { room: usize, in_use: bool },
 }
@@ -100,6 +101,9 @@ struct Slot {
 /// Counters and histograms reported every second and at the end.
 struct Meter {
     total: Histogram<u64>,
+    /// How late each send left versus its intended time: the generator's own share of the
+    /// latency (scheduling, its CPU), reported so it is not mistaken for the server's.
+    lag: Histogram<u64>,
     interval: Histogram<u64>,
     sent: u64,
     received: u64,
@@ -172,17 +176,20 @@ pub struct Runner {
     buf: Vec<u8>,
     /// Slots opened during setup (churn slots come after them).
     setup_len: usize,
-    /// Global index of the first non-publisher slot, and how many publisher slots precede it.
-    conn_base: usize,
-    pub_slots: usize,
     /// Prefix of user ids (direct), unique per run so runs do not cross.
     user_prefix: String,
     churn: Option<Schedule>,
     churn_rate: f64,
     churn_life_ns: u64,
     churn_free: Vec<usize>,
-    churn_closing: VecDeque<(u64, usize)>,
+    churn_closing: VecDeque<(u64, usize, ConnId)>,
     churn_next: usize,
+    setup_last_ready: Option<u64>,
+    /// Open-loop senders by next intended send time, so a tick costs O(due · log senders), not
+    /// O(connections).
+    due: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Requests sent and not yet answered (echo, direct).
+    in_flight: usize,
 }
 
 /// Probe carried in payloads: intended send time (monotonic ns), sequence, sender index.
@@ -277,7 +284,7 @@ impl Runner {
                     member: false,
                     trackers: vec![SeqTracker::default(); publishers],
                 },
-                Scenario::Direct if i % 2 == 1 => Kind::Bounce,
+                Scenario::Direct if i % 2 == 1 => Kind::Bounce { index: i },
                 Scenario::Echo | Scenario::Direct => Kind::Echo {
                     index: i,
                     peer: (plan.scenario == Scenario::Direct).then_some(i + 1),
@@ -346,6 +353,7 @@ impl Runner {
             open_at_end: 0,
             meter: Meter {
                 total: hist::new_hist(),
+                lag: hist::new_hist(),
                 interval: hist::new_hist(),
                 sent: 0,
                 received: 0,
@@ -357,8 +365,6 @@ impl Runner {
             },
             buf: Vec::with_capacity(256),
             setup_len,
-            conn_base: share.conns.start,
-            pub_slots: share.pubs.len(),
             user_prefix: format!("lg{:x}", origin & 0xFF_FFFF),
             churn: None,
             churn_rate: share.churn_rate,
@@ -366,28 +372,23 @@ impl Runner {
             churn_free,
             churn_closing: VecDeque::new(),
             churn_next: 0,
+            setup_last_ready: None,
+            due: BinaryHeap::new(),
+            in_flight: 0,
         }
     }
 
+    /// The user id a slot connects as (direct only; other scenarios connect anonymously).
     fn user_of(&self, tag: usize) -> Option<String> {
         match &self.slots[tag].kind {
             Kind::Echo {
                 index,
                 peer: Some(_),
                 ..
-            } => Some(format!("{}-{index}", self.user_prefix)),
-            Kind::Bounce => {
-                // A responder's global index is its initiator's plus one; find it from the slot
-                // order (responders follow their initiator, or start a share).
-                Some(format!("{}-{}", self.user_prefix, self.bounce_index(tag)))
             }
+            | Kind::Bounce { index } => Some(format!("{}-{index}", self.user_prefix)),
             _ => None,
         }
-    }
-
-    fn bounce_index(&self, tag: usize) -> usize {
-        // Slots of a direct share are its conns range in order: index = range start + offset.
-        self.conn_base + (tag - self.pub_slots)
     }
 
     fn count(&mut self, what: &str) {
@@ -466,18 +467,45 @@ impl Runner {
                 _ => {}
             }
         }
+        for (tag, s) in self.slots.iter().enumerate() {
+            if let Kind::Pub {
+                sched: Some(sc), ..
+            }
+            | Kind::Echo {
+                sched: Some(sc), ..
+            } = &s.kind
+            {
+                if let Some(t) = sc.next_at() {
+                    self.due.push(Reverse((t, tag)));
+                }
+            }
+        }
         if self.scenario == Scenario::Churn {
             self.churn = Some(Schedule::new(start, self.churn_rate, 0.0, end));
         }
         if self.scenario.is_round_trip() && echo_rate <= 0.0 {
             // Closed loop: every connection sends its first request at the start.
             for tag in 0..self.slots.len() {
-                self.echo_send(net, tag, start);
+                self.echo_send(net, tag, start, start);
             }
         }
     }
 
-    fn echo_send(&mut self, net: &mut Net, tag: usize, intended: u64) {
+    /// Moves from `Waiting` to `Running` once the common start time has passed.
+    fn maybe_begin(&mut self, net: &mut Net, now: u64) -> bool {
+        if self.stage != Stage::Waiting {
+            return false;
+        }
+        let start = self.coord.start_ns.load(Ordering::Acquire);
+        if start != 0 && now >= start {
+            self.begin(net, start);
+            return true;
+        }
+        false
+    }
+
+    /// Sends one request due at `intended`; `now` is when it actually goes out.
+    fn echo_send(&mut self, net: &mut Net, tag: usize, intended: u64, now: u64) {
         let (adapter, payload) = (self.adapter, self.payload);
         let s = &mut self.slots[tag];
         let Kind::Echo {
@@ -516,16 +544,35 @@ impl Runner {
         }
         if net.send_text(id, &self.buf) {
             outstanding.push_back((*seq, intended));
+            self.in_flight += 1;
             *seq += 1;
             self.meter.sent += 1;
+            if now > intended {
+                hist::record_ns(&mut self.meter.lag, now - intended);
+            }
         } else {
             self.skipped += 1;
         }
     }
 
-    fn publish_due(&mut self, net: &mut Net, now: u64) {
+    /// Sends everything due from one open-loop sender (publisher or echo client).
+    fn send_due(&mut self, net: &mut Net, tag: usize, now: u64) {
+        if matches!(self.slots[tag].kind, Kind::Echo { .. }) {
+            loop {
+                let due = match &mut self.slots[tag].kind {
+                    Kind::Echo {
+                        sched: Some(sc), ..
+                    } => sc.take_due(now),
+                    _ => None,
+                };
+                let Some((_, t)) = due else { break };
+                self.echo_send(net, tag, t, now);
+            }
+            return;
+        }
         let (adapter, payload) = (self.adapter, self.payload);
-        for s in &mut self.slots {
+        {
+            let s = &mut self.slots[tag];
             let Kind::Pub {
                 index,
                 rooms,
@@ -534,7 +581,7 @@ impl Runner {
                 sched: Some(sched),
             } = &mut s.kind
             else {
-                continue;
+                return;
             };
             while let Some((_, t)) = sched.take_due(now) {
                 let ri = *next_room % rooms.len();
@@ -558,6 +605,7 @@ impl Runner {
                     seqs[ri] += 1;
                     self.rooms[room].published += 1;
                     self.meter.sent += 1;
+                    hist::record_ns(&mut self.meter.lag, now.saturating_sub(t));
                 } else {
                     self.skipped += 1;
                 }
@@ -566,9 +614,18 @@ impl Runner {
     }
 
     fn next_send_at(&self) -> Option<u64> {
-        self.slots
-            .iter()
-            .filter_map(|s| match &s.kind {
+        self.due.peek().map(|r| r.0 .0)
+    }
+
+    /// Sends what is due from every sender whose time has come.
+    fn send_all_due(&mut self, net: &mut Net, now: u64) {
+        while let Some(&Reverse((t, tag))) = self.due.peek() {
+            if t > now {
+                break;
+            }
+            self.due.pop();
+            self.send_due(net, tag, now);
+            let next = match &self.slots[tag].kind {
                 Kind::Pub {
                     sched: Some(sc), ..
                 }
@@ -576,18 +633,11 @@ impl Runner {
                     sched: Some(sc), ..
                 } => sc.next_at(),
                 _ => None,
-            })
-            .min()
-    }
-
-    fn outstanding(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|s| match &s.kind {
-                Kind::Echo { outstanding, .. } if !s.gone => outstanding.len(),
-                _ => 0,
-            })
-            .sum()
+            };
+            if let Some(n) = next {
+                self.due.push(Reverse((n, tag)));
+            }
+        }
     }
 
     fn on_probe(&mut self, tag: usize, probe: Probe, now: u64) {
@@ -634,6 +684,7 @@ impl Runner {
                 break;
             }
             outstanding.pop_front();
+            self.in_flight -= 1;
             if s == seq {
                 hit = Some(t);
                 break;
@@ -641,10 +692,9 @@ impl Runner {
             // The server answers in order; an older request passed over was dropped.
             lost += 1;
         }
-        *self
-            .counters
-            .entry("echo_skipped_replies".into())
-            .or_default() += lost;
+        if lost > 0 {
+            *self.counters.entry("replies_missing".into()).or_default() += lost;
+        }
         let Some(t) = hit else {
             self.count("echo_unmatched");
             return;
@@ -652,7 +702,67 @@ impl Runner {
         self.meter.received += 1;
         self.meter.record(now.saturating_sub(t));
         if closed_loop && self.stage == Stage::Running && now < self.end_ns {
-            self.echo_send(net, tag, now);
+            self.echo_send(net, tag, now, now);
+        }
+    }
+
+    /// Direct responder: send the probe back to the user it came from.
+    fn bounce(&mut self, net: &mut Net, id: ConnId, p: Probe) {
+        if self.stage < Stage::Running {
+            return;
+        }
+        self.buf.clear();
+        let _ = write!(
+            self.buf,
+            r#"{{"type":"send","to":"{}-{}","data":{{"t":{},"s":{},"p":{},"r":1"#,
+            self.user_prefix, p.p, p.t, p.s, p.p
+        );
+        pad(&mut self.buf, self.payload);
+        self.buf.extend_from_slice(b"}}");
+        if net.send_text(id, &self.buf) {
+            self.count("direct_bounced");
+        }
+    }
+
+    /// A churn connection got its greeting: schedule its close.
+    fn churn_ready(&mut self, id: ConnId, tag: usize, now: u64) {
+        if matches!(self.slots[tag].kind, Kind::Churn { .. }) {
+            self.churn_closing
+                .push_back((now + self.churn_life_ns, tag, id));
+        }
+    }
+
+    /// Starts due churn connections and closes those whose life is over.
+    fn churn_tick(&mut self, net: &mut Net, now: u64) {
+        while let Some(&(t, tag, id)) = self.churn_closing.front() {
+            if t > now {
+                break;
+            }
+            self.churn_closing.pop_front();
+            // Only if the slot still holds that connection (it may have failed and been reused).
+            if self.slots[tag].id == Some(id) {
+                net.close(id, now);
+            }
+        }
+        let rooms = self.rooms.len().max(1);
+        while let Some(sched) = self.churn.as_mut() {
+            if sched.take_due(now).is_none() {
+                break;
+            }
+            let Some(tag) = self.churn_free.pop() else {
+                self.count("churn_no_free_slot");
+                continue;
+            };
+            let room = self.churn_next % rooms;
+            self.churn_next += 1;
+            let s = &mut self.slots[tag];
+            s.kind = Kind::Churn { room, in_use: true };
+            s.welcomed = false;
+            s.pending_joins = 0;
+            s.ready = true; // not part of setup accounting
+            s.gone = false;
+            s.id = net.open(tag, now, None);
+            self.count("churn_started");
         }
     }
 
@@ -661,12 +771,12 @@ impl Runner {
         let failed: u64 = st.failures.values().sum();
         let has_traffic = self.scenario != Scenario::Connect;
         let mut rooms = self.rooms;
-        let (expected, unique) = if self.scenario == Scenario::Echo {
+        let (expected, unique) = if self.scenario.is_round_trip() {
             (self.meter.sent, self.meter.received)
         } else {
             (0, 0)
         };
-        if self.scenario == Scenario::Echo {
+        if self.scenario.is_round_trip() {
             rooms.clear();
         }
         RunSummary {
@@ -687,10 +797,12 @@ impl Runner {
                 open_at_end: self.open_at_end,
                 connect_rate_per_s: 0.0,
                 first_start_ns: st.first_start_ns,
-                last_ready_ns: st.last_ready_ns,
+                last_ready_ns: self.setup_last_ready,
             },
             handshake: Latency::from_hist(&st.handshake),
             latency: has_traffic.then(|| Latency::from_hist(&self.meter.total)),
+            send_lag: (has_traffic && !self.meter.lag.is_empty())
+                .then(|| Latency::from_hist(&self.meter.lag)),
             traffic: has_traffic.then(|| Traffic {
                 sent: self.meter.sent,
                 skipped: self.skipped,
@@ -704,6 +816,71 @@ impl Runner {
             timeline: Vec::new(),
         }
     }
+}
+
+/// Which frame [`fast_probe`] recognized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FastKind {
+    /// `{"type":"message",...,"data":{probe}}` (hub room delivery).
+    Message,
+    /// `{"type":"direct",...,"data":{probe}}` (hub direct message).
+    Direct,
+    /// `{probe}` (raw adapter).
+    Raw,
+}
+
+/// Reads a probe from a frame laid out exactly as shardhub forwards what this tool publishes:
+/// the `data` object last, with `t`, `s`, `p` first in that order. `None` for any other layout,
+/// which then goes through the JSON parser; this is a shortcut, never a different reading.
+fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe)> {
+    const DATA: &[u8] = br#","data":{"t":"#;
+    let (kind, body, closing) = if let Some(rest) = msg.strip_prefix(br#"{"t":"#) {
+        (FastKind::Raw, rest, 1)
+    } else {
+        let kind = if msg.starts_with(br#"{"type":"message","#) {
+            FastKind::Message
+        } else if msg.starts_with(br#"{"type":"direct","#) {
+            FastKind::Direct
+        } else {
+            return None;
+        };
+        let at = (0..msg.len().checked_sub(DATA.len())?)
+            .rev()
+            .find(|&i| msg[i..].starts_with(DATA))?;
+        (kind, &msg[at + DATA.len()..], 2)
+    };
+    let (t, rest) = leading_u64(body)?;
+    let (s, rest) = leading_u64(rest.strip_prefix(br#","s":"#)?)?;
+    let (p, rest) = leading_u64(rest.strip_prefix(br#","p":"#)?)?;
+    // What may follow: our padding field (`,"x":"aaa"`), a bounce marker, then the closing
+    // braces and nothing else.
+    let tail_ok = rest.len() >= closing
+        && rest[rest.len() - closing..].iter().all(|&b| b == b'}')
+        && !rest[..rest.len() - closing].contains(&b'}');
+    if !tail_ok {
+        return None;
+    }
+    Some((
+        kind,
+        Probe {
+            t,
+            s,
+            p: usize::try_from(p).ok()?,
+        },
+    ))
+}
+
+/// A decimal u64 at the start of `b`, and what follows it.
+fn leading_u64(b: &[u8]) -> Option<(u64, &[u8])> {
+    let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 || n > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in &b[..n] {
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some((v, &b[n..]))
 }
 
 /// Appends `,"x":"aaa..."` with `n` padding bytes (payload size control).
@@ -724,19 +901,37 @@ impl Handler for Runner {
                 *member = true;
             }
             self.send_joins(net, tag);
+            self.churn_ready(id, tag, now);
         }
     }
 
     fn on_text(&mut self, net: &mut Net, id: ConnId, tag: usize, msg: &[u8], now: u64) {
+        // Another thread's (or process's) publisher may already be past the common start while
+        // this thread has not ticked since: start here too, so its first deliveries count.
+        self.maybe_begin(net, now);
+        // Deliveries are nearly all the traffic; read them without a JSON parser when they have
+        // exactly the layout this tool sends and shardhub forwards (anything else falls through).
+        if let Some((kind, p)) = fast_probe(msg) {
+            match (kind, &self.slots[tag].kind) {
+                (FastKind::Message, _) | (FastKind::Raw, Kind::Sub { .. }) => {
+                    return self.on_probe(tag, p, now)
+                }
+                (FastKind::Raw, Kind::Echo { .. }) | (FastKind::Direct, Kind::Echo { .. }) => {
+                    return self.on_echo(net, tag, p.s, now)
+                }
+                (FastKind::Direct, Kind::Bounce { .. }) => return self.bounce(net, id, p),
+                _ => {}
+            }
+        }
         let Ok(m) = serde_json::from_slice::<Inbound<'_>>(msg) else {
             self.count("unparsed_frames");
             return;
         };
         if self.adapter == Adapter::Raw {
             match (self.scenario, m.probe()) {
-                (Scenario::Fanout, Some(p)) => self.on_probe(tag, p, now),
-                (Scenario::Echo, Some(p)) => self.on_echo(net, tag, p.s, now),
                 (Scenario::Connect, _) => {}
+                (sc, Some(p)) if sc.is_fanout() => self.on_probe(tag, p, now),
+                (_, Some(p)) => self.on_echo(net, tag, p.s, now),
                 _ => self.count("unparsed_frames"),
             }
             return;
@@ -746,7 +941,13 @@ impl Handler for Runner {
                 self.slots[tag].welcomed = true;
                 net.mark_ready(id, now);
                 self.send_joins(net, tag);
+                self.churn_ready(id, tag, now);
             }
+            Some("direct") => match (m.probe(), &self.slots[tag].kind) {
+                (Some(p), Kind::Bounce { .. }) => self.bounce(net, id, p),
+                (Some(p), Kind::Echo { .. }) => self.on_echo(net, tag, p.s, now),
+                _ => self.count("foreign_messages"),
+            },
             Some("ack") if m.op.as_deref() == Some("join") => {
                 let s = &mut self.slots[tag];
                 if s.pending_joins > 0 {
@@ -787,6 +988,21 @@ impl Handler for Runner {
             return;
         };
         s.id = None;
+        if let Kind::Churn { in_use, .. } = &mut s.kind {
+            if *in_use {
+                *in_use = false;
+                self.churn_free.push(tag);
+                if failure.is_none() {
+                    self.count("churn_completed");
+                }
+            }
+            return;
+        }
+        if let Kind::Echo { outstanding, .. } = &mut s.kind {
+            // Its requests will never be answered: no longer in flight (still counted lost).
+            self.in_flight -= outstanding.len();
+            outstanding.clear();
+        }
         if failure.is_some() && !s.gone {
             s.gone = true;
             if !s.ready {
@@ -801,20 +1017,23 @@ impl Handler for Runner {
         let next_sec = self.meter.origin + (self.meter.sec + 1) * 1_000_000_000;
         match self.stage {
             Stage::Setup => {
-                let all_at_once = !(self.ramp.next_at().is_some());
-                while self.opened < self.slots.len() {
+                let all_at_once = self.ramp.next_at().is_none();
+                while self.opened < self.setup_len {
                     if !all_at_once && self.ramp.take_due(now).is_none() {
                         break;
                     }
                     let tag = self.opened;
                     self.opened += 1;
-                    self.slots[tag].id = net.open(tag, now);
+                    let user = self.user_of(tag);
+                    self.slots[tag].id = net.open(tag, now, user.as_deref());
                 }
-                if self.opened == self.slots.len() && self.settled == self.slots.len()
+                if self.opened == self.setup_len && self.settled == self.setup_len
                     || now >= self.setup_deadline
                 {
                     self.coord.ready.fetch_add(1, Ordering::AcqRel);
                     self.stage = Stage::Waiting;
+                    // The achieved connect rate is the setup ramp's; churn comes later.
+                    self.setup_last_ready = net.stats.last_ready_ns;
                 }
                 let next_open = if self.opened < self.slots.len() {
                     self.ramp.next_at()
@@ -824,31 +1043,17 @@ impl Handler for Runner {
                 Some(next_open.unwrap_or(u64::MAX).min(next_sec))
             }
             Stage::Waiting => {
-                let start = self.coord.start_ns.load(Ordering::Acquire);
-                if start != 0 && now >= start {
-                    self.begin(net, start);
+                if self.maybe_begin(net, now) {
                     return Some(now);
                 }
                 // Poll the shared start time often; this stage lasts only until all are ready.
                 Some(now + 2_000_000)
             }
             Stage::Running => {
-                if self.scenario == Scenario::Echo {
-                    for tag in 0..self.slots.len() {
-                        loop {
-                            let due = match &mut self.slots[tag].kind {
-                                Kind::Echo {
-                                    sched: Some(sc), ..
-                                } => sc.take_due(now),
-                                _ => None,
-                            };
-                            let Some((_, t)) = due else { break };
-                            self.echo_send(net, tag, t);
-                        }
-                    }
-                } else if self.scenario == Scenario::Fanout {
-                    self.publish_due(net, now);
+                if self.scenario == Scenario::Churn {
+                    self.churn_tick(net, now);
                 }
+                self.send_all_due(net, now);
                 if now >= self.end_ns {
                     self.open_at_end = net.stats.open;
                     if self.scenario == Scenario::Connect {
@@ -859,15 +1064,23 @@ impl Handler for Runner {
                     self.drain_until = now + self.grace_ns;
                     return Some(now);
                 }
+                let churn_next = self
+                    .churn
+                    .as_ref()
+                    .and_then(Schedule::next_at)
+                    .unwrap_or(u64::MAX);
+                let churn_close = self.churn_closing.front().map_or(u64::MAX, |c| c.0);
                 Some(
                     self.next_send_at()
                         .unwrap_or(u64::MAX)
+                        .min(churn_next)
+                        .min(churn_close)
                         .min(self.end_ns)
                         .min(next_sec),
                 )
             }
             Stage::Draining => {
-                let echo_done = self.scenario == Scenario::Echo && self.outstanding() == 0;
+                let echo_done = self.scenario.is_round_trip() && self.in_flight == 0;
                 if now >= self.drain_until || echo_done {
                     self.meter.sample(now + 1_000_000_000, net.stats.open);
                     self.stage = Stage::Done;
@@ -1019,5 +1232,49 @@ impl Progress {
         if self.on {
             let _ = writeln!(std::io::stderr());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serde_probe(msg: &[u8]) -> Option<(u64, u64, usize)> {
+        let m: Inbound<'_> = serde_json::from_slice(msg).ok()?;
+        m.probe().map(|p| (p.t, p.s, p.p))
+    }
+
+    #[test]
+    fn fast_probe_agrees_with_the_parser_or_declines() {
+        let cases: &[&[u8]] = &[
+            br#"{"type":"message","room":"r","from":"a","session":"1","data":{"t":123,"s":4,"p":0}}"#,
+            br#"{"type":"message","room":"r","from":"a","session":"1","data":{"t":1,"s":2,"p":3,"x":"aaaa"}}"#,
+            br#"{"type":"direct","from":"lg1-0","session":"9","data":{"t":5,"s":6,"p":7,"r":1}}"#,
+            br#"{"t":18446744073709551615,"s":0,"p":12}"#,
+            br#"{"t":1,"s":2,"p":3,"x":"aa"}"#,
+        ];
+        for c in cases {
+            let (_, p) = fast_probe(c).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(c)));
+            assert_eq!(
+                Some((p.t, p.s, p.p)),
+                serde_probe(c),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+        }
+        let declined: &[&[u8]] = &[
+            br#"{"type":"message","room":"r","data":{"s":4,"t":123,"p":0}}"#,
+            br#"{"type":"message","room":"r","data":{"t":123,"s":4,"p":0},"extra":1}"#,
+            br#"{"type":"message","room":"r","data":{"t":-1,"s":4,"p":0}}"#,
+            br#"{"type":"message","room":"r","data":{"t":99999999999999999999999,"s":4,"p":0}}"#,
+            br#"{"type":"ack","id":1}"#,
+            br#"{"t":1,"s":2}"#,
+            b"",
+        ];
+        for c in declined {
+            assert!(fast_probe(c).is_none(), "{}", String::from_utf8_lossy(c));
+        }
+        assert_eq!(fast_probe(cases[2]).unwrap().0, FastKind::Direct);
+        assert_eq!(fast_probe(cases[3]).unwrap().0, FastKind::Raw);
     }
 }
