@@ -83,7 +83,8 @@ struct Args {
     /// Time a graceful shutdown waits for close frames to go out [default: 5s].
     #[arg(long, env = "SHARDHUB_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
     drain_timeout: Option<Duration>,
-    /// On shutdown, write the server's latency histograms (fanout.hgrm, tick.hgrm) here.
+    /// On shutdown, write the server's latency histograms (fanout.hgrm, tick.hgrm,
+    /// timer_lag.hgrm) and counters (stats.json) to this directory.
     #[arg(long, env = "SHARDHUB_HISTOGRAMS_DIR")]
     histograms_dir: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace (or RUST_LOG syntax) [default: info].
@@ -159,7 +160,12 @@ fn main() -> ExitCode {
             .and_then(|()| {
                 std::fs::write(dir.join("fanout.hgrm"), shardhub::metrics::hgrm(&h.fanout))
             })
-            .and_then(|()| std::fs::write(dir.join("tick.hgrm"), shardhub::metrics::hgrm(&h.tick)));
+            .and_then(|()| std::fs::write(dir.join("tick.hgrm"), shardhub::metrics::hgrm(&h.tick)))
+            .and_then(|()| std::fs::write(dir.join("timer_lag.hgrm"), shardhub::metrics::hgrm(&h.timer_lag)))
+            .and_then(|()| {
+                let stats = serde_json::to_string_pretty(&hub.stats()).unwrap_or_default();
+                std::fs::write(dir.join("stats.json"), stats)
+            });
         if let Err(e) = written {
             eprintln!(
                 "shardhub: cannot write histograms to {}: {e}",

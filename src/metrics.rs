@@ -85,6 +85,8 @@ impl Counter {
 ///   another shard), the time from the reactor waking with it to the end of the flush that
 ///   wrote its frames to every local recipient whose socket had room.
 /// * `tick`: the duration of each reactor iteration, waking to the end of its work (no waiting).
+/// * `timer_lag`: how late each connection timer (heartbeat ping, timeout check) fired after its
+///   deadline: the heartbeat timeliness of a loaded shard (0 up to one tick is on time).
 ///
 /// Each shard records into its own copy and merges it into the shared one once per tick, so
 /// the lock is taken ten times a second, never per message.
@@ -94,6 +96,8 @@ pub struct Histograms {
     pub fanout: Histogram<u64>,
     /// Reactor iteration time, µs.
     pub tick: Histogram<u64>,
+    /// Timer lateness past its deadline, µs.
+    pub timer_lag: Histogram<u64>,
 }
 
 use hdrhistogram::Histogram;
@@ -109,6 +113,7 @@ impl Default for Histograms {
         Self {
             fanout: new_hist(),
             tick: new_hist(),
+            timer_lag: new_hist(),
         }
     }
 }
@@ -118,12 +123,14 @@ impl Histograms {
     pub fn add(&mut self, other: &Histograms) {
         let _ = self.fanout.add(&other.fanout);
         let _ = self.tick.add(&other.tick);
+        let _ = self.timer_lag.add(&other.timer_lag);
     }
 
     /// Empties both.
     pub fn reset(&mut self) {
         self.fanout.reset();
         self.tick.reset();
+        self.timer_lag.reset();
     }
 
     /// Records a duration, clamped to the histogram's range.

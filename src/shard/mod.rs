@@ -1111,6 +1111,7 @@ impl Shard {
         }
         let mut expired = mem::take(&mut self.expired);
         self.wheel.advance(now, &mut expired);
+        let tick = self.cfg().tick;
         for e in expired.drain(..) {
             let id = SessionId(e.key);
             let t = self.timeouts;
@@ -1120,6 +1121,9 @@ impl Shard {
             if c.timer_due != e.due {
                 continue; // superseded by an earlier deadline
             }
+            // A timer due at tick `due` is on time anywhere within that tick.
+            let lag = tick * now.saturating_sub(e.due) as u32;
+            Histograms::record(&mut self.hist.timer_lag, lag, 1);
             c.timer_due = u64::MAX;
             let queued = c.io().is_some_and(|io| !io.outbox.is_empty());
             let phase = c.phase;
