@@ -155,18 +155,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if let Some(dir) = histograms_dir {
-        let h = hub.histograms();
-        let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| {
-                std::fs::write(dir.join("fanout.hgrm"), shardhub::metrics::hgrm(&h.fanout))
-            })
-            .and_then(|()| std::fs::write(dir.join("tick.hgrm"), shardhub::metrics::hgrm(&h.tick)))
-            .and_then(|()| std::fs::write(dir.join("timer_lag.hgrm"), shardhub::metrics::hgrm(&h.timer_lag)))
-            .and_then(|()| {
-                let stats = serde_json::to_string_pretty(&hub.stats()).unwrap_or_default();
-                std::fs::write(dir.join("stats.json"), stats)
-            });
-        if let Err(e) = written {
+        if let Err(e) = write_histograms(&hub, &dir) {
             eprintln!(
                 "shardhub: cannot write histograms to {}: {e}",
                 dir.display()
@@ -175,4 +164,20 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Writes the server's histograms (`.hgrm`) and counters (`stats.json`) into `dir`.
+fn write_histograms(hub: &shardhub::Hub, dir: &std::path::Path) -> std::io::Result<()> {
+    use shardhub::metrics::hgrm;
+    std::fs::create_dir_all(dir)?;
+    let h = hub.histograms();
+    for (name, hist) in [
+        ("fanout", &h.fanout),
+        ("tick", &h.tick),
+        ("timer_lag", &h.timer_lag),
+    ] {
+        std::fs::write(dir.join(format!("{name}.hgrm")), hgrm(hist))?;
+    }
+    let stats = serde_json::to_string_pretty(&hub.stats()).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("stats.json"), stats)
 }

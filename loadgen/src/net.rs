@@ -721,10 +721,11 @@ pub fn drive<H: Handler>(net: &mut Net, h: &mut H, hard_deadline: u64) -> io::Re
             .min(net.next_deadline())
             .min(hard_deadline);
         let timeout = if backlog.is_empty() {
-            if until > now {
-                // Precise wakeup via the timerfd; the poll timeout (rounded up to whole ms by
-                // epoll) only backs it up.
-                timer.arm_at(until)?;
+            // Precise wakeup via the timerfd for the scenario's next send; the poll timeout
+            // (rounded up to whole ms by epoll) backs it up and covers the coarse deadlines
+            // (connect timeouts, samples), which need no better than a millisecond.
+            if let Some(w) = wake.filter(|&w| w > now && w <= until) {
+                timer.arm_at(w)?;
             }
             Duration::from_nanos(until.saturating_sub(now))
         } else {

@@ -331,6 +331,16 @@ impl RunSummary {
             "connections: {} established of {} targeted ({} attempted, {} failed), {:.0}/s achieved, {} open at end",
             c.established, c.target, c.attempted, c.failed, c.connect_rate_per_s, c.open_at_end
         );
+        if let Some(n) = self
+            .traffic
+            .as_ref()
+            .and_then(|t| t.counters.get("churn_started"))
+        {
+            let _ = writeln!(
+                s,
+                "  (of which {n} churn connections; the connect rate is the setup ramp's)"
+            );
+        }
         for (k, v) in &c.failures {
             let _ = writeln!(s, "  failed {k}: {v}");
         }

@@ -1195,11 +1195,15 @@ fn stdio_gate() -> Result<u64, RunError> {
 /// The live progress line on stderr (only when asked, i.e. when stderr is a terminal).
 struct Progress {
     on: bool,
+    last_conns: std::cell::Cell<u64>,
 }
 
 impl Progress {
     fn new(on: bool) -> Self {
-        Self { on }
+        Self {
+            on,
+            last_conns: std::cell::Cell::new(0),
+        }
     }
 
     fn show(&self, t: u64, samples: &[Sample]) {
@@ -1207,6 +1211,7 @@ impl Progress {
             return;
         }
         let conns: u64 = samples.iter().map(|s| s.conns).sum();
+        let new_conns = conns as i64 - self.last_conns.replace(conns) as i64;
         let sent: u64 = samples.iter().map(|s| s.sent).sum();
         let recv: u64 = samples.iter().map(|s| s.received).sum();
         let mut h = hist::new_hist();
@@ -1223,7 +1228,7 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[K[{t:>4}s] conns {conns}  sent {sent}/s  recv {recv}/s  p99 {p99:.3} ms"
+            "\r\x1b[K[{t:>4}s] conns {conns} ({new_conns:+}/s)  sent {sent}/s  recv {recv}/s  p99 {p99:.3} ms"
         );
         let _ = err.flush();
     }

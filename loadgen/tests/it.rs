@@ -1,0 +1,7 @@
+//! The loadgen integration tests: one binary, shared helpers in `util`.
+
+// Scenarios against in-test raw servers (echo, broadcast, misbehaving): the client itself.
+mod raw;
+// Scenarios against the real shardhub server, in-process.
+mod hub;
+mod util;
