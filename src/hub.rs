@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) directory: Directory,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) stats: Vec<Arc<ShardStats>>,
+    /// TCP connections open on all shards (upgraded or not), for `max_connections`.
+    pub(crate) open: std::sync::atomic::AtomicUsize,
     /// Each shard's latency histograms, merged in by the shard once per tick.
     pub(crate) histograms: Vec<std::sync::Mutex<Histograms>>,
 }

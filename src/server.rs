@@ -95,6 +95,7 @@ impl ServerBuilder {
             directory,
             mailboxes,
             stats,
+            open: Default::default(),
             histograms,
         };
         Ok(Server {

@@ -123,3 +123,38 @@ fn file_env_and_flags_layer_and_sigterm_drains() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn out_of_file_descriptors_clients_get_503_not_a_timeout() {
+    let port = free_port();
+    // 64 descriptors: the server's own (epoll, eventfd, listener, stdio, ...) and a few dozen
+    // clients.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {} --listen 127.0.0.1:{port} --shards 1 --log error",
+            env!("CARGO_BIN_EXE_shardhub")
+        ))
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until("the server listens", || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..100 {
+        match connect_raw(&format!("ws://{addr}/ws?user=u{i}")) {
+            Ok(ws) => held.push(ws),
+            Err(tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 503);
+                refused += 1;
+            }
+            Err(e) => panic!("client {i}: expected an upgrade or a 503, got {e}"),
+        }
+    }
+    assert!(held.len() >= 30, "only {} clients got in", held.len());
+    assert!(refused > 0, "all 100 got in under a 64-descriptor limit");
+    let _ = child.kill();
+    let _ = child.wait();
+}

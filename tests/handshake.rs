@@ -116,6 +116,23 @@ fn the_connection_limit_answers_503() {
 }
 
 #[test]
+fn connections_still_handshaking_count_against_the_limit() {
+    let s = TestServer::start(|c| c.max_connections = 2);
+    // Two clients that connect and say nothing yet hold both places.
+    let quiet: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    wait_until("both accepted", || s.hub.stats().accepted == 2);
+    let (code, _) = raw_http(s.addr, upgrade_request("/ws?user=late", "").as_bytes());
+    assert_eq!(code, 503);
+    drop(quiet);
+    // Their places free up once the server sees them go.
+    wait_until("a place is free again", || {
+        raw_http(s.addr, upgrade_request("/ws?user=later", "").as_bytes()).0 != 503
+    });
+}
+
+#[test]
 fn a_client_that_never_finishes_its_request_is_cut_off() {
     use std::io::{Read, Write};
     let s = TestServer::start(|c| {

@@ -22,6 +22,7 @@ pub(crate) mod listener;
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::mem;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,6 +158,10 @@ pub(crate) struct Shard {
     json: simd_json::Buffers,
     /// Set when accept hit the file limit: retry on the next tick.
     accept_paused: bool,
+    /// A descriptor held back so that, out of descriptors, the shard can still accept a client
+    /// to tell it 503 instead of leaving it to time out in the backlog.
+    reserve_fd: Option<std::fs::File>,
+    last_accept_warning: Option<Instant>,
     /// Set once shutdown began: the deadline for the drain.
     draining: Option<Instant>,
     /// Publishes and broadcasts handled in this iteration (for the fan-out histogram).
@@ -225,6 +230,8 @@ impl Shard {
             scratch: Vec::new(),
             json: simd_json::Buffers::default(),
             accept_paused: false,
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
+            last_accept_warning: None,
             draining: None,
             fanouts: 0,
             hist: Histograms::default(),
@@ -307,25 +314,47 @@ impl Shard {
         let Some(listener) = &self.listener else {
             return;
         };
+        let shared = &self.hub.shared;
         for _ in 0..ACCEPT_BUDGET {
             let (mut tcp, addr) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE/ENFILE: the kernel keeps the connections queued; try again on the
-                    // next tick rather than spinning on an error.
-                    log::warn!("shard {}: accept failed: {e}", self.index);
+                    // Out of file descriptors (EMFILE/ENFILE): the kernel keeps the clients
+                    // queued, where they would wait for a timeout. Spend the reserve descriptor
+                    // to tell them (503), and look again on the next tick.
+                    if self
+                        .last_accept_warning
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        log::warn!(
+                            "shard {}: accept failed: {e}; refusing new clients with 503",
+                            self.index
+                        );
+                        self.last_accept_warning = Some(Instant::now());
+                    }
+                    self.reserve_fd = None;
+                    while let Ok((mut tcp, _)) = listener.accept() {
+                        let _ = io::Write::write(
+                            &mut tcp,
+                            &Response::new(503, "server at its open-file limit").to_bytes(),
+                        );
+                        self.stats.handshake_failures.add(1);
+                    }
+                    self.reserve_fd = std::fs::File::open("/dev/null").ok();
                     self.accept_paused = true;
                     return;
                 }
             };
             self.stats.accepted.add(1);
             let _ = tcp.set_nodelay(true);
-            let cfg = &self.hub.shared.config;
-            if self.conns.slab.len() >= cfg.max_connections_per_shard
-                || self.hub.shared.directory.session_count() >= cfg.max_connections
-            {
+            let cfg = &shared.config;
+            // Counted at accept, not at the upgrade, so that connections still handshaking
+            // cannot overshoot the limit.
+            let over_total = shared.open.fetch_add(1, Ordering::Relaxed) >= cfg.max_connections;
+            if over_total || self.conns.slab.len() >= cfg.max_connections_per_shard {
+                shared.open.fetch_sub(1, Ordering::Relaxed);
                 // An empty socket buffer always takes a response this small.
                 let _ = io::Write::write(
                     &mut tcp,
@@ -1241,6 +1270,7 @@ impl Shard {
                 continue;
             }
             let mut c = self.conns.slab.remove(id.key());
+            self.hub.shared.open.fetch_sub(1, Ordering::Relaxed);
             if let Some(io) = c.io() {
                 let _ = self.poll.registry().deregister(&mut io.tcp);
             }
