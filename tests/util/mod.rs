@@ -244,8 +244,21 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     tcp.set_read_timeout(Some(PATIENCE)).unwrap();
     // The server may answer (and close) before it has read everything we send.
     let _ = tcp.write_all(request);
+    // Read one response: to the end of its Content-Length body, as the server may keep the
+    // connection alive, or to the close.
     let mut out = Vec::new();
-    let _ = tcp.read_to_end(&mut out);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(total) = response_len(&out) {
+            if out.len() >= total {
+                break;
+            }
+        }
+        match tcp.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&out).into_owned();
     let code = text
         .split(' ')
@@ -253,6 +266,20 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, text)
+}
+
+/// The full length of the HTTP response at the start of `buf` (head plus `Content-Length`),
+/// once its head is complete and it has a length.
+pub fn response_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+    let len = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))?
+        .trim()
+        .parse::<usize>()
+        .ok()?;
+    Some(head + len)
 }
 
 /// A correct upgrade request for `target` with extra header lines.
