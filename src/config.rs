@@ -194,6 +194,7 @@ impl Config {
 
     /// Checks every value; the server calls this before it starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_http()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.shard_count() > SessionId::MAX_SHARDS {
             return bad(format!("shards must be at most {}", SessionId::MAX_SHARDS));
@@ -240,7 +241,7 @@ impl Config {
                 ));
             }
         }
-        self.validate_http()
+        Ok(())
     }
 
     /// The HTTP API's checks: an open write API only on loopback.

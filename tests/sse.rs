@@ -15,6 +15,7 @@ fn a_stream_gets_the_rooms_publishes_with_ids_from_both_shards() {
         c.send_json(json!({"type":"join","room":"live"}));
         c.expect("ack");
     }
+    a.expect("joined");
     let mut streams: Vec<SseClient> = (0..4)
         .map(|_| SseClient::open(s.addr, "/sse?room=live&user=viewer", &[]))
         .collect();
