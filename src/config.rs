@@ -85,6 +85,27 @@ pub struct Config {
     /// nothing in accuracy and keep the wheel's work per tick small.
     #[serde(with = "humantime_serde_compat")]
     pub tick: Duration,
+
+    // ----- HTTP API and Server-Sent Events (docs/http-api.md) -----
+    /// Serve the HTTP API under `/api/v1/` (stats, online users, rooms, send, broadcast,
+    /// publish, closing sessions). Default on. `/health`, `/ready` and `/metrics` are always
+    /// served and never need the key.
+    pub http_api: bool,
+    /// The key `/api/v1/` requests must carry (`Authorization: Bearer KEY` or `X-API-Key: KEY`).
+    /// Default none: the API is open, which the server allows only on loopback addresses.
+    pub api_key: Option<String>,
+    /// A separate address for the HTTP API (bound by shard 0 alone). Default none: the API is
+    /// served on `listen`. When set, `listen` keeps WebSockets, `/sse` and `/health` only.
+    pub admin_listen: Option<SocketAddr>,
+    /// Largest HTTP request body; larger ones get 413. Default 64 KiB, like `max_message_bytes`.
+    pub max_request_body_bytes: usize,
+    /// Interval of the `: ping` comments on idle SSE streams. Default 15 s, under common
+    /// 30-60 s proxy idle timeouts.
+    #[serde(with = "humantime_serde_compat")]
+    pub sse_heartbeat: Duration,
+    /// Recent `message` events a room keeps for SSE clients reconnecting with `Last-Event-ID`,
+    /// once it has had an SSE subscriber. Default 64; 0 keeps none.
+    pub sse_history: usize,
 }
 
 impl Default for Config {
@@ -114,6 +135,13 @@ impl Default for Config {
             close_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(100),
+
+            http_api: true,
+            api_key: None,
+            admin_listen: None,
+            max_request_body_bytes: 64 * 1024,
+            sse_heartbeat: Duration::from_secs(15),
+            sse_history: 64,
         }
     }
 }
@@ -166,6 +194,7 @@ impl Config {
 
     /// Checks every value; the server calls this before it starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_http()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.shard_count() > SessionId::MAX_SHARDS {
             return bad(format!("shards must be at most {}", SessionId::MAX_SHARDS));
@@ -211,6 +240,33 @@ impl Config {
                     self.tick
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The HTTP API's checks: an open write API only on loopback.
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.api_key.as_deref() == Some("") {
+            return bad("api_key must not be empty (leave it out to disable the key)".into());
+        }
+        if self.max_request_body_bytes == 0 {
+            return bad("max_request_body_bytes must be positive".into());
+        }
+        if self.sse_heartbeat < self.tick {
+            return bad(format!(
+                "sse_heartbeat must be at least one tick ({:?})",
+                self.tick
+            ));
+        }
+        // The API lets anyone who reaches it message every user and close sessions: without a
+        // key it must not face the network.
+        let api_addr = self.admin_listen.unwrap_or(self.listen);
+        if self.http_api && self.api_key.is_none() && !api_addr.ip().is_loopback() {
+            return bad(format!(
+                "the HTTP API would be open on non-loopback address {api_addr}: set api_key, \
+                 bind it to loopback (admin_listen), or turn it off (http_api = false)"
+            ));
         }
         Ok(())
     }

@@ -85,6 +85,11 @@ pub(crate) struct Shared {
     pub(crate) open: std::sync::atomic::AtomicUsize,
     /// Each shard's latency histograms, merged in by the shard once per tick.
     pub(crate) histograms: Vec<std::sync::Mutex<Histograms>>,
+    /// When the server was built (uptime, and the clock of `heartbeats`).
+    pub(crate) started: std::time::Instant,
+    /// Each shard's last timer tick, in milliseconds since `started`: `/ready` checks that
+    /// every reactor is still turning.
+    pub(crate) heartbeats: Vec<std::sync::atomic::AtomicU64>,
 }
 
 /// A cloneable, thread-safe handle to the server. See the module docs.
@@ -194,6 +199,7 @@ impl Hub {
                     room: shared.name.clone(),
                     frame: frame.clone(),
                     exclude: None,
+                    seq: 0,
                 },
             )?;
         }

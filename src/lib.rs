@@ -13,6 +13,9 @@
 //! * `shard` (private): the IO driver, one mio reactor per core with its own SO_REUSEPORT
 //!   listener, connections in a slab as non-blocking tungstenite state machines, and the bus
 //!   (crossbeam inboxes + a mio `Waker`) that carries shared frames between shards.
+//! * [`http`]: the HTTP API (`docs/http-api.md`) served on the same reactors: request parsing
+//!   with limits, the router, the handlers over a [`Hub`], Prometheus rendering. [`sse`]:
+//!   Server-Sent Events streams of a room's messages.
 //! * [`Hub`]: the thread-safe handle; [`Hooks`]: the application's callbacks; [`Server`]:
 //!   binding, running and shutting down.
 //!
@@ -43,12 +46,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod config;
 pub mod engine;
 pub mod hooks;
+pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod session;
 mod shard;
+pub mod sse;
 
 pub use config::{Config, ConfigError};
 pub use engine::directory::{RoomInfo, SessionInfo};

@@ -83,6 +83,25 @@ struct Args {
     /// Time a graceful shutdown waits for close frames to go out [default: 5s].
     #[arg(long, env = "SHARDHUB_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
     drain_timeout: Option<Duration>,
+    // ----- HTTP API and SSE (docs/http-api.md) -----
+    /// Serve the HTTP API under /api/v1/ [default: true].
+    #[arg(long, env = "SHARDHUB_HTTP_API")]
+    http_api: Option<bool>,
+    /// Key the HTTP API requires (Authorization: Bearer KEY or X-API-Key) [default: none].
+    #[arg(long, env = "SHARDHUB_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Separate address for the HTTP API (shard 0 only) [default: the main listener].
+    #[arg(long, env = "SHARDHUB_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Largest HTTP request body in bytes; larger ones get 413 [default: 65536].
+    #[arg(long, env = "SHARDHUB_MAX_REQUEST_BODY_BYTES")]
+    max_request_body_bytes: Option<usize>,
+    /// Interval of heartbeat comments on SSE streams [default: 15s].
+    #[arg(long, env = "SHARDHUB_SSE_HEARTBEAT", value_parser = humantime::parse_duration)]
+    sse_heartbeat: Option<Duration>,
+    /// Recent events a room keeps for SSE Last-Event-ID replay [default: 64].
+    #[arg(long, env = "SHARDHUB_SSE_HISTORY")]
+    sse_history: Option<usize>,
     /// On shutdown, write the server's latency histograms (fanout.hgrm, tick.hgrm,
     /// timer_lag.hgrm) and counters (stats.json) to this directory.
     #[arg(long, env = "SHARDHUB_HISTOGRAMS_DIR")]
@@ -124,6 +143,14 @@ impl Args {
             drain_timeout
         );
         c.echo |= self.echo;
+        // HTTP API and SSE.
+        set!(http_api, max_request_body_bytes, sse_heartbeat, sse_history);
+        if self.api_key.is_some() {
+            c.api_key.clone_from(&self.api_key);
+        }
+        if self.admin_listen.is_some() {
+            c.admin_listen = self.admin_listen;
+        }
         Ok(c)
     }
 }

@@ -54,6 +54,12 @@ counters! {
     protocol_errors,
     /// Cross-shard messages dropped because a shard's inbox was full.
     bus_drops,
+    /// HTTP requests answered (not counting WebSocket upgrades).
+    http_requests,
+    /// Open Server-Sent Events streams (a gauge).
+    sse_connections,
+    /// SSE events queued to streams (each recipient counts once).
+    sse_events,
 }
 
 /// A single-writer counter.

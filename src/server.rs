@@ -76,6 +76,19 @@ impl ServerBuilder {
             // Port 0 resolved to a real port on the first bind; the others share it.
             listeners.push(listener::bind(local_addr, config.backlog)?);
         }
+        // The HTTP API's own address: one plain listener on shard 0 (API traffic is light, and
+        // a plain bind fails loudly if another process holds the port).
+        let mut admin = match config.admin_listen {
+            Some(a) => {
+                let l = std::net::TcpListener::bind(a).map_err(|e| {
+                    StartError::Io(io::Error::new(e.kind(), format!("admin_listen {a}: {e}")))
+                })?;
+                l.set_nonblocking(true)?;
+                Some(mio::net::TcpListener::from_std(l))
+            }
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let mut mailboxes = Vec::with_capacity(n);
         let mut parts = Vec::with_capacity(n);
         for l in listeners {
@@ -83,10 +96,11 @@ impl ServerBuilder {
             let waker = Waker::new(poll.registry(), Token(usize::MAX - 1))?;
             let (mb, inbox) = bus::inbox(waker);
             mailboxes.push(mb);
-            parts.push((poll, l, inbox));
+            parts.push((poll, l, admin.take(), inbox));
         }
         let directory =
-            Directory::new(config.default_room_capacity, config.room_capacities.clone());
+            Directory::new(config.default_room_capacity, config.room_capacities.clone())
+                .with_sse_history(config.sse_history);
         let stats = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
         let histograms = (0..n).map(|_| Default::default()).collect();
         let shared = Shared {
@@ -97,6 +111,8 @@ impl ServerBuilder {
             stats,
             open: Default::default(),
             histograms,
+            started: std::time::Instant::now(),
+            heartbeats: (0..n).map(|_| Default::default()).collect(),
         };
         Ok(Server {
             hub: Hub {
@@ -104,6 +120,7 @@ impl ServerBuilder {
             },
             parts,
             local_addr,
+            admin_addr,
         })
     }
 }
@@ -111,9 +128,19 @@ impl ServerBuilder {
 /// A bound server, ready to run.
 pub struct Server {
     hub: Hub,
-    parts: Vec<(Poll, mio::net::TcpListener, Inbox)>,
+    parts: Vec<ShardParts>,
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
 }
+
+/// What one shard thread starts from: its poll, listener, `admin_listen` listener (shard 0
+/// only) and inbox.
+type ShardParts = (
+    Poll,
+    mio::net::TcpListener,
+    Option<mio::net::TcpListener>,
+    Inbox,
+);
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,6 +164,11 @@ impl Server {
         self.local_addr
     }
 
+    /// The `admin_listen` address, with its real port, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// A handle to the hub, usable before and after the server starts.
     pub fn hub(&self) -> Hub {
         self.hub.clone()
@@ -147,7 +179,7 @@ impl Server {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin = self.hub.config().pin_cores;
         let mut threads = Vec::new();
-        for (i, (poll, listener, inbox)) in self.parts.into_iter().enumerate() {
+        for (i, (poll, listener, admin, inbox)) in self.parts.into_iter().enumerate() {
             let hub = self.hub.clone();
             let core = if pin && !cores.is_empty() {
                 Some(cores[i % cores.len()])
@@ -160,7 +192,7 @@ impl Server {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    let shard = Shard::new(i, poll, listener, inbox, hub)?;
+                    let shard = Shard::new(i, poll, listener, admin, inbox, hub)?;
                     shard.run()
                 })?;
             threads.push(t);

@@ -17,5 +17,9 @@ mod bad_input;
 mod lifecycle;
 // Embedding: hooks, typed handlers, session keys, the hub handle.
 mod embedding;
+// The HTTP API on the same port: probes, limits, keep-alive, the key, every route.
+mod http;
+// Server-Sent Events streams of rooms.
+mod sse;
 // The binary: configuration layering and signals.
 mod binary_cli;

@@ -35,13 +35,16 @@ pub struct RoomShared {
     pub name: Arc<str>,
     /// Bit `i` is set while shard `i` has at least one member.
     shards: AtomicU64,
+    /// Event ids and recent events for SSE subscribers (dormant until the first one).
+    pub events: crate::sse::EventLog,
 }
 
 impl RoomShared {
-    fn new(name: Arc<str>) -> Self {
+    fn new(name: Arc<str>, history: usize) -> Self {
         Self {
             name,
             shards: AtomicU64::new(0),
+            events: crate::sse::EventLog::new(history),
         }
     }
 
@@ -117,6 +120,8 @@ pub struct Directory {
     inner: Mutex<Inner>,
     default_capacity: usize,
     capacities: HashMap<String, usize>,
+    /// Events each room keeps for SSE replay (`sse_history`).
+    sse_history: usize,
 }
 
 impl Directory {
@@ -127,7 +132,14 @@ impl Directory {
             inner: Mutex::default(),
             default_capacity,
             capacities,
+            sse_history: 0,
         }
+    }
+
+    /// Sets how many recent events each room keeps for SSE clients (`sse_history`).
+    pub fn with_sse_history(mut self, events: usize) -> Self {
+        self.sse_history = events;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -186,6 +198,14 @@ impl Directory {
         self.lock().users.len()
     }
 
+    /// Users online with their session counts, sorted by user id.
+    pub fn users(&self) -> Vec<(Arc<str>, usize)> {
+        let g = self.lock();
+        let mut v: Vec<_> = g.users.iter().map(|(u, s)| (u.clone(), s.len())).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Adds `session` to `room`, creating the room on first use.
     pub fn join(
         &self,
@@ -202,7 +222,7 @@ impl Directory {
                 .copied()
                 .unwrap_or(self.default_capacity);
             let entry = RoomEntry {
-                shared: Arc::new(RoomShared::new(name.clone())),
+                shared: Arc::new(RoomShared::new(name.clone(), self.sse_history)),
                 capacity,
                 members: HashMap::new(),
                 persistent: false,
@@ -298,7 +318,7 @@ impl Directory {
             }
             None => {
                 let name: Arc<str> = Arc::from(room);
-                let shared = Arc::new(RoomShared::new(name.clone()));
+                let shared = Arc::new(RoomShared::new(name.clone(), self.sse_history));
                 let entry = RoomEntry {
                     shared,
                     capacity,

@@ -24,11 +24,13 @@ pub(crate) const INBOX_CAPACITY: usize = 64 * 1024;
 /// Work for a shard from another thread.
 #[derive(Debug)]
 pub(crate) enum ShardMsg {
-    /// Deliver to this shard's members of a room.
+    /// Deliver to this shard's members of a room. `seq` is the room's SSE event id of a
+    /// `message` publish (0: not an SSE event, or the room has no SSE subscribers).
     Room {
         room: Arc<str>,
         frame: Frame,
         exclude: Option<SessionId>,
+        seq: u64,
     },
     /// Deliver to every session on this shard.
     All {

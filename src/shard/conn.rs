@@ -58,6 +58,9 @@ pub(crate) enum Wire {
     Http { io: ConnIo, buf: Vec<u8> },
     /// An open WebSocket.
     Ws(WebSocket<ConnIo>),
+    /// A Server-Sent Events stream (`shard/web.rs`); `last_beat` is the tick of the last
+    /// heartbeat comment.
+    Sse { io: ConnIo, last_beat: u64 },
     /// Transient, while moving between stages.
     Moved,
 }
@@ -80,6 +83,17 @@ pub(crate) struct Conn {
     pub(crate) dead: bool,
     /// How the session ended, once known.
     pub(crate) disconnect: Option<Disconnect>,
+    /// Plain HTTP bookkeeping (`shard/web.rs`).
+    pub(crate) http: HttpState,
+}
+
+/// What a connection's HTTP stage needs to remember between requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HttpState {
+    /// Requests answered on this connection (keep-alive); 0 while the first is pending.
+    pub(crate) requests: u32,
+    /// The listener it came from, which decides the routes it may use.
+    pub(crate) listener: crate::http::Listener,
 }
 
 impl Conn {
@@ -101,6 +115,7 @@ impl Conn {
             drop_when_flushed: false,
             dead: false,
             disconnect: None,
+            http: HttpState::default(),
         }
     }
 
@@ -109,6 +124,7 @@ impl Conn {
         match &mut self.wire {
             Wire::Http { io, .. } => Some(io),
             Wire::Ws(ws) => Some(ws.get_mut()),
+            Wire::Sse { io, .. } => Some(io),
             Wire::Moved => None,
         }
     }

@@ -18,9 +18,10 @@
 pub(crate) mod bus;
 pub(crate) mod conn;
 pub(crate) mod listener;
+mod web;
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::mem;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use crate::hub::Hub;
 use crate::metrics::{Histograms, ShardStats};
 use crate::protocol::envelope::{self, BinaryKind, BinaryOp, Envelope, Request as Req};
 use crate::protocol::frame::{self, Frame, FrameBuf, OpCode};
-use crate::protocol::handshake::{self, Parsed, Response, UpgradeRequest};
+use crate::protocol::handshake::{self, Response, UpgradeRequest};
 use crate::protocol::reply::{self, Ack};
 use crate::session::Session;
 use bus::{Inbox, ShardMsg};
@@ -53,6 +54,8 @@ use conn::{Conn, Wire};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
+/// The `admin_listen` listener (shard 0 only).
+const ADMIN: Token = Token(usize::MAX - 2);
 
 /// Messages read from one connection before the shard turns to others. Keeps one chatty client
 /// from delaying everyone else's reads; the rest is read on the next iteration.
@@ -141,6 +144,9 @@ pub(crate) struct Shard {
     stats: Arc<ShardStats>,
     conns: Conns,
     rooms: LocalRooms,
+    /// This shard's SSE streams per room, and its `admin_listen` listener (`web.rs`).
+    sse: crate::sse::SseMembers,
+    admin: Option<TcpListener>,
     /// This shard's sessions per user, for direct messages.
     users: HashMap<Arc<str>, Vec<SessionId>>,
     wheel: TimerWheel,
@@ -176,11 +182,15 @@ impl Shard {
         index: usize,
         poll: Poll,
         mut listener: TcpListener,
+        mut admin: Option<TcpListener>,
         inbox: Inbox,
         hub: Hub,
     ) -> io::Result<Self> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(a) = &mut admin {
+            poll.registry().register(a, ADMIN, Interest::READABLE)?;
+        }
         let cfg = hub.config().clone();
         let tick = cfg.tick;
         let ticks = |d: Duration| (d.as_nanos() / tick.as_nanos()).max(1) as u64;
@@ -215,6 +225,8 @@ impl Shard {
                 now: 0,
             },
             rooms: LocalRooms::new(index),
+            sse: Default::default(),
+            admin,
             users: HashMap::new(),
             // 1024 slots of 100 ms: one rotation covers the 45 s default heartbeat deadline.
             wheel: TimerWheel::new(1024, 0),
@@ -270,6 +282,7 @@ impl Shard {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
+                    ADMIN => self.accept_from(true),
                     WAKER => wake = true,
                     Token(t) => {
                         let id = SessionId(t as u64);
@@ -311,7 +324,13 @@ impl Shard {
     // ----- accept and handshake -----
 
     fn accept(&mut self) {
-        let Some(listener) = &self.listener else {
+        self.accept_from(false);
+    }
+
+    /// Accepts from the main listener, or from the `admin_listen` one (`admin`).
+    fn accept_from(&mut self, admin: bool) {
+        let listener = if admin { &self.admin } else { &self.listener };
+        let Some(listener) = listener else {
             return;
         };
         let shared = &self.hub.shared;
@@ -372,10 +391,12 @@ impl Shard {
                 Interest::READABLE | Interest::WRITABLE,
             ) {
                 log::warn!("shard {}: register failed: {e}", self.index);
+                shared.open.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
             let now = self.conns.now;
             let mut conn = Conn::new(tcp, Session::new(id, addr), now);
+            conn.http.listener = web::listener_kind(admin, cfg.admin_listen.is_some());
             conn.timer_due = self.wheel.schedule(id.0, now + self.timeouts.handshake);
             entry.insert(conn);
         }
@@ -389,46 +410,8 @@ impl Shard {
         match c.wire {
             Wire::Http { .. } => self.read_http(id),
             Wire::Ws(_) => self.read_ws(id),
+            Wire::Sse { .. } => self.read_sse(id),
             Wire::Moved => {}
-        }
-    }
-
-    fn read_http(&mut self, id: SessionId) {
-        let max = self.cfg().max_header_bytes;
-        let paths = self.ws_paths;
-        let Some(c) = self.conns.get(id) else { return };
-        let Wire::Http { io, buf } = &mut c.wire else {
-            return;
-        };
-        let mut chunk = [0u8; 4096];
-        let parsed = loop {
-            match io.tcp.read(&mut chunk) {
-                Ok(0) => {
-                    c.ended(1006, "closed during handshake");
-                    self.stats.handshake_failures.add(1);
-                    self.conns.kill(id);
-                    return;
-                }
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    match handshake::parse(buf, max, paths) {
-                        Parsed::Partial => continue,
-                        done => break done,
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.stats.handshake_failures.add(1);
-                    self.conns.kill(id);
-                    return;
-                }
-            }
-        };
-        match parsed {
-            Parsed::Upgrade(req) => self.upgrade(id, req),
-            Parsed::Respond(resp) => self.respond_and_close(id, &resp),
-            Parsed::Partial => {}
         }
     }
 
@@ -714,7 +697,7 @@ impl Shard {
                 let out = self.fb.start();
                 reply::delivery(out, "message", Some(room), &user, id.0, data);
                 let f = self.fb.finish(OpCode::Text);
-                self.route_room(&shared, f, exclude_self.then_some(id));
+                self.route_publish(&shared, f, exclude_self.then_some(id));
                 if req_id.is_some() {
                     self.ack(id, req_id, Ack::Publish { room });
                 }
@@ -941,6 +924,23 @@ impl Shard {
 
     /// Delivers to a room's members here and posts one message to each other shard with members.
     fn route_room(&mut self, shared: &Arc<RoomShared>, f: Frame, exclude: Option<SessionId>) {
+        self.route_room_seq(shared, f, exclude, 0);
+    }
+
+    /// A member's `message` publish: [`route_room`](Self::route_room) with the room's SSE event
+    /// id, so SSE subscribers get it too.
+    fn route_publish(&mut self, shared: &Arc<RoomShared>, f: Frame, exclude: Option<SessionId>) {
+        let seq = shared.events.record(&f);
+        self.route_room_seq(shared, f, exclude, seq);
+    }
+
+    fn route_room_seq(
+        &mut self,
+        shared: &Arc<RoomShared>,
+        f: Frame,
+        exclude: Option<SessionId>,
+        seq: u64,
+    ) {
         self.fanouts += 1;
         let mask = shared.shards();
         for s in 0..self.hub.shared.mailboxes.len() {
@@ -949,10 +949,12 @@ impl Shard {
                     room: shared.name.clone(),
                     frame: f.clone(),
                     exclude,
+                    seq,
                 };
                 self.post(s, msg);
             }
         }
+        self.sse_deliver(&shared.name, seq, &f);
         self.deliver_room(&shared.name, f, exclude);
     }
 
@@ -1061,8 +1063,10 @@ impl Shard {
                     room,
                     frame,
                     exclude,
+                    seq,
                 } => {
                     self.fanouts += 1;
+                    self.sse_deliver(&room, seq, &frame);
                     let n = self.rooms.get(&room).map_or(0, |r| r.members.len());
                     self.deliver_room(&room, Self::localize(frame, n), exclude);
                 }
@@ -1133,10 +1137,12 @@ impl Shard {
         if self.accept_paused {
             self.accept_paused = false;
             self.accept();
+            self.accept_from(true);
         }
         let now = self.conns.now;
         if now > self.wheel.now() {
             self.publish_histograms();
+            self.heartbeat();
         }
         let mut expired = mem::take(&mut self.expired);
         self.wheel.advance(now, &mut expired);
@@ -1154,6 +1160,13 @@ impl Shard {
             let lag = tick * now.saturating_sub(e.due) as u32;
             Histograms::record(&mut self.hist.timer_lag, lag, 1);
             c.timer_due = u64::MAX;
+            // SSE streams and kept-alive HTTP connections keep their own time (web.rs).
+            if self.web_timer(id) {
+                continue;
+            }
+            let Some(c) = self.conns.get(id) else {
+                continue;
+            };
             let queued = c.io().is_some_and(|io| !io.outbox.is_empty());
             let phase = c.phase;
             match c.live.check(phase, queued, now, &t) {
@@ -1274,6 +1287,10 @@ impl Shard {
             if let Some(io) = c.io() {
                 let _ = self.poll.registry().deregister(&mut io.tcp);
             }
+            if matches!(c.wire, Wire::Sse { .. }) {
+                self.sse_gone(id, &mut c);
+                continue;
+            }
             if !c.announced {
                 continue;
             }
@@ -1312,6 +1329,9 @@ impl Shard {
         }
         self.draining = Some(Instant::now() + self.cfg().drain_timeout);
         if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        if let Some(mut l) = self.admin.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
         let ids: Vec<SessionId> = self.conns.slab.iter().map(|(_, c)| c.session.id).collect();

@@ -244,8 +244,21 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     tcp.set_read_timeout(Some(PATIENCE)).unwrap();
     // The server may answer (and close) before it has read everything we send.
     let _ = tcp.write_all(request);
+    // Read one response: to the end of its Content-Length body, as the server may keep the
+    // connection alive, or to the close.
     let mut out = Vec::new();
-    let _ = tcp.read_to_end(&mut out);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(total) = response_len(&out) {
+            if out.len() >= total {
+                break;
+            }
+        }
+        match tcp.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&out).into_owned();
     let code = text
         .split(' ')
@@ -253,6 +266,20 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, text)
+}
+
+/// The full length of the HTTP response at the start of `buf` (head plus `Content-Length`),
+/// once its head is complete and it has a length.
+pub fn response_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+    let len = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))?
+        .trim()
+        .parse::<usize>()
+        .ok()?;
+    Some(head + len)
 }
 
 /// A correct upgrade request for `target` with extra header lines.
@@ -285,4 +312,215 @@ pub fn raw_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) -
         f.extend_from_slice(payload);
     }
     f
+}
+
+/// An HTTP response as a test sees it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error.code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {}", self.text()))
+            .to_string()
+    }
+}
+
+/// A hand-written HTTP/1.1 client on one (keep-alive) connection.
+pub struct HttpConn {
+    pub tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).expect("tcp connect");
+        tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+        Self {
+            tcp,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes a request with a `Content-Length` body when `body` is given.
+    pub fn send(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) {
+        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        if let Some(b) = body {
+            req.push_str(b);
+        }
+        self.tcp.write_all(req.as_bytes()).expect("write request");
+    }
+
+    /// Reads one response (its head and `Content-Length` body).
+    pub fn read_response(&mut self) -> HttpResponse {
+        let mut chunk = [0u8; 8192];
+        let total = loop {
+            if let Some(n) = response_len(&self.buf) {
+                if self.buf.len() >= n {
+                    break n;
+                }
+            }
+            match self.tcp.read(&mut chunk) {
+                Ok(0) => panic!(
+                    "connection closed mid-response: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("reading a response: {e}"),
+            }
+        };
+        let raw: Vec<u8> = self.buf.drain(..total).collect();
+        let head_len = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&raw[..head_len]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        HttpResponse {
+            status,
+            headers,
+            body: raw[head_len..].to_vec(),
+        }
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> HttpResponse {
+        self.send(method, target, headers, body);
+        self.read_response()
+    }
+
+    /// Whether the server closed the connection (within `PATIENCE`).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(self.tcp.read(&mut b), Ok(0))
+    }
+}
+
+/// One request on a fresh connection.
+pub fn http(addr: SocketAddr, method: &str, target: &str, body: Option<&str>) -> HttpResponse {
+    HttpConn::connect(addr).request(method, target, &[], body)
+}
+
+/// An SSE stream read by hand.
+pub struct SseClient {
+    pub tcp: TcpStream,
+    buf: Vec<u8>,
+    pub head: String,
+}
+
+impl SseClient {
+    /// Opens `target` (e.g. `/sse?room=r`) and reads the response head; panics unless 200.
+    pub fn open(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Self {
+        let mut conn = HttpConn::connect(addr);
+        conn.send("GET", target, headers, None);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w: &[u8]| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            match conn.tcp.read(&mut chunk) {
+                Ok(0) => panic!("closed: {:?}", String::from_utf8_lossy(&buf)),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("reading the SSE head: {e}"),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let rest = buf[head_end..].to_vec();
+        Self {
+            tcp: conn.tcp,
+            buf: rest,
+            head,
+        }
+    }
+
+    /// The next block (an event or a comment) without its blank-line terminator.
+    pub fn next_block(&mut self) -> String {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(p) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..p + 2).collect();
+                return String::from_utf8_lossy(&block[..p]).into_owned();
+            }
+            match self.tcp.read(&mut chunk) {
+                Ok(0) => panic!("stream closed"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("reading SSE: {e}"),
+            }
+        }
+    }
+
+    /// The next event (skipping comments): (id, event name, data as JSON).
+    pub fn next_event(&mut self) -> (u64, String, Value) {
+        loop {
+            let block = self.next_block();
+            if block.starts_with(':') {
+                continue;
+            }
+            let mut id = 0;
+            let mut event = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().expect("numeric id");
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            let v = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {block}"));
+            return (id, event, v);
+        }
+    }
 }

@@ -1,0 +1,332 @@
+//! The handlers of the HTTP routes other than `/sse`: each turns a request into a response
+//! through the thread-safe [`Hub`], so they run on whichever shard read the request and never
+//! touch another shard's state. Deliveries use the hub protocol's envelopes
+//! (`docs/protocol.md`) from the sender `"server"` (session `"0"`), encoded once.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+use simd_json::prelude::*;
+use simd_json::BorrowedValue as Value;
+
+use super::prometheus;
+use super::request::Request;
+use super::response::Response;
+use super::router::Route;
+use crate::engine::ids::SessionId;
+use crate::hub::{Hub, HubError};
+use crate::protocol::envelope::check_name;
+use crate::protocol::frame::{self, OpCode};
+use crate::protocol::reply;
+use crate::shard::bus::ShardMsg;
+
+/// The sender name of deliveries made through the API.
+pub const SERVER_SENDER: &str = "server";
+
+/// A shard whose last tick is older than this is considered stuck by `/ready`.
+const STALE_SHARD_MS: u64 = 2_000;
+
+/// Default and largest page of `/api/v1/online`.
+const ONLINE_DEFAULT_LIMIT: usize = 100;
+const ONLINE_MAX_LIMIT: usize = 1_000;
+
+/// Answers a routed request (not `/sse`, which the shard turns into a stream). `draining`: the
+/// answering shard is shutting down.
+pub(crate) fn handle(hub: &Hub, route: Route, req: &mut Request, draining: bool) -> Response {
+    let result = match route {
+        Route::Health => Ok(Response::json(200, &json!({"status": "ok"}))),
+        Route::Ready => Ok(ready(hub, draining)),
+        Route::Metrics => Ok(metrics(hub)),
+        Route::Stats => Ok(stats(hub)),
+        Route::Online => online(hub, req),
+        Route::Rooms => Ok(rooms(hub)),
+        Route::Room(room) => room_members(hub, &room),
+        Route::Send => send(hub, req),
+        Route::Broadcast => broadcast(hub, req),
+        Route::Publish(room) => publish(hub, &room, req),
+        Route::CloseSession(id) => close_session(hub, &id, req),
+        Route::Sse => Err(Response::error(
+            404,
+            "not_found",
+            "SSE streams are not served on this listener",
+        )),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+fn bad_request(message: &str) -> Response {
+    Response::error(400, "bad_request", message)
+}
+
+fn busy() -> Response {
+    Response::error(503, "busy", "the server is overloaded; retry later")
+}
+
+fn ready(hub: &Hub, draining: bool) -> Response {
+    if draining {
+        return Response::error(503, "not_ready", "the server is shutting down");
+    }
+    let now = hub.shared.started.elapsed().as_millis() as u64;
+    let stuck: Vec<usize> = hub
+        .shared
+        .heartbeats
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| now.saturating_sub(t.load(Ordering::Relaxed)) > STALE_SHARD_MS)
+        .map(|(i, _)| i)
+        .collect();
+    if stuck.is_empty() {
+        Response::json(200, &json!({"status": "ready"}))
+    } else {
+        Response::error(
+            503,
+            "not_ready",
+            &format!("shard(s) {stuck:?} have not ticked for over {STALE_SHARD_MS} ms"),
+        )
+    }
+}
+
+fn metrics(hub: &Hub) -> Response {
+    let mut shards = Vec::with_capacity(hub.shared.stats.len());
+    for s in &hub.shared.stats {
+        let mut one = crate::metrics::Stats::default();
+        one.add(s);
+        shards.push(one);
+    }
+    let histograms = hub.histograms();
+    let text = prometheus::render(&prometheus::Snapshot {
+        shards,
+        sessions: hub.session_count(),
+        users: hub.shared.directory.user_count(),
+        rooms: hub.shared.directory.rooms().len(),
+        uptime_seconds: hub.shared.started.elapsed().as_secs_f64(),
+        histograms: &histograms,
+    });
+    let mut r = Response::text(200, text);
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r
+}
+
+fn stats(hub: &Hub) -> Response {
+    Response::json(
+        200,
+        &json!({
+            "uptime_seconds": hub.shared.started.elapsed().as_secs_f64(),
+            "shards": hub.shared.mailboxes.len(),
+            "sessions": hub.session_count(),
+            "users": hub.shared.directory.user_count(),
+            "rooms": hub.shared.directory.rooms().len(),
+            "counters": hub.stats(),
+        }),
+    )
+}
+
+fn number_param(req: &Request, name: &str, default: usize) -> Result<usize, Response> {
+    match req.query_param(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| bad_request(&format!("{name} must be a non-negative integer"))),
+    }
+}
+
+fn online(hub: &Hub, req: &Request) -> Result<Response, Response> {
+    let limit = number_param(req, "limit", ONLINE_DEFAULT_LIMIT)?;
+    let offset = number_param(req, "offset", 0)?;
+    if limit == 0 || limit > ONLINE_MAX_LIMIT {
+        return Err(bad_request(&format!(
+            "limit must be 1..={ONLINE_MAX_LIMIT}"
+        )));
+    }
+    let users = hub.shared.directory.users();
+    let page: Vec<_> = users
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(u, n)| json!({"user": &**u, "sessions": n}))
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({"total": users.len(), "offset": offset, "limit": limit, "users": page}),
+    ))
+}
+
+fn rooms(hub: &Hub) -> Response {
+    let list: Vec<_> = hub
+        .rooms()
+        .into_iter()
+        .map(|r| json!({"name": r.name, "members": r.members, "capacity": r.capacity}))
+        .collect();
+    Response::json(200, &json!({ "rooms": list }))
+}
+
+fn no_such_room(room: &str) -> Response {
+    Response::error(404, "no_such_room", &format!("room {room} does not exist"))
+}
+
+fn room_members(hub: &Hub, room: &str) -> Result<Response, Response> {
+    let members = hub.room_members(room).ok_or_else(|| no_such_room(room))?;
+    let capacity = hub.room(room).map_or(0, |r| r.capacity);
+    let list: Vec<_> = members
+        .iter()
+        .map(|(s, u)| json!({"user": &**u, "session": s.to_string()}))
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({"room": room, "capacity": capacity, "members": list}),
+    ))
+}
+
+/// Parses a JSON object body with simd-json (in place, as the WebSocket path does).
+fn parse_body(body: &mut [u8]) -> Result<Value<'_>, Response> {
+    if body.is_empty() {
+        return Err(bad_request("a JSON object body is required"));
+    }
+    let v = simd_json::to_borrowed_value(body)
+        .map_err(|e| Response::error(400, "bad_json", &format!("invalid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(Response::error(
+            400,
+            "bad_json",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+fn data_of<'v>(v: &'v Value<'_>) -> Result<&'v Value<'v>, Response> {
+    v.get("data")
+        .ok_or_else(|| bad_request("missing field data"))
+}
+
+fn name_field<'v>(
+    hub: &Hub,
+    v: &'v Value<'_>,
+    field: &str,
+    required: bool,
+) -> Result<Option<&'v str>, Response> {
+    match v.get(field) {
+        None if !required => Ok(None),
+        None => Err(bad_request(&format!("missing field {field}"))),
+        Some(x) => {
+            let s = x
+                .as_str()
+                .ok_or_else(|| bad_request(&format!("{field} must be a string")))?;
+            check_name(field, s, hub.config().max_name_bytes).map_err(|e| bad_request(&e.0))?;
+            Ok(Some(s))
+        }
+    }
+}
+
+/// One delivery envelope as text (the hub's send functions frame it once).
+fn envelope(kind: &str, room: Option<&str>, data: &Value<'_>) -> Result<String, Response> {
+    let mut out = Vec::with_capacity(128);
+    reply::delivery(&mut out, kind, room, SERVER_SENDER, 0, data);
+    String::from_utf8(out).map_err(|_| Response::error(500, "internal", "a delivery was not UTF-8"))
+}
+
+fn send(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
+    let v = parse_body(&mut req.body)?;
+    let to = name_field(hub, &v, "to", true)?.unwrap_or_default();
+    let text = envelope("direct", None, data_of(&v)?)?;
+    match hub.send_to_user(to, text.as_str()) {
+        Ok(0) => Err(Response::error(
+            404,
+            "not_online",
+            &format!("user {to} is not online"),
+        )),
+        Ok(n) => Ok(Response::json(200, &json!({"to": to, "sessions": n}))),
+        Err(_) => Err(busy()),
+    }
+}
+
+fn broadcast(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
+    let v = parse_body(&mut req.body)?;
+    if let Some(room) = name_field(hub, &v, "room", false)? {
+        return publish_value(hub, room, data_of(&v)?);
+    }
+    let text = envelope("broadcast", None, data_of(&v)?)?;
+    let sessions = hub.session_count();
+    hub.broadcast(text.as_str()).map_err(|_| busy())?;
+    Ok(Response::json(200, &json!({ "sessions": sessions })))
+}
+
+fn publish(hub: &Hub, room: &str, req: &mut Request) -> Result<Response, Response> {
+    check_name("room", room, hub.config().max_name_bytes).map_err(|e| bad_request(&e.0))?;
+    let v = parse_body(&mut req.body)?;
+    publish_value(hub, room, data_of(&v)?)
+}
+
+/// A `message` event in a room, exactly as a member's publish: one frame, an SSE event id
+/// when the room has SSE subscribers, one bus message per shard with members.
+fn publish_value(hub: &Hub, room: &str, data: &Value<'_>) -> Result<Response, Response> {
+    let shared = hub
+        .shared
+        .directory
+        .room(room)
+        .ok_or_else(|| no_such_room(room))?;
+    let mut out = Vec::with_capacity(128);
+    reply::delivery(&mut out, "message", Some(room), SERVER_SENDER, 0, data);
+    let frame = frame::encode(OpCode::Text, &out);
+    let id = shared.events.record(&frame);
+    let mask = shared.shards();
+    let mut failed = false;
+    for s in (0..hub.shared.mailboxes.len()).filter(|s| mask & (1 << s) != 0) {
+        let msg = ShardMsg::Room {
+            room: shared.name.clone(),
+            frame: frame.clone(),
+            exclude: None,
+            seq: id,
+        };
+        if hub.shared.mailboxes[s].send(msg).is_err() {
+            hub.shared.stats[s].bus_drops.add(1);
+            failed = true;
+        }
+    }
+    if failed {
+        return Err(busy());
+    }
+    let members = hub.room(room).map_or(0, |r| r.members);
+    let mut body = json!({"room": room, "members": members});
+    if id > 0 {
+        body["id"] = json!(id);
+    }
+    Ok(Response::json(200, &body))
+}
+
+/// Close codes an operator may choose: the standard ones that make sense for a server-side
+/// close, and the application range.
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000 | 1001 | 1008 | 1011 | 1012 | 1013 | 3000..=4999)
+}
+
+fn close_session(hub: &Hub, id: &str, req: &Request) -> Result<Response, Response> {
+    let n: u64 = id
+        .parse()
+        .map_err(|_| bad_request("the session id must be a decimal number"))?;
+    let code = match req.query_param("code") {
+        None => 1008,
+        Some(c) => c
+            .parse()
+            .ok()
+            .filter(|c| valid_close_code(*c))
+            .ok_or_else(|| {
+                bad_request("code must be 1000, 1001, 1008, 1011, 1012, 1013 or 3000-4999")
+            })?,
+    };
+    let reason = req
+        .query_param("reason")
+        .unwrap_or_else(|| "closed by the server".into());
+    match hub.close_session(SessionId(n), code, &reason) {
+        Ok(()) => Ok(Response::json(
+            200,
+            &json!({"session": id, "code": code, "reason": reason}),
+        )),
+        Err(HubError::NoSuchSession(_)) => Err(Response::error(
+            404,
+            "no_such_session",
+            &format!("no open session {id}"),
+        )),
+        Err(_) => Err(busy()),
+    }
+}

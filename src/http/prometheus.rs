@@ -1,0 +1,202 @@
+//! The Prometheus text exposition format (version 0.0.4) of the server's counters, gauges and
+//! latency histograms. Pure: a [`Snapshot`] in, text out.
+//!
+//! Counters are per shard (`shard="N"` label), as each shard writes its own; Prometheus sums
+//! them with `sum without (shard)`. The HdrHistograms become Prometheus histograms with the
+//! fixed [`BUCKETS_US`] bounds, so dashboards can aggregate them across servers.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use crate::metrics::{Histograms, Stats};
+
+/// Histogram bucket upper bounds in microseconds (rendered in seconds): 10 µs to 2.5 s.
+pub const BUCKETS_US: &[u64] = &[
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000, 2_500_000,
+];
+
+/// Everything `/metrics` reports.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    /// Each shard's counters, by shard index.
+    pub shards: Vec<Stats>,
+    /// Open sessions.
+    pub sessions: usize,
+    /// Distinct users online.
+    pub users: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Seconds since the server started.
+    pub uptime_seconds: f64,
+    /// Latency histograms merged over shards.
+    pub histograms: &'a Histograms,
+}
+
+/// Counters that are really gauges (they go down).
+const GAUGES: &[&str] = &["connections", "sse_connections"];
+
+fn help(name: &str) -> &'static str {
+    match name {
+        "connections" => "Open WebSocket sessions.",
+        "sse_connections" => "Open Server-Sent Events streams.",
+        "accepted" => "TCP connections accepted.",
+        "handshakes" => "WebSocket upgrades that completed.",
+        "handshake_failures" => "Upgrades refused or abandoned.",
+        "handshake_timeouts" => "Requests that did not arrive within handshake_timeout.",
+        "messages_in" => "Data messages received.",
+        "bytes_in" => "Payload bytes received in data messages.",
+        "deliveries" => "Frames queued to sessions, one per recipient.",
+        "bytes_out" => "Bytes written to sockets.",
+        "slow_consumer_closes" => "Connections closed for falling behind.",
+        "heartbeat_timeouts" => "Sessions dropped for silence.",
+        "protocol_errors" => "Sessions closed for protocol violations.",
+        "bus_drops" => "Cross-shard messages dropped because an inbox was full.",
+        "http_requests" => "HTTP requests answered.",
+        "sse_events" => "SSE events queued to streams, one per recipient.",
+        _ => "A shardhub counter.",
+    }
+}
+
+/// Renders the exposition text.
+pub fn render(s: &Snapshot<'_>) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let per_shard: Vec<serde_json::Map<String, serde_json::Value>> = s
+        .shards
+        .iter()
+        .map(|st| match serde_json::to_value(st) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        })
+        .collect();
+    let names: Vec<String> = per_shard
+        .first()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    for name in names {
+        let gauge = GAUGES.contains(&name.as_str());
+        let metric = if gauge {
+            format!("shardhub_{name}")
+        } else {
+            format!("shardhub_{name}_total")
+        };
+        let _ = writeln!(out, "# HELP {metric} {}", help(&name));
+        let _ = writeln!(
+            out,
+            "# TYPE {metric} {}",
+            if gauge { "gauge" } else { "counter" }
+        );
+        for (i, m) in per_shard.iter().enumerate() {
+            let v = m.get(&name).and_then(|v| v.as_u64()).unwrap_or(0);
+            // A gauge decremented past zero by a race would wrap; report it as zero.
+            let v = if gauge && v > i64::MAX as u64 { 0 } else { v };
+            let _ = writeln!(out, "{metric}{{shard=\"{i}\"}} {v}");
+        }
+    }
+    for (name, help, v) in [
+        (
+            "sessions",
+            "Open sessions on the whole server.",
+            s.sessions as f64,
+        ),
+        ("users", "Distinct users online.", s.users as f64),
+        ("rooms", "Rooms that exist.", s.rooms as f64),
+        (
+            "uptime_seconds",
+            "Seconds since the server started.",
+            s.uptime_seconds,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP shardhub_{name} {help}");
+        let _ = writeln!(out, "# TYPE shardhub_{name} gauge");
+        let _ = writeln!(out, "shardhub_{name} {v}");
+    }
+    histogram(
+        &mut out,
+        "shardhub_fanout_seconds",
+        "Time from a reactor waking with a publish or broadcast to the flush of its frames.",
+        &s.histograms.fanout,
+    );
+    histogram(
+        &mut out,
+        "shardhub_tick_seconds",
+        "Duration of reactor iterations.",
+        &s.histograms.tick,
+    );
+    out
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for &b in BUCKETS_US {
+        let n = if h.is_empty() {
+            0
+        } else {
+            h.count_between(0, b)
+        };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", b as f64 / 1e6);
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+    let sum = if h.is_empty() {
+        0.0
+    } else {
+        h.mean() * h.len() as f64 / 1e6
+    };
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {}", h.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn counters_gauges_and_histograms_render_as_exposition_text() {
+        let mut h = Histograms::default();
+        Histograms::record(&mut h.fanout, Duration::from_micros(40), 3);
+        Histograms::record(&mut h.fanout, Duration::from_millis(3), 1);
+        let a = Stats {
+            connections: 2,
+            deliveries: 7,
+            ..Stats::default()
+        };
+        let text = render(&Snapshot {
+            shards: vec![a, Stats::default()],
+            sessions: 2,
+            users: 1,
+            rooms: 3,
+            uptime_seconds: 1.5,
+            histograms: &h,
+        });
+        for line in [
+            "# TYPE shardhub_connections gauge",
+            "shardhub_connections{shard=\"0\"} 2",
+            "shardhub_connections{shard=\"1\"} 0",
+            "# TYPE shardhub_deliveries_total counter",
+            "shardhub_deliveries_total{shard=\"0\"} 7",
+            "shardhub_rooms 3",
+            "shardhub_uptime_seconds 1.5",
+            "# TYPE shardhub_fanout_seconds histogram",
+            "shardhub_fanout_seconds_bucket{le=\"0.00001\"} 0",
+            "shardhub_fanout_seconds_bucket{le=\"0.00005\"} 3",
+            "shardhub_fanout_seconds_bucket{le=\"0.0025\"} 3",
+            "shardhub_fanout_seconds_bucket{le=\"0.005\"} 4",
+            "shardhub_fanout_seconds_bucket{le=\"+Inf\"} 4",
+            "shardhub_fanout_seconds_count 4",
+            "shardhub_tick_seconds_count 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Every sample line is `name{labels} value` with a numeric value.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let v = l.rsplit(' ').next().unwrap();
+            assert!(v.parse::<f64>().is_ok(), "{l}");
+        }
+    }
+}
