@@ -124,6 +124,12 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "Duration of reactor iterations.",
         &s.histograms.tick,
     );
+    histogram(
+        &mut out,
+        "shardhub_timer_lag_seconds",
+        "How late connection timers (heartbeats, timeouts) fired past their deadlines.",
+        &s.histograms.timer_lag,
+    );
     out
 }
 
