@@ -13,6 +13,8 @@
 //! * `shard` (private): the IO driver, one mio reactor per core with its own SO_REUSEPORT
 //!   listener, connections in a slab as non-blocking tungstenite state machines, and the bus
 //!   (crossbeam inboxes + a mio `Waker`) that carries shared frames between shards.
+//! * [`auth`]: who may connect and what they may do: origins, the authenticator (the built-in
+//!   JWT scheme or the application's), permissions.
 //! * [`Hub`]: the thread-safe handle; [`Hooks`]: the application's callbacks; [`Server`]:
 //!   binding, running and shutting down.
 //!
@@ -40,6 +42,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod hooks;
@@ -50,6 +53,7 @@ pub mod server;
 pub mod session;
 mod shard;
 
+pub use auth::{Identity, Permissions};
 pub use config::{Config, ConfigError};
 pub use engine::directory::{RoomInfo, SessionInfo};
 pub use engine::ids::SessionId;

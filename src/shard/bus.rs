@@ -30,6 +30,12 @@ pub(crate) enum ShardMsg {
         frame: Frame,
         exclude: Option<SessionId>,
     },
+    /// Deliver a presence event to this shard's members of a room allowed to see it.
+    Presence {
+        room: Arc<str>,
+        frame: Frame,
+        exclude: SessionId,
+    },
     /// Deliver to every session on this shard.
     All {
         frame: Frame,

@@ -13,6 +13,7 @@ use tungstenite::WebSocket;
 
 use crate::engine::liveness::{Liveness, Phase};
 use crate::engine::outbox::Outbox;
+use crate::engine::ratelimit::RateLimiter;
 use crate::hooks::Disconnect;
 use crate::session::Session;
 
@@ -80,6 +81,8 @@ pub(crate) struct Conn {
     pub(crate) dead: bool,
     /// How the session ended, once known.
     pub(crate) disconnect: Option<Disconnect>,
+    /// Message and byte buckets, filled when the upgrade completes.
+    pub(crate) rate: RateLimiter,
 }
 
 impl Conn {
@@ -101,6 +104,7 @@ impl Conn {
             drop_when_flushed: false,
             dead: false,
             disconnect: None,
+            rate: RateLimiter::default(),
         }
     }
 
