@@ -19,3 +19,9 @@ mod lifecycle;
 mod embedding;
 // The binary: configuration layering and signals.
 mod binary_cli;
+// Authentication: JWT carriers and algorithms, bad tokens, origins, custom authenticators.
+mod auth;
+// Permissions from claims and defaults: forbidden requests deliver nothing.
+mod permissions;
+// Abuse limits: message and byte rates, per-address connections and handshakes.
+mod limits;
