@@ -321,6 +321,16 @@ pub(crate) fn validate_config(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.jwt_secret.is_some() && cfg.jwt_public_key_file.is_some() {
         return bad("set jwt_secret or jwt_public_key_file, not both".into());
     }
+    let jwt = cfg.jwt_secret.is_some() || cfg.jwt_public_key_file.is_some();
+    if !jwt
+        && (cfg.jwt_algorithm.is_some() || cfg.jwt_audience.is_some() || cfg.jwt_issuer.is_some())
+    {
+        // Most likely a forgotten key: refuse rather than run without authentication.
+        return bad(
+            "jwt_algorithm, jwt_audience and jwt_issuer need jwt_secret or jwt_public_key_file"
+                .into(),
+        );
+    }
     if cfg.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
         return bad("jwt_secret must be at least 32 bytes".into());
     }
@@ -372,6 +382,25 @@ mod tests {
             Parsed::Upgrade(u) => u,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn jwt_settings_without_a_key_are_invalid() {
+        let c = Config {
+            jwt_audience: Some("hub".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            allowed_origins: vec!["app.example.com".into()],
+            ..Config::default()
+        };
+        assert!(c.validate().is_err(), "an origin has a scheme");
+        let c = Config {
+            rate_burst_bytes: 1000,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err(), "the burst must fit a whole message");
     }
 
     #[test]
