@@ -16,7 +16,8 @@ use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::handshake::UpgradeRequest;
 use crate::session::Session;
 
-/// Why `on_connect` refused a client: sent as an HTTP response before closing the socket.
+/// Why an authenticator or `on_connect` refused a client: sent as an HTTP response before
+/// closing the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     /// HTTP status, e.g. 401 or 403.
