@@ -18,7 +18,8 @@ echo "| members | publish rate | deliveries/s | p50 ms | p99 ms | lost | server 
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 for rate in "${rates[@]}"; do
     taskset -c $server_core ./target/release/shardhub --shards 1 --listen 127.0.0.1:$port \
-        --presence false --log warn &
+        --presence false --log warn \
+        --rate-messages-per-sec 0 --rate-bytes-per-sec 0 &  # one publisher sends at $rate/s
     server=$!
     sleep 0.5
     t0=$(awk '{print $14+$15}' /proc/$server/stat)

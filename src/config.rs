@@ -31,6 +31,49 @@ pub struct Config {
     pub echo: bool,
     /// Let clients without `?user=` in as `anon-<session>`. Default on.
     pub allow_anonymous: bool,
+    // ----- authentication, permissions and abuse limits (see docs/protocol.md) -----
+    /// HMAC secret for JWTs (HS256 unless `jwt_algorithm` says otherwise), at least 32 bytes.
+    /// Setting it (or `jwt_public_key_file`) makes a token decide who a client is.
+    pub jwt_secret: Option<String>,
+    /// PEM public key file for JWTs (RS256 unless `jwt_algorithm` says ES256, PS256, …).
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// The one JWT algorithm accepted, e.g. `HS256`, `RS256`, `ES256`. Default: HS256 with a
+    /// secret, RS256 with a key file.
+    pub jwt_algorithm: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub jwt_leeway: Duration,
+    /// Required `aud` claim, if set.
+    pub jwt_audience: Option<String>,
+    /// Required `iss` claim, if set.
+    pub jwt_issuer: Option<String>,
+    /// Browser origins allowed to connect (`Origin` header), e.g. `https://app.example.com`;
+    /// others get 403. Default `["*"]`: any. Requests without `Origin` always pass.
+    pub allowed_origins: Vec<String>,
+    /// Permissions of anonymous sessions and `?user=` sessions, and of tokens for every claim
+    /// they leave out: `[default_permissions]` with `broadcast`, `send` and a `rooms` table of
+    /// `join`/`publish`/`presence` pattern lists. What it leaves out is allowed; the default
+    /// allows everything.
+    pub default_permissions: crate::auth::PermissionSpec,
+    /// Data messages per second per connection; 0 = unlimited. Default 100.
+    pub rate_messages_per_sec: u64,
+    /// Message burst per connection. Default 200.
+    pub rate_burst_messages: u64,
+    /// Payload bytes per second per connection; 0 = unlimited. Default 1 MiB.
+    pub rate_bytes_per_sec: u64,
+    /// Byte burst per connection; at least `max_message_bytes`. Default 2 MiB.
+    pub rate_burst_bytes: u64,
+    /// Time a client may keep having messages dropped (without a 1 s pause) before it is
+    /// closed with 1008. Default 10 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub rate_limit_close_after: Duration,
+    /// Open connections (including handshakes) per client address (IPv6: per /64); 0 =
+    /// unlimited, the default (clients behind one proxy or NAT share an address).
+    pub max_connections_per_ip: usize,
+    /// New connections per second per client address; 0 = unlimited, the default.
+    pub handshakes_per_ip_per_sec: u64,
+    /// Burst of new connections per client address. Default 20.
+    pub handshakes_per_ip_burst: u64,
     /// Send `joined`/`left` events to room members. Default on; each join costs one delivery per
     /// member.
     pub presence: bool,
@@ -116,6 +159,22 @@ impl Default for Config {
             pin_cores: true,
             echo: false,
             allow_anonymous: true,
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_algorithm: None,
+            jwt_leeway: Duration::from_secs(30),
+            jwt_audience: None,
+            jwt_issuer: None,
+            allowed_origins: vec!["*".into()],
+            default_permissions: crate::auth::PermissionSpec::allow_all(),
+            rate_messages_per_sec: 100,
+            rate_burst_messages: 200,
+            rate_bytes_per_sec: 1024 * 1024,
+            rate_burst_bytes: 2 * 1024 * 1024,
+            rate_limit_close_after: Duration::from_secs(10),
+            max_connections_per_ip: 0,
+            handshakes_per_ip_per_sec: 0,
+            handshakes_per_ip_burst: 20,
             presence: true,
             max_message_bytes: 64 * 1024,
             max_header_bytes: 8 * 1024,
@@ -241,7 +300,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        crate::auth::validate_config(self)
     }
 
     /// The HTTP API's checks: an open write API only on loopback.

@@ -16,7 +16,8 @@ use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::handshake::UpgradeRequest;
 use crate::session::Session;
 
-/// Why `on_connect` refused a client: sent as an HTTP response before closing the socket.
+/// Why an authenticator or `on_connect` refused a client: sent as an HTTP response before
+/// closing the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     /// HTTP status, e.g. 401 or 403.
@@ -64,6 +65,8 @@ pub enum SessionError {
     SlowConsumer,
     /// Nothing arrived for `ping_interval + pong_timeout`.
     HeartbeatTimeout,
+    /// The client kept exceeding its message or byte rate (closed with 1008).
+    RateLimited,
 }
 
 impl std::fmt::Display for SessionError {
@@ -73,6 +76,7 @@ impl std::fmt::Display for SessionError {
             Self::Io(m) => write!(f, "socket error: {m}"),
             Self::SlowConsumer => f.write_str("slow consumer"),
             Self::HeartbeatTimeout => f.write_str("heartbeat timeout"),
+            Self::RateLimited => f.write_str("rate limit exceeded"),
         }
     }
 }
@@ -183,6 +187,9 @@ impl Context<'_> {
     }
 }
 
+/// The signature of an authenticator; see [`Hooks::authenticate`].
+pub(crate) type AuthenticateFn =
+    dyn Fn(&UpgradeRequest) -> Result<crate::auth::Identity, Reject> + Send + Sync;
 type ConnectFn = dyn Fn(&UpgradeRequest, &mut Session) -> Result<(), Reject> + Send + Sync;
 type OpenFn = dyn Fn(&mut Context<'_>) + Send + Sync;
 type MessageFn = dyn Fn(&mut Context<'_>, Message<'_>) -> Flow + Send + Sync;
@@ -193,6 +200,7 @@ type ErrorFn = dyn Fn(&Session, &SessionError) + Send + Sync;
 /// The application's hooks. Every hook is optional; the default is the plain hub protocol.
 #[derive(Default, Clone)]
 pub struct Hooks {
+    pub(crate) authenticate: Option<Arc<AuthenticateFn>>,
     pub(crate) on_connect: Option<Arc<ConnectFn>>,
     pub(crate) on_open: Option<Arc<OpenFn>>,
     pub(crate) on_message: Option<Arc<MessageFn>>,
@@ -210,6 +218,19 @@ impl std::fmt::Debug for Hooks {
 }
 
 impl Hooks {
+    /// Decides who a client is, during the upgrade and before `on_connect`: return the user id
+    /// and permissions, [`Identity::anonymous`](crate::auth::Identity::anonymous) (admitted
+    /// only with `allow_anonymous`), or a refusal (401 for bad credentials). Replaces the
+    /// built-in JWT scheme, which is itself an authenticator; with one set, `?user=` is
+    /// ignored. See `docs/protocol.md`, "Authentication".
+    pub fn authenticate(
+        mut self,
+        f: impl Fn(&UpgradeRequest) -> Result<crate::auth::Identity, Reject> + Send + Sync + 'static,
+    ) -> Self {
+        self.authenticate = Some(Arc::new(f));
+        self
+    }
+
     /// Runs during the upgrade, before the session exists for anyone else: inspect the request
     /// (path, query, headers), set the user id or session keys, or refuse with an HTTP status.
     pub fn on_connect(

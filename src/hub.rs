@@ -78,6 +78,8 @@ impl std::error::Error for HubError {}
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) hooks: Hooks,
+    /// Admission policy and abuse limits.
+    pub(crate) gate: crate::auth::Gate,
     pub(crate) directory: Directory,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) stats: Vec<Arc<ShardStats>>,

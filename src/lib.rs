@@ -16,6 +16,8 @@
 //! * [`http`]: the HTTP API (`docs/http-api.md`) served on the same reactors: request parsing
 //!   with limits, the router, the handlers over a [`Hub`], Prometheus rendering. [`sse`]:
 //!   Server-Sent Events streams of a room's messages.
+//! * [`auth`]: who may connect and what they may do: origins, the authenticator (the built-in
+//!   JWT scheme or the application's), permissions.
 //! * [`Hub`]: the thread-safe handle; [`Hooks`]: the application's callbacks; [`Server`]:
 //!   binding, running and shutting down.
 //!
@@ -43,6 +45,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod hooks;
@@ -55,6 +58,7 @@ pub mod session;
 mod shard;
 pub mod sse;
 
+pub use auth::{Identity, Permissions};
 pub use config::{Config, ConfigError};
 pub use engine::directory::{RoomInfo, SessionInfo};
 pub use engine::ids::SessionId;

@@ -34,6 +34,55 @@ struct Args {
     /// Accept clients without ?user= as anon-<session> [default: true].
     #[arg(long, env = "SHARDHUB_ALLOW_ANONYMOUS")]
     allow_anonymous: Option<bool>,
+    /// HMAC secret for JWT authentication (HS256 by default), at least 32 bytes. Prefer the
+    /// environment variable: flags are visible to other local users.
+    #[arg(long, env = "SHARDHUB_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM public key file for JWT authentication (RS256 by default; ES256 etc. with
+    /// --jwt-algorithm).
+    #[arg(long, env = "SHARDHUB_JWT_PUBLIC_KEY_FILE")]
+    jwt_public_key_file: Option<PathBuf>,
+    /// The one JWT algorithm accepted: HS256/384/512, RS256/384/512, PS256/384/512, ES256/384,
+    /// EdDSA [default: HS256 with a secret, RS256 with a key file].
+    #[arg(long, env = "SHARDHUB_JWT_ALGORITHM")]
+    jwt_algorithm: Option<String>,
+    /// Clock skew allowed on a token's exp and nbf [default: 30s].
+    #[arg(long, env = "SHARDHUB_JWT_LEEWAY", value_parser = humantime::parse_duration)]
+    jwt_leeway: Option<Duration>,
+    /// Required JWT audience (aud claim), if set.
+    #[arg(long, env = "SHARDHUB_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Required JWT issuer (iss claim), if set.
+    #[arg(long, env = "SHARDHUB_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Browser origins allowed to connect, comma-separated (e.g. https://app.example.com);
+    /// others get 403; requests without Origin always pass [default: *].
+    #[arg(long, env = "SHARDHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
+    /// Data messages per second per connection, 0 = unlimited [default: 100].
+    #[arg(long, env = "SHARDHUB_RATE_MESSAGES_PER_SEC")]
+    rate_messages_per_sec: Option<u64>,
+    /// Message burst per connection [default: 200].
+    #[arg(long, env = "SHARDHUB_RATE_BURST_MESSAGES")]
+    rate_burst_messages: Option<u64>,
+    /// Payload bytes per second per connection, 0 = unlimited [default: 1048576].
+    #[arg(long, env = "SHARDHUB_RATE_BYTES_PER_SEC")]
+    rate_bytes_per_sec: Option<u64>,
+    /// Byte burst per connection, at least --max-message-bytes [default: 2097152].
+    #[arg(long, env = "SHARDHUB_RATE_BURST_BYTES")]
+    rate_burst_bytes: Option<u64>,
+    /// Time a client may keep exceeding its rate before it is closed with 1008 [default: 10s].
+    #[arg(long, env = "SHARDHUB_RATE_LIMIT_CLOSE_AFTER", value_parser = humantime::parse_duration)]
+    rate_limit_close_after: Option<Duration>,
+    /// Open connections per client address (IPv6: per /64), 0 = unlimited [default: 0].
+    #[arg(long, env = "SHARDHUB_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// New connections per second per client address, 0 = unlimited [default: 0].
+    #[arg(long, env = "SHARDHUB_HANDSHAKES_PER_IP_PER_SEC")]
+    handshakes_per_ip_per_sec: Option<u64>,
+    /// Burst of new connections per client address [default: 20].
+    #[arg(long, env = "SHARDHUB_HANDSHAKES_PER_IP_BURST")]
+    handshakes_per_ip_burst: Option<u64>,
     /// Send joined/left presence events to room members [default: true].
     #[arg(long, env = "SHARDHUB_PRESENCE")]
     presence: Option<bool>,
@@ -140,7 +189,28 @@ impl Args {
             pong_timeout,
             write_stall_timeout,
             close_timeout,
-            drain_timeout
+            drain_timeout,
+            jwt_leeway,
+            rate_messages_per_sec,
+            rate_burst_messages,
+            rate_bytes_per_sec,
+            rate_burst_bytes,
+            rate_limit_close_after,
+            max_connections_per_ip,
+            handshakes_per_ip_per_sec,
+            handshakes_per_ip_burst
+        );
+        // Not Copy: cloned. (`default_permissions` is a table: TOML only.)
+        macro_rules! set_cloned {
+            ($($f:ident),*) => { $(if let Some(v) = &self.$f { c.$f = v.clone().into(); })* };
+        }
+        set_cloned!(
+            jwt_secret,
+            jwt_public_key_file,
+            jwt_algorithm,
+            jwt_audience,
+            jwt_issuer,
+            allowed_origins
         );
         c.echo |= self.echo;
         // HTTP API and SSE.

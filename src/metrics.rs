@@ -60,6 +60,20 @@ counters! {
     sse_connections,
     /// SSE events queued to streams (each recipient counts once).
     sse_events,
+    /// Upgrades refused for a missing or invalid credential (401).
+    auth_failures,
+    /// Upgrades refused for their `Origin` (403).
+    origin_refusals,
+    /// Upgrade requests over `max_header_bytes` (431).
+    oversized_headers,
+    /// Connections refused by the per-address limits (429).
+    ip_limit_refusals,
+    /// Client requests refused by the session's permissions (`forbidden`).
+    forbidden_requests,
+    /// Messages dropped for exceeding a connection's message or byte rate.
+    rate_limited_messages,
+    /// Sessions closed (1008) for exceeding their rate for `rate_limit_close_after`.
+    rate_limit_closes,
 }
 
 /// A single-writer counter.

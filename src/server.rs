@@ -103,8 +103,11 @@ impl ServerBuilder {
                 .with_sse_history(config.sse_history);
         let stats = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
         let histograms = (0..n).map(|_| Default::default()).collect();
+        let gate = crate::auth::Gate::new(&config, self.hooks.authenticate.clone())
+            .map_err(StartError::Config)?;
         let shared = Shared {
             config,
+            gate,
             hooks: self.hooks,
             directory,
             mailboxes,

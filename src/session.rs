@@ -5,7 +5,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::auth::Permissions;
 use crate::engine::ids::SessionId;
+
+/// The permissions of a session before its upgrade decided them: none.
+static NO_PERMISSIONS: std::sync::LazyLock<Arc<Permissions>> =
+    std::sync::LazyLock::new(|| Arc::new(Permissions::none()));
 
 /// One WebSocket session. Lives on its shard; hooks get it by reference.
 ///
@@ -17,6 +22,8 @@ pub struct Session {
     pub(crate) user: Arc<str>,
     pub(crate) addr: SocketAddr,
     pub(crate) rooms: Vec<Arc<str>>,
+    /// Shared with every session that has the same set (anonymous ones share the defaults).
+    pub(crate) permissions: Arc<Permissions>,
     // Boxed: an empty HashMap is 48 bytes in every session, a None box is 8.
     #[allow(clippy::box_collection)]
     keys: Option<Box<HashMap<String, Box<dyn Any + Send>>>>,
@@ -40,6 +47,7 @@ impl Session {
             user: Arc::from(""),
             addr,
             rooms: Vec::new(),
+            permissions: NO_PERMISSIONS.clone(),
             keys: None,
         }
     }
@@ -57,6 +65,16 @@ impl Session {
     /// Sets the user id. Only takes effect from `on_connect`, before the session is announced.
     pub fn set_user(&mut self, user: impl Into<Arc<str>>) {
         self.user = user.into();
+    }
+
+    /// What the session may do (from its token, the authenticator or `default_permissions`).
+    pub fn permissions(&self) -> &Permissions {
+        &self.permissions
+    }
+
+    /// Replaces the session's permissions (from `on_connect`, or later from a hook).
+    pub fn set_permissions(&mut self, permissions: impl Into<Arc<Permissions>>) {
+        self.permissions = permissions.into();
     }
 
     /// The peer's address.

@@ -29,6 +29,13 @@ fn help_explains_the_flags() {
         "--config",
         "--max-queue-bytes",
         "--ping-interval",
+        "--jwt-secret",
+        "--jwt-public-key-file",
+        "--jwt-algorithm",
+        "--allowed-origins",
+        "--rate-messages-per-sec",
+        "--max-connections-per-ip",
+        "--handshakes-per-ip-per-sec",
     ] {
         assert!(text.contains(flag), "--help does not mention {flag}");
     }
@@ -47,6 +54,35 @@ fn a_bad_config_file_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration file"));
+}
+
+#[test]
+fn bad_jwt_settings_stop_the_server_with_a_clear_error() {
+    let key = crate::auth::key("rsa_public.pem");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--jwt-secret", "short"],
+            "jwt_secret must be at least 32 bytes",
+        ),
+        (
+            &["--jwt-public-key-file", "/nonexistent/key.pem"],
+            "cannot read /nonexistent/key.pem",
+        ),
+        (
+            &["--jwt-public-key-file", &key, "--jwt-algorithm", "ES256"],
+            "not a ES256 public key",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+            .args(["--listen", "127.0.0.1:0", "--shards", "1"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
 
 #[test]

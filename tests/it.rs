@@ -23,3 +23,9 @@ mod http;
 mod sse;
 // The binary: configuration layering and signals.
 mod binary_cli;
+// Authentication: JWT carriers and algorithms, bad tokens, origins, custom authenticators.
+mod auth;
+// Permissions from claims and defaults: forbidden requests deliver nothing.
+mod permissions;
+// Abuse limits: message and byte rates, per-address connections and handshakes.
+mod limits;

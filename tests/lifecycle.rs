@@ -54,6 +54,9 @@ fn a_reader_that_falls_behind_is_closed_with_1008_and_others_keep_up() {
         c.max_queue_bytes = 64 * 1024;
         c.presence = false;
         c.shards = 1;
+        // The publisher floods on purpose; this test is about the readers.
+        c.rate_messages_per_sec = 0;
+        c.rate_bytes_per_sec = 0;
     });
     let mut slow = Client::connect(&s, Some("slow"));
     let mut fast = Client::connect(&s, Some("fast"));
@@ -99,6 +102,8 @@ fn a_reader_that_stalls_is_closed_after_the_write_stall_timeout() {
         c.max_queue_bytes = 64 << 20;
         c.presence = false;
         c.shards = 1;
+        c.rate_messages_per_sec = 0;
+        c.rate_bytes_per_sec = 0;
     });
     let stuck = Client::connect(&s, Some("stuck"));
     let mut publisher = Client::connect(&s, Some("pub"));

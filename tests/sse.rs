@@ -132,3 +132,35 @@ fn a_stream_that_does_not_read_is_closed_as_a_slow_consumer() {
         s.hub.room("flood").is_some_and(|r| r.members == 1)
     });
 }
+
+#[test]
+fn streams_are_admitted_like_websockets_and_need_the_rooms_permission() {
+    use crate::auth::{jwt_server, token_for};
+    let s = jwt_server(|c| c.allow_anonymous = false);
+    // No token: 401, as for a WebSocket upgrade.
+    let r = http(s.addr, "GET", "/sse?room=news", None);
+    assert_eq!(r.status, 401);
+    // A token whose claims do not cover the room: 403.
+    let narrow = token_for("reader", json!({"rooms": {"join": ["sports:*"]}}));
+    let auth = format!("Bearer {narrow}");
+    let mut conn = HttpConn::connect(s.addr);
+    conn.send("GET", "/sse?room=news", &[("Authorization", &auth)], None);
+    assert_eq!(conn.read_response().status, 403);
+    // A token that covers it: the stream opens, under the token's user.
+    let mut st = SseClient::open(s.addr, "/sse?room=sports:live", &[("Authorization", &auth)]);
+    assert!(st.head.contains("text/event-stream"));
+    wait_until("the stream is a member", || {
+        s.hub
+            .room_members("sports:live")
+            .is_some_and(|m| m.iter().any(|(_, u)| &**u == "reader"))
+    });
+    let r = http(
+        s.addr,
+        "POST",
+        "/api/v1/rooms/sports:live/publish",
+        Some(r#"{"data":"goal"}"#),
+    );
+    assert_eq!(r.status, 200);
+    let (_, _, v) = st.next_event();
+    assert_eq!(v["data"], "goal");
+}

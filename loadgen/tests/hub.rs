@@ -18,6 +18,9 @@ impl Hub {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: 2,
             pin_cores: false,
+            // A load generator sends faster than the per-connection abuse limits allow.
+            rate_messages_per_sec: 0,
+            rate_bytes_per_sec: 0,
             ..Config::default()
         };
         tweak(&mut config);

@@ -104,18 +104,24 @@ fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
     }
 }
 
-/// The `101 Switching Protocols` response for an accepted upgrade.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-    .into_bytes()
+/// The `101 Switching Protocols` response for an accepted upgrade, selecting `subprotocol`
+/// if given (it must be one the client offered, or the client fails the connection).
+pub fn switching_protocols(accept: &str, subprotocol: Option<&str>) -> Vec<u8> {
+    let mut s = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(p) = subprotocol {
+        let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
 }
 
 fn has_token(value: &str, token: &str) -> bool {

@@ -32,6 +32,12 @@ pub(crate) enum ShardMsg {
         exclude: Option<SessionId>,
         seq: u64,
     },
+    /// Deliver a presence event to this shard's members of a room allowed to see it.
+    Presence {
+        room: Arc<str>,
+        frame: Frame,
+        exclude: SessionId,
+    },
     /// Deliver to every session on this shard.
     All {
         frame: Frame,

@@ -13,6 +13,7 @@ use tungstenite::WebSocket;
 
 use crate::engine::liveness::{Liveness, Phase};
 use crate::engine::outbox::Outbox;
+use crate::engine::ratelimit::RateLimiter;
 use crate::hooks::Disconnect;
 use crate::session::Session;
 
@@ -85,6 +86,8 @@ pub(crate) struct Conn {
     pub(crate) disconnect: Option<Disconnect>,
     /// Plain HTTP bookkeeping (`shard/web.rs`).
     pub(crate) http: HttpState,
+    /// Message and byte buckets, filled when the upgrade completes.
+    pub(crate) rate: RateLimiter,
 }
 
 /// What a connection's HTTP stage needs to remember between requests.
@@ -116,6 +119,7 @@ impl Conn {
             dead: false,
             disconnect: None,
             http: HttpState::default(),
+            rate: RateLimiter::default(),
         }
     }
 

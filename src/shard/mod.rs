@@ -17,6 +17,7 @@
 
 pub(crate) mod bus;
 pub(crate) mod conn;
+mod guard;
 pub(crate) mod listener;
 mod web;
 
@@ -51,6 +52,7 @@ use crate::protocol::reply::{self, Ack};
 use crate::session::Session;
 use bus::{Inbox, ShardMsg};
 use conn::{Conn, Wire};
+use guard::Act;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -80,6 +82,8 @@ struct Conns {
     reap: Vec<SessionId>,
     max_queue: usize,
     now: u64,
+    /// Nanoseconds on the limits' clock (see `guard`), read with `now`.
+    now_ns: u64,
 }
 
 impl Conns {
@@ -223,6 +227,7 @@ impl Shard {
                 reap: Vec::new(),
                 max_queue: cfg.max_queue_bytes,
                 now: 0,
+                now_ns: 0,
             },
             rooms: LocalRooms::new(index),
             sse: Default::default(),
@@ -277,6 +282,7 @@ impl Shard {
             }
             let woke = Instant::now();
             self.conns.now = self.tick_of(woke);
+            self.conns.now_ns = self.limit_clock(woke);
 
             let mut wake = false;
             for ev in events.iter() {
@@ -382,6 +388,9 @@ impl Shard {
                 self.stats.handshake_failures.add(1);
                 continue;
             }
+            if !self.admit_ip(&mut tcp, addr) {
+                continue;
+            }
             let entry = self.conns.slab.vacant_entry();
             self.seq += 1;
             let id = SessionId::new(self.seq, self.index, entry.key());
@@ -420,6 +429,9 @@ impl Shard {
         if resp.status != 200 {
             self.stats.handshake_failures.add(1);
         }
+        if resp.status == 431 {
+            self.stats.oversized_headers.add(1);
+        }
         let now = self.conns.now;
         let Some(c) = self.conns.get(id) else { return };
         let Some(io) = c.io() else { return };
@@ -435,35 +447,30 @@ impl Shard {
         if self.draining.is_some() {
             return self.respond_and_close(id, &Response::new(503, "server shutting down"));
         }
-        let user: Arc<str> = match req.query_param("user") {
-            Some(u) => {
-                if let Err(e) = envelope::check_name("user", &u, cfg.max_name_bytes) {
-                    return self.respond_and_close(id, &Response::new(400, e.0));
+        let admitted = match self.hub.shared.gate.admit(&req) {
+            Ok(a) => a,
+            Err(refusal) => {
+                match refusal {
+                    crate::auth::Refusal::Origin(_) => self.stats.origin_refusals.add(1),
+                    crate::auth::Refusal::Unauthenticated(_) => self.stats.auth_failures.add(1),
+                    _ => {}
                 }
-                u.into()
-            }
-            None if req
-                .query
-                .as_deref()
-                .is_some_and(|q| q.split('&').any(|p| p.starts_with("user="))) =>
-            {
-                return self.respond_and_close(
-                    id,
-                    &Response::new(400, "user is not valid percent-encoded UTF-8"),
-                );
-            }
-            None if cfg.allow_anonymous || cfg.echo => format!("anon-{id}").into(),
-            None => {
-                return self
-                    .respond_and_close(id, &Response::new(401, "a user is required (?user=…)"))
+                return self.respond_and_close(id, &refusal.response());
             }
         };
+        let user: Arc<str> = admitted.user.unwrap_or_else(|| format!("anon-{id}").into());
+        let rate = crate::engine::ratelimit::RateLimiter::new(
+            &self.hub.shared.gate.rates,
+            self.conns.now_ns,
+        );
         let echo = cfg.echo;
         let hooks = self.hub.shared.hooks.clone();
         let ws_config = self.ws_config;
         let now = self.conns.now;
         let Some(c) = self.conns.get(id) else { return };
         c.session.user = user;
+        c.session.permissions = admitted.permissions;
+        c.rate = rate;
         if let Some(on_connect) = &hooks.on_connect {
             if let Err(r) = on_connect(&req, &mut c.session) {
                 let resp = Response::new(r.status, r.reason);
@@ -474,7 +481,7 @@ impl Shard {
             return;
         };
         io.outbox
-            .push(handshake::switching_protocols(&req.accept).into());
+            .push(handshake::switching_protocols(&req.accept, admitted.subprotocol).into());
         let early = buf.get(req.consumed..).unwrap_or_default().to_vec();
         c.wire = Wire::Ws(WebSocket::from_partially_read(
             io,
@@ -638,6 +645,9 @@ impl Shard {
     fn on_text(&mut self, id: SessionId, text: &str) {
         self.stats.messages_in.add(1);
         self.stats.bytes_in.add(text.len() as u64);
+        if !self.admit_message(id, text.len(), false) {
+            return;
+        }
         if self.cfg().echo {
             self.conns
                 .push(id, frame::encode(OpCode::Text, text.as_bytes()));
@@ -684,13 +694,20 @@ impl Shard {
     fn dispatch(&mut self, id: SessionId, env: Envelope<'_>) {
         let req_id = env.id;
         match env.request {
-            Req::Join { room } => self.join(id, room, req_id),
+            Req::Join { room } => {
+                if self.permit(id, Act::Join(room), req_id, false) {
+                    self.join(id, room, req_id);
+                }
+            }
             Req::Leave { room } => self.leave(id, room, req_id),
             Req::Publish {
                 room,
                 data,
                 exclude_self,
             } => {
+                if !self.permit(id, Act::Publish(room), req_id, false) {
+                    return;
+                }
                 let Some((user, shared)) = self.member_room(id, room) else {
                     return self.not_member(id, req_id, room);
                 };
@@ -703,6 +720,9 @@ impl Shard {
                 }
             }
             Req::Send { to, data } => {
+                if !self.permit(id, Act::Send(to), req_id, false) {
+                    return;
+                }
                 let Some(user) = self.conns.get(id).map(|c| c.session.user.clone()) else {
                     return;
                 };
@@ -721,6 +741,9 @@ impl Shard {
                 }
             }
             Req::Broadcast { data, exclude_self } => {
+                if !self.permit(id, Act::Broadcast, req_id, false) {
+                    return;
+                }
                 let Some(user) = self.conns.get(id).map(|c| c.session.user.clone()) else {
                     return;
                 };
@@ -733,6 +756,9 @@ impl Shard {
                 }
             }
             Req::Members { room } => {
+                if !self.permit(id, Act::Members(room), req_id, false) {
+                    return;
+                }
                 let list = self.hub.shared.directory.members(room).unwrap_or_default();
                 let out = self.fb.start();
                 reply::members(out, req_id, room, list.iter().map(|(s, u)| (s.0, &**u)));
@@ -755,6 +781,9 @@ impl Shard {
     fn on_binary(&mut self, id: SessionId, bytes: &[u8]) {
         self.stats.messages_in.add(1);
         self.stats.bytes_in.add(bytes.len() as u64);
+        if !self.admit_message(id, bytes.len(), true) {
+            return;
+        }
         if self.cfg().echo {
             self.conns.push(id, frame::encode(OpCode::Binary, bytes));
             return;
@@ -777,6 +806,9 @@ impl Shard {
         };
         match req.op {
             BinaryOp::Publish { exclude_self } => {
+                if !self.permit(id, Act::Publish(req.target), None, true) {
+                    return;
+                }
                 let Some((_, shared)) = self.member_room(id, req.target) else {
                     let msg = format!("not a member of room {}", req.target);
                     return self.error(id, None, "not_member", &msg, binary_ctx);
@@ -793,6 +825,9 @@ impl Shard {
                 self.route_room(&shared, f, exclude_self.then_some(id));
             }
             BinaryOp::Send => {
+                if !self.permit(id, Act::Send(req.target), None, true) {
+                    return;
+                }
                 let out = self.fb.start();
                 envelope::write_binary_delivery(out, BinaryKind::Direct, "", &user, req.payload);
                 let f = self.fb.finish(OpCode::Binary);
@@ -802,6 +837,9 @@ impl Shard {
                 }
             }
             BinaryOp::Broadcast { exclude_self } => {
+                if !self.permit(id, Act::Broadcast, None, true) {
+                    return;
+                }
                 let out = self.fb.start();
                 envelope::write_binary_delivery(out, BinaryKind::Broadcast, "", &user, req.payload);
                 let f = self.fb.finish(OpCode::Binary);
@@ -865,7 +903,7 @@ impl Shard {
                     let out = self.fb.start();
                     reply::presence(out, true, room, &user, id.0);
                     let f = self.fb.finish(OpCode::Text);
-                    self.route_room(&j.room, f, Some(id));
+                    self.route_presence(&j.room, f, id);
                 }
             }
         }
@@ -895,7 +933,7 @@ impl Shard {
             let out = self.fb.start();
             reply::presence(out, false, &shared.name, user, id.0);
             let f = self.fb.finish(OpCode::Text);
-            self.route_room(shared, f, Some(id));
+            self.route_presence(shared, f, id);
         }
     }
 
@@ -1070,6 +1108,11 @@ impl Shard {
                     let n = self.rooms.get(&room).map_or(0, |r| r.members.len());
                     self.deliver_room(&room, Self::localize(frame, n), exclude);
                 }
+                ShardMsg::Presence {
+                    room,
+                    frame,
+                    exclude,
+                } => self.deliver_presence(&room, frame, exclude),
                 ShardMsg::All { frame, exclude } => {
                     self.fanouts += 1;
                     let n = self.conns.slab.len();
@@ -1284,6 +1327,7 @@ impl Shard {
             }
             let mut c = self.conns.slab.remove(id.key());
             self.hub.shared.open.fetch_sub(1, Ordering::Relaxed);
+            self.release_ip(c.session.addr);
             if let Some(io) = c.io() {
                 let _ = self.poll.registry().deregister(&mut io.tcp);
             }

@@ -31,7 +31,7 @@ use crate::http::router::{self, Route};
 use crate::http::{self, api, Listener};
 use crate::protocol::envelope;
 use crate::protocol::frame::Frame;
-use crate::protocol::handshake::{self, Parsed};
+use crate::protocol::handshake::{self, Parsed, UpgradeRequest};
 use crate::sse;
 
 /// The routes a connection accepted on `admin` (or the main listener) may use.
@@ -172,6 +172,9 @@ impl Shard {
                     if c.http.requests == 0 {
                         self.stats.handshake_failures.add(1);
                     }
+                    if resp.status == 431 {
+                        self.stats.oversized_headers.add(1);
+                    }
                     return self.http_respond(id, &resp, false);
                 }
                 HttpParsed::Complete(req, used) => {
@@ -239,10 +242,35 @@ impl Shard {
 
     // ----- Server-Sent Events -----
 
-    /// The one place a permission check on SSE subscriptions goes (room ACLs, tokens): `Err`
-    /// refuses the stream with that response. Everything is allowed for now.
-    fn sse_permitted(&self, _id: SessionId, _room: &str, _req: &Request) -> Result<(), Response> {
-        Ok(())
+    /// Admits an SSE subscriber exactly as a WebSocket upgrade is admitted (origin, then the
+    /// authenticator or `?user=`), and checks it may join `room`: `Err` refuses the stream with
+    /// that response.
+    fn sse_admit(&self, room: &str, req: &Request) -> Result<crate::auth::Admitted, Response> {
+        let as_upgrade = UpgradeRequest {
+            path: req.path.clone(),
+            query: req.query.clone(),
+            headers: req.headers.clone(),
+            accept: String::new(),
+            consumed: 0,
+        };
+        let admitted = self.hub.shared.gate.admit(&as_upgrade).map_err(|r| {
+            let plain = r.response();
+            let code = match plain.status {
+                401 => "unauthorized",
+                403 => "forbidden",
+                _ => "bad_request",
+            };
+            let mut resp = Response::error(plain.status, code, &plain.body);
+            if plain.status == 401 {
+                resp.headers.push(("WWW-Authenticate", "Bearer".into()));
+            }
+            resp
+        })?;
+        if !admitted.permissions.join.allows(room) {
+            let msg = format!("not allowed to read room {room}");
+            return Err(Response::error(403, "forbidden", &msg));
+        }
+        Ok(admitted)
     }
 
     /// Turns the connection into an event stream of `room`.
@@ -255,20 +283,18 @@ impl Shard {
         if let Err(e) = envelope::check_name("room", &room, max_name) {
             return self.http_respond(id, &bad(&e.0), false);
         }
-        let user: Arc<str> = match req.query_param("user") {
-            Some(u) => match envelope::check_name("user", &u, max_name) {
-                Ok(()) => u.into(),
-                Err(e) => return self.http_respond(id, &bad(&e.0), false),
-            },
-            None => format!("anon-{id}").into(),
-        };
         if self.draining.is_some() {
             let r = Response::error(503, "shutting_down", "the server is shutting down");
             return self.http_respond(id, &r, false);
         }
-        if let Err(r) = self.sse_permitted(id, &room, req) {
-            return self.http_respond(id, &r, false);
-        }
+        let admitted = match self.sse_admit(&room, req) {
+            Ok(a) => a,
+            Err(r) => {
+                self.stats.auth_failures.add(u64::from(r.status == 401));
+                return self.http_respond(id, &r, false);
+            }
+        };
+        let user: Arc<str> = admitted.user.unwrap_or_else(|| format!("anon-{id}").into());
         let joined = match self.hub.shared.directory.join(&room, id, &user) {
             Ok(j) => j,
             Err(JoinError::Full { capacity }) => {
@@ -286,6 +312,7 @@ impl Shard {
         c.wire = Wire::Sse { io, last_beat: now };
         c.phase = Phase::Open;
         c.session.user = user;
+        c.session.permissions = admitted.permissions;
         c.session.rooms.push(joined.room.name.clone());
         self.rooms.add(&joined.room, id);
         self.sse.add(&joined.room.name, id);
