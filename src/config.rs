@@ -61,7 +61,8 @@ pub struct Config {
     pub rate_burst_messages: u64,
     /// Payload bytes per second per connection; 0 = unlimited. Default 1 MiB.
     pub rate_bytes_per_sec: u64,
-    /// Byte burst per connection; at least `max_message_bytes`. Default 2 MiB.
+    /// Byte burst per connection, raised to `max_message_bytes` if smaller (a whole message
+    /// must fit). Default 2 MiB.
     pub rate_burst_bytes: u64,
     /// Time a client may keep having messages dropped (without a 1 s pause) before it is
     /// closed with 1008. Default 10 s.
