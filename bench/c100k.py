@@ -22,7 +22,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +77,9 @@ def main():
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "shardhub", "-p", "shardhub-loadgen"],
                        cwd=ROOT, check=True)
-    work = tempfile.mkdtemp(prefix="c100k-")
+    import datetime
+    work = os.path.join(ROOT, "bench", "runs", f"{datetime.date.today().isoformat()}-c100k")
+    os.makedirs(work, exist_ok=True)
     print(f"c100k: {a.conns:,} connections over {n} independent shardhub processes (no cluster mode yet), "
           f"{per:,} each; one loadgen process per server; sources 127.0.0.1-127.0.0.20; "
           f"ping every {a.ping_interval}, hold {a.hold}s", flush=True)
