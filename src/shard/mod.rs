@@ -95,11 +95,47 @@ impl Conns {
 
     /// Queues a frame to an open session; returns whether it was queued.
     fn push(&mut self, id: SessionId, frame: Frame) -> bool {
-        let now = self.now;
         let Some(c) = self.slab.get_mut(id.key()) else {
             return false;
         };
-        if c.session.id != id || c.phase != Phase::Open || c.dead {
+        if c.session.id != id {
+            return false;
+        }
+        Self::enqueue(
+            c,
+            frame,
+            self.now,
+            self.max_queue,
+            &mut self.dirty,
+            &mut self.slow,
+        )
+    }
+
+    /// Queues a frame to every open WebSocket session but `exclude`; returns how many.
+    fn push_all(&mut self, frame: &Frame, exclude: Option<SessionId>) -> u64 {
+        let (now, max) = (self.now, self.max_queue);
+        let mut n = 0;
+        for (_, c) in self.slab.iter_mut() {
+            if Some(c.session.id) != exclude
+                && Self::enqueue(c, frame.clone(), now, max, &mut self.dirty, &mut self.slow)
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The one place a frame joins a connection's outbox: open WebSockets only, dirty-listed
+    /// once per flush, slow-listed past `max_queue` bytes.
+    fn enqueue(
+        c: &mut Conn,
+        frame: Frame,
+        now: u64,
+        max_queue: usize,
+        dirty: &mut Vec<SessionId>,
+        slow: &mut Vec<SessionId>,
+    ) -> bool {
+        if c.phase != Phase::Open || c.dead {
             return false;
         }
         let Wire::Ws(ws) = &mut c.wire else {
@@ -112,10 +148,10 @@ impl Conns {
         let queued = io.outbox.push(frame);
         if !c.dirty {
             c.dirty = true;
-            self.dirty.push(id);
+            dirty.push(c.session.id);
         }
-        if queued > self.max_queue {
-            self.slow.push(id);
+        if queued > max_queue {
+            slow.push(c.session.id);
         }
         true
     }
@@ -1026,17 +1062,7 @@ impl Shard {
     }
 
     fn deliver_all(&mut self, f: Frame, exclude: Option<SessionId>) {
-        let ids: Vec<SessionId> = self
-            .conns
-            .slab
-            .iter()
-            .filter(|(_, c)| c.phase == Phase::Open && !c.dead && Some(c.session.id) != exclude)
-            .map(|(_, c)| c.session.id)
-            .collect();
-        let mut n = 0;
-        for id in ids {
-            n += u64::from(self.conns.push(id, f.clone()));
-        }
+        let n = self.conns.push_all(&f, exclude);
         self.stats.deliveries.add(n);
     }
 
