@@ -12,17 +12,39 @@ use crate::report::RunSummary;
 const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
-const W: f64 = 760.0;
+/// Width of the plotting area.
+const PLOT_W: f64 = 648.0;
 const H: f64 = 300.0;
 const PAD_L: f64 = 64.0;
-const PAD_R: f64 = 48.0;
+/// Room right of the plotting area for the last x label, before the legend.
+const PAD_R: f64 = 36.0;
 const PAD_T: f64 = 28.0;
 const PAD_B: f64 = 40.0;
+/// Height of one line of a chart's subtitle.
+const SUBTITLE_ROW: f64 = 14.0;
+/// Height of one legend entry.
+const LEGEND_ROW: f64 = 16.0;
+/// Plotted values spanning more than this ratio (max/min of the positive ones) get a
+/// logarithmic y axis where one is allowed.
+const LOG_SPAN: f64 = 100.0;
 
-/// A named polyline.
+/// A named polyline, drawn in `COLORS[color]`, dashed or solid.
 struct Series {
     name: String,
     points: Vec<(f64, f64)>,
+    color: usize,
+    dashed: bool,
+}
+
+impl Series {
+    fn new(name: impl Into<String>, color: usize, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            points,
+            color,
+            dashed: false,
+        }
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -50,6 +72,7 @@ fn percentile_points(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, f64)> {
     pts
 }
 
+/// The smallest of 1, 2, 2.5, 5 times a power of ten that is at least `v`.
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 {
         return 1.0;
@@ -63,72 +86,217 @@ fn nice_max(v: f64) -> f64 {
     10.0 * mag
 }
 
-/// An SVG line chart. `x_ticks` are (x, label); y runs from 0 to a rounded maximum.
-fn chart(
-    title: &str,
-    y_label: &str,
-    series: &[Series],
+/// A y axis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum YScale {
+    /// From 0 to `max`, ticked every `step`.
+    Linear { max: f64, step: f64 },
+    /// From 10^lo to 10^hi, ticked at every power of ten.
+    Log { lo: i32, hi: i32 },
+}
+
+impl YScale {
+    /// Logarithmic if `allow_log` and the positive values span more than [`LOG_SPAN`],
+    /// else linear from 0 with 4 or fewer round steps.
+    fn fit(values: impl Iterator<Item = f64>, allow_log: bool) -> YScale {
+        let (mut min_pos, mut max, mut zero) = (f64::INFINITY, 0.0f64, false);
+        for v in values.filter(|v| v.is_finite()) {
+            max = max.max(v);
+            if v > 0.0 {
+                min_pos = min_pos.min(v);
+            } else {
+                zero = true;
+            }
+        }
+        if allow_log && max > 0.0 && max / min_pos > LOG_SPAN {
+            // Zeros sit on the lowest tick: one decade under the data, so that they do not
+            // read as values of the lowest decade (a second with no delivery is not 10 ms).
+            let lo = min_pos.log10().floor() as i32 - i32::from(zero);
+            let hi = (max.log10().ceil() as i32).max(lo + 1);
+            return YScale::Log { lo, hi };
+        }
+        if max <= 0.0 {
+            return YScale::Linear {
+                max: 1.0,
+                step: 0.25,
+            };
+        }
+        let step = nice_max(max / 4.0);
+        YScale::Linear {
+            max: (max / step).ceil() * step,
+            step,
+        }
+    }
+
+    /// Position of `y` from 0 (bottom) to 1 (top); on a log axis values at or below the
+    /// lowest tick (0 included) sit on it.
+    fn frac(&self, y: f64) -> f64 {
+        match *self {
+            YScale::Linear { max, .. } => y / max,
+            YScale::Log { lo, hi } => {
+                let l = if y > 0.0 { y.log10() } else { f64::from(lo) };
+                (l.max(f64::from(lo)) - f64::from(lo)) / f64::from(hi - lo)
+            }
+        }
+    }
+
+    /// (value, label) of the ticks, bottom up.
+    fn ticks(&self) -> Vec<(f64, String)> {
+        match *self {
+            YScale::Linear { max, step } => {
+                // One suffix for the whole axis, so that labels line up: 50k, 100k, 150k.
+                let (div, suffix) = if max >= 1e7 {
+                    (1e6, "M")
+                } else if max >= 1e4 {
+                    (1e3, "k")
+                } else {
+                    (1.0, "")
+                };
+                let n = (max / step).round() as i64;
+                (0..=n)
+                    .map(|i| {
+                        let v = step * i as f64;
+                        let label = if i == 0 {
+                            "0".to_string()
+                        } else {
+                            format!("{}{suffix}", trim_num(v / div))
+                        };
+                        (v, label)
+                    })
+                    .collect()
+            }
+            YScale::Log { lo, hi } => (lo..=hi)
+                .map(|k| {
+                    let v = 10f64.powi(k);
+                    let label = if k >= 0 {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.*}", (-k) as usize)
+                    };
+                    (v, label)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `v` with up to 3 decimals and no trailing zeros.
+fn trim_num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.into()
+    }
+}
+
+/// What a chart shows besides its series.
+struct ChartSpec<'a> {
+    title: &'a str,
+    /// Lines under the title, in grey.
+    subtitle: &'a [&'a str],
+    y_label: &'a str,
+    /// Whether the y axis may be logarithmic (see [`YScale::fit`]).
+    allow_log: bool,
     x_range: (f64, f64),
-    x_ticks: &[(f64, String)],
-) -> String {
-    let ymax = nice_max(
-        series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
-            .fold(0.0, f64::max),
+    /// (x, label).
+    x_ticks: &'a [(f64, String)],
+}
+
+fn dash_attr(dashed: bool) -> &'static str {
+    if dashed {
+        r#" stroke-dasharray="6 4""#
+    } else {
+        ""
+    }
+}
+
+/// An SVG line chart with its legend on the right.
+fn chart(spec: &ChartSpec<'_>, series: &[Series]) -> String {
+    let scale = YScale::fit(
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+        spec.allow_log,
     );
+    let log = matches!(scale, YScale::Log { .. });
+    let pad_t = PAD_T + SUBTITLE_ROW * spec.subtitle.len() as f64;
+    let h = H.max(pad_t + LEGEND_ROW * series.len() as f64 + PAD_B);
+    // Sans-serif at 11px is about 6.2px a character.
+    let legend_w = series
+        .iter()
+        .map(|s| s.name.chars().count() as f64 * 6.2 + 32.0)
+        .fold(100.0, f64::max);
+    let legend_x = PAD_L + PLOT_W + PAD_R;
+    let subtitle_w = spec
+        .subtitle
+        .iter()
+        .map(|l| PAD_L + l.chars().count() as f64 * 6.2)
+        .fold(0.0, f64::max);
+    let w = (legend_x + legend_w).max(subtitle_w).ceil();
     let (x0, x1) = (
-        x_range.0,
-        if x_range.1 > x_range.0 {
-            x_range.1
+        spec.x_range.0,
+        if spec.x_range.1 > spec.x_range.0 {
+            spec.x_range.1
         } else {
-            x_range.0 + 1.0
+            spec.x_range.0 + 1.0
         },
     );
-    let px = |x: f64| PAD_L + (x - x0) / (x1 - x0) * (W - PAD_L - PAD_R);
-    let py = |y: f64| H - PAD_B - y / ymax * (H - PAD_T - PAD_B);
+    let px = |x: f64| PAD_L + (x - x0) / (x1 - x0) * PLOT_W;
+    let py = |y: f64| h - PAD_B - scale.frac(y) * (h - pad_t - PAD_B);
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">"#
     );
     let _ = write!(
         s,
         r#"<text x="{}" y="16" font-size="13" font-weight="bold">{}</text>"#,
         PAD_L,
-        esc(title)
+        esc(spec.title)
     );
-    for i in 0..=4 {
-        let y = ymax * i as f64 / 4.0;
+    for (i, line) in spec.subtitle.iter().enumerate() {
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" fill="#555">{}</text>"##,
+            PAD_L,
+            31.0 + SUBTITLE_ROW * i as f64,
+            esc(line)
+        );
+    }
+    for (y, label) in scale.ticks() {
         let _ = write!(
             s,
             r##"<line x1="{PAD_L}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            W - PAD_R,
+            PAD_L + PLOT_W,
             PAD_L - 4.0,
             py(y) + 4.0,
-            fmt_num(y),
+            esc(&label),
             py = py(y)
         );
     }
-    for (x, label) in x_ticks {
+    for (x, label) in spec.x_ticks {
         let _ = write!(
             s,
-            r##"<line x1="{px:.1}" x2="{px:.1}" y1="{PAD_T}" y2="{}" stroke="#eee"/><text x="{px:.1}" y="{}" text-anchor="middle">{}</text>"##,
-            H - PAD_B,
-            H - PAD_B + 14.0,
+            r##"<line x1="{px:.1}" x2="{px:.1}" y1="{pad_t}" y2="{}" stroke="#eee"/><text x="{px:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            h - PAD_B,
+            h - PAD_B + 14.0,
             esc(label),
             px = px(*x)
         );
     }
+    let y_label = match spec.y_label.strip_suffix(')') {
+        _ if !log => spec.y_label.to_string(),
+        Some(open) => format!("{open}, log scale)"),
+        None => format!("{} (log scale)", spec.y_label),
+    };
+    let mid = (pad_t + h - PAD_B) / 2.0;
     let _ = write!(
         s,
-        r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">{}</text>"#,
-        H / 2.0,
-        H / 2.0,
-        esc(y_label)
+        r#"<text x="14" y="{mid}" transform="rotate(-90 14 {mid})" text-anchor="middle">{}</text>"#,
+        esc(&y_label)
     );
-    for (i, se) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+    for se in series {
+        let color = COLORS[se.color % COLORS.len()];
         let pts: Vec<String> = se
             .points
             .iter()
@@ -136,16 +304,20 @@ fn chart(
             .collect();
         let _ = write!(
             s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.8"{} points="{}"/>"#,
+            dash_attr(se.dashed),
             pts.join(" ")
         );
-        let ly = PAD_T + 14.0 * i as f64;
+    }
+    for (i, se) in series.iter().enumerate() {
+        let color = COLORS[se.color % COLORS.len()];
+        let ly = pad_t + 6.0 + LEGEND_ROW * i as f64;
         let _ = write!(
             s,
-            r#"<rect x="{}" y="{:.1}" width="10" height="3" fill="{color}"/><text x="{}" y="{:.1}">{}</text>"#,
-            PAD_L + 10.0,
-            ly,
-            PAD_L + 24.0,
+            r#"<line x1="{legend_x}" x2="{}" y1="{ly:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2.5"{}/><text x="{}" y="{:.1}">{}</text>"#,
+            legend_x + 22.0,
+            dash_attr(se.dashed),
+            legend_x + 28.0,
             ly + 4.0,
             esc(&se.name)
         );
@@ -176,11 +348,15 @@ fn percentile_ticks() -> Vec<(f64, String)> {
 
 fn percentile_chart(title: &str, series: Vec<Series>) -> String {
     chart(
-        title,
-        "latency (ms)",
+        &ChartSpec {
+            title,
+            subtitle: &[],
+            y_label: "latency (ms)",
+            allow_log: true,
+            x_range: (0.0, 6.0),
+            x_ticks: &percentile_ticks(),
+        },
         &series,
-        (0.0, 6.0),
-        &percentile_ticks(),
     )
 }
 
@@ -298,15 +474,13 @@ pub fn report(s: &RunSummary) -> Result<String, RunError> {
     }
     b.push_str("</table>");
     let (name, h) = main_latency(s)?;
-    let mut series = vec![Series {
-        name: name.clone(),
-        points: percentile_points(&h),
-    }];
+    let mut series = vec![Series::new(name, 0, percentile_points(&h))];
     if s.latency.is_some() {
-        series.push(Series {
-            name: "handshake".into(),
-            points: percentile_points(&s.handshake.hist()?),
-        });
+        series.push(Series::new(
+            "handshake",
+            1,
+            percentile_points(&s.handshake.hist()?),
+        ));
     }
     b.push_str(&percentile_chart("Latency by percentile", series));
     b.push_str(&timeline_charts(
@@ -316,6 +490,29 @@ pub fn report(s: &RunSummary) -> Result<String, RunError> {
     Ok(page(&title, &b))
 }
 
+/// What the throughput plot's two line styles mean, if any run has a sent/s line.
+fn throughput_caption(runs: &[&RunSummary]) -> &'static [&'static str] {
+    let with_traffic: Vec<&&RunSummary> = runs.iter().filter(|r| r.traffic.is_some()).collect();
+    if with_traffic.is_empty() {
+        &[]
+    } else if with_traffic
+        .iter()
+        .all(|r| matches!(r.scenario.as_str(), "echo" | "direct"))
+    {
+        &[
+            "solid: received/s, dashed: sent/s, one colour per run.",
+            "sent/s is requests, received/s is responses.",
+        ]
+    } else {
+        &[
+            "solid: received/s, dashed: sent/s, one colour per run.",
+            "sent/s is publishes, received/s is deliveries: a fan-out delivers each publish to \
+             every subscriber, so sent/s can sit on the axis.",
+        ]
+    }
+}
+
+/// Throughput, connections and p99 over time; run `i` is drawn in `COLORS[i]` in every plot.
 fn timeline_charts(runs: &[&RunSummary], names: &[String]) -> String {
     let t1 = runs
         .iter()
@@ -325,63 +522,57 @@ fn timeline_charts(runs: &[&RunSummary], names: &[String]) -> String {
     let mut thr = Vec::new();
     let mut conns = Vec::new();
     let mut p99 = Vec::new();
-    for (r, n) in runs.iter().zip(names) {
-        thr.push(Series {
-            name: format!("{n} received/s"),
-            points: r
-                .timeline
-                .iter()
-                .map(|s| (s.t_s as f64, s.received as f64))
-                .collect(),
-        });
+    for (i, (r, n)) in runs.iter().zip(names).enumerate() {
+        let line = |f: fn(&crate::report::Sample) -> f64| -> Vec<(f64, f64)> {
+            r.timeline.iter().map(|s| (s.t_s as f64, f(s))).collect()
+        };
+        thr.push(Series::new(
+            format!("{n} received/s"),
+            i,
+            line(|s| s.received as f64),
+        ));
         if r.traffic.is_some() {
             thr.push(Series {
-                name: format!("{n} sent/s"),
-                points: r
-                    .timeline
-                    .iter()
-                    .map(|s| (s.t_s as f64, s.sent as f64))
-                    .collect(),
+                dashed: true,
+                ..Series::new(format!("{n} sent/s"), i, line(|s| s.sent as f64))
             });
         }
-        conns.push(Series {
-            name: n.clone(),
-            points: r
-                .timeline
-                .iter()
-                .map(|s| (s.t_s as f64, s.conns as f64))
-                .collect(),
-        });
-        p99.push(Series {
-            name: n.clone(),
-            points: r
-                .timeline
-                .iter()
-                .map(|s| (s.t_s as f64, s.p99_ms))
-                .collect(),
-        });
+        conns.push(Series::new(n.clone(), i, line(|s| s.conns as f64)));
+        p99.push(Series::new(n.clone(), i, line(|s| s.p99_ms)));
     }
     let mut out = String::new();
     out.push_str(&chart(
-        "Throughput over time (messages/s)",
-        "messages/s",
+        &ChartSpec {
+            title: "Throughput over time (messages/s)",
+            subtitle: throughput_caption(runs),
+            y_label: "messages/s",
+            allow_log: false,
+            x_range: (0.0, t1),
+            x_ticks: &ticks,
+        },
         &thr,
-        (0.0, t1),
-        &ticks,
     ));
     out.push_str(&chart(
-        "Open connections over time",
-        "connections",
+        &ChartSpec {
+            title: "Open connections over time",
+            subtitle: &[],
+            y_label: "connections",
+            allow_log: false,
+            x_range: (0.0, t1),
+            x_ticks: &ticks,
+        },
         &conns,
-        (0.0, t1),
-        &ticks,
     ));
     out.push_str(&chart(
-        "p99 latency per second (ms)",
-        "ms",
+        &ChartSpec {
+            title: "p99 latency per second (ms)",
+            subtitle: &[],
+            y_label: "ms",
+            allow_log: true,
+            x_range: (0.0, t1),
+            x_ticks: &ticks,
+        },
         &p99,
-        (0.0, t1),
-        &ticks,
     ));
     out
 }
@@ -497,12 +688,9 @@ pub fn compare(runs: &[RunSummary], names: &[String]) -> Result<String, RunError
     }
     b.push_str("</table>");
     let mut series = Vec::new();
-    for (r, n) in runs.iter().zip(names) {
+    for (i, (r, n)) in runs.iter().zip(names).enumerate() {
         let (_, h) = main_latency(r)?;
-        series.push(Series {
-            name: n.clone(),
-            points: percentile_points(&h),
-        });
+        series.push(Series::new(n.clone(), i, percentile_points(&h)));
     }
     b.push_str(&percentile_chart("Latency by percentile", series));
     let refs: Vec<&RunSummary> = runs.iter().collect();
@@ -545,6 +733,141 @@ mod tests {
         assert!(html.contains("<svg") && html.contains("99.9%"));
         assert!(html.contains("a&lt;b"), "labels are escaped");
         assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+    }
+
+    /// Values of `attr="..."` in `svg`, in order.
+    fn attrs<'a>(svg: &'a str, attr: &str) -> Vec<&'a str> {
+        let pat = format!(" {attr}=\"");
+        svg.match_indices(&pat)
+            .map(|(i, _)| {
+                let rest = &svg[i + pat.len()..];
+                &rest[..rest.find('"').unwrap()]
+            })
+            .collect()
+    }
+
+    fn svgs(html: &str) -> Vec<&str> {
+        html.split("<svg").skip(1).collect()
+    }
+
+    #[test]
+    fn log_axis_only_past_two_decades() {
+        let fast_slow = YScale::fit([5.0, 5000.0].into_iter(), true);
+        assert_eq!(fast_slow, YScale::Log { lo: 0, hi: 4 });
+        let labels: Vec<String> = fast_slow.ticks().into_iter().map(|t| t.1).collect();
+        assert_eq!(labels, ["1", "10", "100", "1000", "10000"]);
+        let sub_ms = YScale::fit([0.5, 5000.0].into_iter(), true);
+        assert_eq!(sub_ms.ticks()[0].1, "0.1");
+        assert_eq!(sub_ms.frac(0.1), 0.0);
+        assert!((sub_ms.frac(5000.0) - (5000f64.log10() + 1.0) / 5.0).abs() < 1e-9);
+        // Within two decades, or where a log axis is not wanted: linear from 0.
+        assert!(matches!(
+            YScale::fit([5.0, 400.0].into_iter(), true),
+            YScale::Linear { .. }
+        ));
+        assert!(matches!(
+            YScale::fit([5.0, 5000.0].into_iter(), false),
+            YScale::Linear { .. }
+        ));
+        assert!(matches!(
+            YScale::fit([0.0, 0.0].into_iter(), true),
+            YScale::Linear { .. }
+        ));
+    }
+
+    #[test]
+    fn zero_on_log_axis_sits_on_lowest_tick() {
+        let s = YScale::fit([0.0, 10.5, 5000.0].into_iter(), true);
+        // One decade under the data, so a clamped 0 does not look like 10 ms.
+        assert_eq!(s, YScale::Log { lo: 0, hi: 4 });
+        assert_eq!(s.frac(0.0), 0.0);
+        assert!(s.frac(10.5) > 0.2);
+    }
+
+    #[test]
+    fn linear_ticks_are_round() {
+        let labels = |v: &[f64]| -> Vec<String> {
+            YScale::fit(v.iter().copied(), false)
+                .ticks()
+                .into_iter()
+                .map(|t| t.1)
+                .collect()
+        };
+        assert_eq!(
+            labels(&[200.0, 200_000.0]),
+            ["0", "50k", "100k", "150k", "200k"]
+        );
+        assert_eq!(labels(&[1001.0]), ["0", "500", "1000", "1500"]);
+        assert_eq!(labels(&[0.9]), ["0", "0.25", "0.5", "0.75", "1"]);
+        assert_eq!(labels(&[]), ["0", "0.25", "0.5", "0.75", "1"]);
+    }
+
+    #[test]
+    fn one_colour_per_run_sent_dashed() {
+        let mut fast = run(1);
+        let mut slow = run(1000);
+        for r in [&mut fast, &mut slow] {
+            r.scenario = "fanout".into();
+            r.traffic = Some(crate::report::Traffic::default());
+            for s in &mut r.timeline {
+                s.sent = 2;
+                s.p99_ms = 1.0 + s.t_s as f64;
+            }
+        }
+        slow.timeline.iter_mut().for_each(|s| s.p99_ms *= 1000.0);
+        let names = vec!["fast".to_string(), "slow".to_string()];
+        let html = compare(&[fast, slow], &names).unwrap();
+        let svgs = svgs(&html);
+        assert_eq!(svgs.len(), 4);
+        let (lat, thr, conns, p99) = (svgs[0], svgs[1], svgs[2], svgs[3]);
+        assert!(lat.contains("latency (ms, log scale)"), "1 ms next to 1 s");
+        assert!(p99.contains("ms (log scale)"));
+        assert!(!thr.contains("log scale") && !conns.contains("log scale"));
+        assert!(thr.contains("sent/s is publishes, received/s is deliveries"));
+        // Polylines, then legend lines: fast received, fast sent, slow received, slow sent.
+        let strokes = attrs(thr, "stroke");
+        let series: Vec<&str> = strokes
+            .iter()
+            .copied()
+            .filter(|c| COLORS.contains(c))
+            .collect();
+        let (a, b) = (COLORS[0], COLORS[1]);
+        assert_eq!(series, [a, a, b, b, a, a, b, b]);
+        assert_eq!(thr.matches("stroke-dasharray").count(), 4);
+        let legend: Vec<&str> = thr
+            .split("<text")
+            .skip(1)
+            .filter_map(|t| t.split_once('>').map(|(_, r)| r.split('<').next().unwrap()))
+            .filter(|t| t.ends_with(" received/s") || t.ends_with(" sent/s"))
+            .collect();
+        assert_eq!(
+            legend,
+            [
+                "fast received/s",
+                "fast sent/s",
+                "slow received/s",
+                "slow sent/s"
+            ]
+        );
+        for svg in [lat, conns, p99] {
+            let used: Vec<&str> = attrs(svg, "stroke")
+                .into_iter()
+                .filter(|c| COLORS.contains(c))
+                .collect();
+            assert_eq!(used, [a, b, a, b], "same colours in every plot");
+        }
+    }
+
+    #[test]
+    fn echo_caption_says_requests() {
+        let mut r = run(1);
+        r.traffic = Some(crate::report::Traffic::default());
+        let html = report(&r).unwrap();
+        assert!(html.contains("sent/s is requests, received/s is responses"));
+        assert!(
+            !report(&run(1)).unwrap().contains("dashed: sent/s"),
+            "no sent/s line"
+        );
     }
 
     #[test]
