@@ -41,21 +41,12 @@ pub struct Request {
 impl Request {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::protocol::handshake::find_header(&self.headers, name)
     }
 
     /// The first query parameter with this name, percent-decoded (`+` is a space).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let q = self.query.as_deref()?;
-        q.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (crate::protocol::handshake::percent_decode(k).as_deref() == Some(name))
-                .then(|| crate::protocol::handshake::percent_decode(v))
-                .flatten()
-        })
+        crate::protocol::handshake::find_query_param(self.query.as_deref(), name)
     }
 }
 

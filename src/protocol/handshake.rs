@@ -28,22 +28,31 @@ pub struct UpgradeRequest {
 impl UpgradeRequest {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// The first query parameter with this name, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let q = self.query.as_deref()?;
-        q.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k).as_deref() == Some(name))
-                .then(|| percent_decode(v))
-                .flatten()
-        })
+        find_query_param(self.query.as_deref(), name)
     }
+}
+
+/// The first header called `name` (case-insensitive) in a parsed request's headers.
+pub fn find_header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The first query parameter called `name`, percent-decoded (`+` is a space).
+pub fn find_query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k).as_deref() == Some(name))
+            .then(|| percent_decode(v))
+            .flatten()
+    })
 }
 
 /// What the bytes so far amount to.
@@ -168,12 +177,7 @@ pub fn parse(buf: &[u8], max_header_bytes: usize, ws_paths: &[&str]) -> Parsed {
             )
         })
         .collect();
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| find_header(&headers, name);
     let is_upgrade = get("upgrade").is_some_and(|v| has_token(v, "websocket"));
     if !is_upgrade {
         return Parsed::Respond(match path {
