@@ -19,32 +19,14 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 
+from benchlib import free_port, rss, wait_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def hgrm_summary(path):
@@ -78,7 +60,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "shardhub", "-p", "shardhub-loadgen"],
                        cwd=ROOT, check=True)
     import datetime
-    work = os.path.join(ROOT, "bench", "runs", f"{datetime.date.today().isoformat()}-c100k")
+    # A new directory per run, never over an earlier run's results.
+    work = os.path.join(ROOT, "bench", "runs", f"{datetime.datetime.now():%Y-%m-%d-%H%M}-c{a.conns // 1000}k")
     os.makedirs(work, exist_ok=True)
     print(f"c100k: {a.conns:,} connections over {n} independent shardhub processes (no cluster mode yet), "
           f"{per:,} each; one loadgen process per server; sources 127.0.0.1-127.0.0.20; "
@@ -93,13 +76,8 @@ def main():
                                   "--ping-interval", a.ping_interval, "--pong-timeout", a.pong_timeout,
                                   "--histograms-dir", d])
             servers.append((p, port, d))
-        for p, port, _ in servers:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+        for _, port, _ in servers:
+            wait_port(port)
         time.sleep(0.5)
         before = sum(rss(p.pid) for p, _, _ in servers)
         t0 = time.time()

@@ -25,10 +25,11 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
+
+from benchlib import free_port, rss, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(ROOT, "bench", "peers")
@@ -74,37 +75,19 @@ def command(server, port):
     raise SystemExit(f"unknown server {server}")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 class Server:
     def __init__(self, name):
         self.name, self.port = name, free_port()
         cmd, env = command(name, self.port)
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + cmd, env=dict(os.environ, **env),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit(f"{name} did not start")
+        wait_port(self.port, what=name)
 
     def url(self):
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def rss(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return rss(self.proc.pid)
 
     def stop(self):
         if self.proc.poll() is not None:

@@ -18,12 +18,13 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+
+from benchlib import free_port, wait_port
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,14 +41,6 @@ def jwt(claims):
     body = b64(json.dumps(claims).encode())
     sig = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64(sig)}"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def run(edge, a, outdir, i):
@@ -76,12 +69,7 @@ def run(edge, a, outdir, i):
             except OSError:
                 pass
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port)
         scraper = threading.Thread(target=scrape, daemon=True)
         if edge:
             scraper.start()

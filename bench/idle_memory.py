@@ -9,31 +9,16 @@ open-file limit.
     python3 bench/idle_memory.py --conns 10000 [--read-buffer-bytes 512] [--server PATH]
 """
 import argparse
-import os
 import socket
 import subprocess
 import sys
 import time
 
+from benchlib import free_port, rss, wait_port
+
 REQ = (b"GET /ws?user=idle HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-
-
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def main():
@@ -50,12 +35,7 @@ def main():
         cmd += ["--read-buffer-bytes", str(a.read_buffer_bytes)]
     srv = subprocess.Popen(cmd)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port)
         time.sleep(0.5)
         before = rss(srv.pid)
         socks = []
