@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use shardhub::{Config, Hooks, Reject, Server};
 
+// As in the `shardhub` binary; any global allocator works.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::new().parse_filters("info").init();
 

@@ -42,9 +42,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod auth;
 pub mod config;
 pub mod engine;
