@@ -24,6 +24,7 @@ mod web;
 use std::collections::HashMap;
 use std::io;
 use std::mem;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,6 +77,8 @@ struct Conns {
     slab: Slab<Conn>,
     /// Connections with output queued since the last flush.
     dirty: Vec<SessionId>,
+    /// The previous `dirty` list, emptied, kept for its capacity.
+    dirty_spare: Vec<SessionId>,
     /// Connections whose outbox went over `max_queue_bytes`.
     slow: Vec<SessionId>,
     /// Connections to remove at the end of the iteration.
@@ -181,6 +184,10 @@ pub(crate) struct Shard {
     listener: Option<TcpListener>,
     inbox: Inbox,
     hub: Hub,
+    /// This shard's copy of the application's hooks: cloning an `Rc` to call one while the
+    /// shard is borrowed costs a plain increment, where cloning `Hooks` would copy its handler
+    /// map for every message.
+    hooks: Rc<crate::hooks::Hooks>,
     stats: Arc<ShardStats>,
     conns: Conns,
     rooms: LocalRooms,
@@ -197,6 +204,10 @@ pub(crate) struct Shard {
     start: Instant,
     /// Connections that still had input when their read budget ran out.
     ready: Vec<SessionId>,
+    /// The previous `ready` list, emptied, kept for its capacity.
+    ready_spare: Vec<SessionId>,
+    /// Messages taken from the inbox in one drain, kept for its capacity.
+    inbox_buf: Vec<ShardMsg>,
     expired: Vec<Expired>,
     actions: Vec<crate::hooks::Action>,
     fb: FrameBuf,
@@ -259,6 +270,7 @@ impl Shard {
             conns: Conns {
                 slab,
                 dirty: Vec::new(),
+                dirty_spare: Vec::new(),
                 slow: Vec::new(),
                 reap: Vec::new(),
                 max_queue: cfg.max_queue_bytes,
@@ -277,6 +289,8 @@ impl Shard {
             seq: 0,
             start: Instant::now(),
             ready: Vec::new(),
+            ready_spare: Vec::new(),
+            inbox_buf: Vec::new(),
             expired: Vec::new(),
             actions: Vec::new(),
             fb: FrameBuf::default(),
@@ -288,6 +302,7 @@ impl Shard {
             draining: None,
             fanouts: 0,
             hist: Histograms::default(),
+            hooks: Rc::new(hub.shared.hooks.clone()),
             hub,
         })
     }
@@ -337,9 +352,13 @@ impl Shard {
                     }
                 }
             }
-            for id in mem::take(&mut self.ready) {
+            // Swap in the spare list so reads may queue again; both keep their capacity.
+            let mut ready = mem::replace(&mut self.ready, mem::take(&mut self.ready_spare));
+            for &id in &ready {
                 self.read(id);
             }
+            ready.clear();
+            self.ready_spare = ready;
             if wake || self.inbox.has_backlog() {
                 self.drain_inbox();
             }
@@ -500,7 +519,7 @@ impl Shard {
             self.conns.now_ns,
         );
         let echo = cfg.echo;
-        let hooks = self.hub.shared.hooks.clone();
+        let hooks = Rc::clone(&self.hooks);
         let ws_config = self.ws_config;
         let now = self.conns.now;
         let Some(c) = self.conns.get(id) else { return };
@@ -639,7 +658,7 @@ impl Shard {
     }
 
     fn report_error(&mut self, id: SessionId, err: &SessionError) {
-        let hooks = self.hub.shared.hooks.clone();
+        let hooks = Rc::clone(&self.hooks);
         if let (Some(on_error), Some(c)) = (&hooks.on_error, self.conns.get(id)) {
             on_error(&c.session, err);
         }
@@ -689,7 +708,7 @@ impl Shard {
                 .push(id, frame::encode(OpCode::Text, text.as_bytes()));
             return;
         }
-        let hooks = self.hub.shared.hooks.clone();
+        let hooks = Rc::clone(&self.hooks);
         if let Some(on_message) = &hooks.on_message {
             if self.with_context(id, |ctx| on_message(ctx, Message::Text(text)))
                 == Some(Flow::Handled)
@@ -700,8 +719,8 @@ impl Shard {
         let mut scratch = mem::take(&mut self.scratch);
         scratch.clear();
         scratch.extend_from_slice(text.as_bytes());
-        let mut json = mem::take(&mut self.json);
-        match envelope::parse_value(&mut scratch, &mut json) {
+        // The DOM borrows `scratch`, not the buffers, so those are used in place.
+        match envelope::parse_value(&mut scratch, &mut self.json) {
             Err(e) => self.error(id, None, "bad_request", &e.0, None),
             Ok(v) => match envelope::parse_envelope(&v, self.cfg().max_name_bytes) {
                 Err(e) => {
@@ -723,7 +742,6 @@ impl Shard {
                 }
             },
         }
-        self.json = json;
         self.scratch = scratch;
     }
 
@@ -824,7 +842,7 @@ impl Shard {
             self.conns.push(id, frame::encode(OpCode::Binary, bytes));
             return;
         }
-        let hooks = self.hub.shared.hooks.clone();
+        let hooks = Rc::clone(&self.hooks);
         if let Some(on_message) = &hooks.on_message {
             if self.with_context(id, |ctx| on_message(ctx, Message::Binary(bytes)))
                 == Some(Flow::Handled)
@@ -1119,9 +1137,9 @@ impl Shard {
     }
 
     fn drain_inbox(&mut self) {
-        let mut msgs = Vec::new();
+        let mut msgs = mem::take(&mut self.inbox_buf);
         self.inbox.drain(|m| msgs.push(m));
-        for m in msgs {
+        for m in msgs.drain(..) {
             match m {
                 ShardMsg::Room {
                     room,
@@ -1156,6 +1174,7 @@ impl Shard {
                 ShardMsg::Shutdown => self.begin_shutdown(),
             }
         }
+        self.inbox_buf = msgs;
     }
 
     // ----- hooks -----
@@ -1304,7 +1323,11 @@ impl Shard {
     fn flush(&mut self) {
         let now = self.conns.now;
         let stall = self.timeouts.write_stall;
-        for id in mem::take(&mut self.conns.dirty) {
+        let mut dirty = mem::replace(
+            &mut self.conns.dirty,
+            mem::take(&mut self.conns.dirty_spare),
+        );
+        for &id in &dirty {
             let Some(c) = self
                 .conns
                 .slab
@@ -1341,6 +1364,9 @@ impl Shard {
                 }
             }
         }
+        // Output queued meanwhile went to the live list; this one is kept for its capacity.
+        dirty.clear();
+        self.conns.dirty_spare = dirty;
     }
 
     fn reap(&mut self) {
@@ -1380,7 +1406,7 @@ impl Shard {
             }
             self.hub.shared.directory.remove_session(id);
             self.stats.connections.sub(1);
-            let hooks = self.hub.shared.hooks.clone();
+            let hooks = Rc::clone(&self.hooks);
             if let Some(on_disconnect) = &hooks.on_disconnect {
                 let d = c.disconnect.take().unwrap_or(crate::hooks::Disconnect {
                     code: 1006,
