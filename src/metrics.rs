@@ -161,15 +161,17 @@ impl Histograms {
 }
 
 /// The percentile distribution in HdrHistogram's `.hgrm` text format (as printed by
-/// `outputPercentileDistribution` with 5 ticks per half distance), values in milliseconds.
+/// `outputPercentileDistribution` with 5 ticks per half distance), values scaled from
+/// microseconds to milliseconds. The server's histograms and shardhub-loadgen's share it.
 pub fn hgrm(h: &Histogram<u64>) -> String {
     use std::fmt::Write;
     let scale = 1_000.0;
+    let d = h.sigfig() as usize;
     let mut s = format!(
         "{:>12} {:>14} {:>10} {:>14}\n\n",
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     );
-    let mut total = 0;
+    let mut total = 0u64;
     if !h.is_empty() {
         for v in h.iter_quantiles(5) {
             total += v.count_since_last_iteration();
@@ -178,11 +180,11 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
             if p < 1.0 {
                 let _ = writeln!(
                     s,
-                    "{value:>12.3} {p:>2.12} {total:>10} {:>14.2}",
+                    "{value:>12.d$} {p:>2.12} {total:>10} {:>14.2}",
                     1.0 / (1.0 - p)
                 );
             } else {
-                let _ = writeln!(s, "{value:>12.3} {p:>2.12} {total:>10}");
+                let _ = writeln!(s, "{value:>12.d$} {p:>2.12} {total:>10}");
             }
         }
     }
@@ -191,17 +193,20 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     } else {
         (h.mean() / scale, h.stdev() / scale, h.max() as f64 / scale)
     };
-    let _ = writeln!(s, "#[Mean    = {mean:>12.3}, StdDeviation   = {sd:>12.3}]");
     let _ = writeln!(
         s,
-        "#[Max     = {max:>12.3}, Total count    = {:>12}]",
-        h.len()
+        "#[Mean    = {mean:>12.d$}, StdDeviation   = {sd:>12.d$}]"
     );
     let _ = writeln!(
         s,
-        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
-        h.buckets(),
-        2048
+        "#[Max     = {max:>12.d$}, Total count    = {:>12}]",
+        h.len()
+    );
+    let sub_buckets = 1u64 << (2.0 * 10f64.powi(d as i32)).log2().ceil() as u32;
+    let _ = writeln!(
+        s,
+        "#[Buckets = {:>12}, SubBuckets     = {sub_buckets:>12}]",
+        h.buckets()
     );
     s
 }

@@ -2,8 +2,6 @@
 //! the portable V2 serialization (base64) that lets runs and worker processes be merged later;
 //! and the standard `.hgrm` percentile text that HdrHistogram's Java and Go tools print.
 
-use std::fmt::Write as _;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -135,56 +133,9 @@ impl Latency {
     }
 }
 
-/// The percentile distribution in HdrHistogram's `.hgrm` text format
-/// (`outputPercentileDistribution` with 5 ticks per half distance), values scaled from µs to ms.
-pub fn hgrm(h: &Histogram<u64>) -> String {
-    let scale = 1_000.0;
-    let d = h.sigfig() as usize;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "{:>12} {:>14} {:>10} {:>14}\n\n",
-        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-    );
-    let mut total = 0u64;
-    if !h.is_empty() {
-        for v in h.iter_quantiles(5) {
-            total += v.count_since_last_iteration();
-            let value = v.value_iterated_to() as f64 / scale;
-            let p = v.quantile_iterated_to();
-            if p < 1.0 {
-                let _ = writeln!(
-                    s,
-                    "{value:>12.d$} {p:>2.12} {total:>10} {:>14.2}",
-                    1.0 / (1.0 - p)
-                );
-            } else {
-                let _ = writeln!(s, "{value:>12.d$} {p:>2.12} {total:>10}");
-            }
-        }
-    }
-    let (mean, sd, max) = if h.is_empty() {
-        (0.0, 0.0, 0.0)
-    } else {
-        (h.mean() / scale, h.stdev() / scale, h.max() as f64 / scale)
-    };
-    let _ = writeln!(
-        s,
-        "#[Mean    = {mean:>12.d$}, StdDeviation   = {sd:>12.d$}]"
-    );
-    let _ = writeln!(
-        s,
-        "#[Max     = {max:>12.d$}, Total count    = {:>12}]",
-        h.len()
-    );
-    let sub_buckets = 1u64 << (2.0 * 10f64.powi(d as i32)).log2().ceil() as u32;
-    let _ = writeln!(
-        s,
-        "#[Buckets = {:>12}, SubBuckets     = {sub_buckets:>12}]",
-        h.buckets()
-    );
-    s
-}
+/// The percentile distribution in HdrHistogram's `.hgrm` text format, values in ms: the same
+/// formatter the server uses for its own histograms.
+pub use shardhub::metrics::hgrm;
 
 #[cfg(test)]
 mod tests {
