@@ -74,17 +74,7 @@ pub fn connect_with(
         Err(tungstenite::HandshakeError::Failure(e)) => return Err(e),
         Err(tungstenite::HandshakeError::Interrupted(_)) => panic!("blocking handshake"),
     };
-    let mut c = Client {
-        ws,
-        session: String::new(),
-        user: String::new(),
-        shard: 0,
-    };
-    let w = c.expect("welcome");
-    c.session = w["session"].as_str().unwrap().to_string();
-    c.user = w["user"].as_str().unwrap().to_string();
-    c.shard = w["shard"].as_u64().unwrap();
-    Ok((c, resp.headers().clone()))
+    Ok((Client::greeted(ws), resp.headers().clone()))
 }
 
 /// Connects with a bearer token in the Authorization header.

@@ -112,6 +112,11 @@ impl Client {
     pub fn connect(server: &TestServer, user: Option<&str>) -> Self {
         let q = user.map(|u| format!("?user={u}")).unwrap_or_default();
         let ws = connect_raw(&server.url(&format!("/ws{q}"))).expect("upgrade accepted");
+        Client::greeted(ws)
+    }
+
+    /// Wraps an upgraded socket and reads the server's `welcome`.
+    pub fn greeted(ws: WebSocket<TcpStream>) -> Self {
         let mut c = Client {
             ws,
             session: String::new(),
