@@ -415,7 +415,11 @@ impl Shard {
                         self.last_accept_warning = Some(Instant::now());
                     }
                     self.reserve_fd = None;
-                    while let Ok((mut tcp, _)) = listener.accept() {
+                    // Bounded like any accept round: a flood waits for the next tick.
+                    for _ in 0..ACCEPT_BUDGET {
+                        let Ok((mut tcp, _)) = listener.accept() else {
+                            break;
+                        };
                         let _ = io::Write::write(
                             &mut tcp,
                             &Response::new(503, "server at its open-file limit").to_bytes(),
