@@ -29,13 +29,13 @@ fn parse_and_encode(c: &mut Criterion) {
         b.iter(|| {
             scratch.clear();
             scratch.extend_from_slice(PUBLISH.as_bytes());
-            let v = parse_value(&mut scratch, &mut bufs).unwrap();
+            let v = parse_value(&mut scratch, &mut bufs, 64).unwrap();
             let e = parse_envelope(&v, 128).unwrap();
             black_box(matches!(e.request, Request::Publish { .. }));
         })
     });
     let mut raw = PUBLISH.as_bytes().to_vec();
-    let v = parse_value(&mut raw, &mut bufs).unwrap();
+    let v = parse_value(&mut raw, &mut bufs, 64).unwrap();
     let data = {
         use simd_json::prelude::*;
         v.get("data").unwrap().clone()

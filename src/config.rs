@@ -81,6 +81,11 @@ pub struct Config {
     /// Largest incoming message (after reassembly of fragments); larger ones close with 1009.
     /// Default 64 KiB: chat-sized, and it bounds what one client can make the server buffer.
     pub max_message_bytes: usize,
+    /// Deepest nesting of arrays and objects in a JSON message or HTTP API body (the request
+    /// object itself is level 1); deeper ones get `bad_request` / HTTP 400 before anything
+    /// parses them. Default 64; at most 1,024, which bounds the stack the parser may use
+    /// whatever `max_message_bytes` is (see docs/security.md).
+    pub max_json_depth: usize,
     /// Largest upgrade request head; larger ones get HTTP 431. Default 8 KiB, like nginx.
     pub max_header_bytes: usize,
     /// Longest room name or user id, in bytes (at most 255). Default 128.
@@ -178,6 +183,7 @@ impl Default for Config {
             handshakes_per_ip_burst: 20,
             presence: true,
             max_message_bytes: 64 * 1024,
+            max_json_depth: crate::protocol::json::DEFAULT_MAX_DEPTH,
             max_header_bytes: 8 * 1024,
             max_name_bytes: 128,
             max_rooms_per_session: 64,
@@ -271,6 +277,12 @@ impl Config {
             return bad(
                 "max_name_bytes must be 1..=255 (binary headers carry one length byte)".into(),
             );
+        }
+        let max_depth = crate::protocol::json::MAX_DEPTH_LIMIT;
+        if self.max_json_depth == 0 || self.max_json_depth > max_depth {
+            return bad(format!(
+                "max_json_depth must be 1..={max_depth} (it bounds the parser's stack)"
+            ));
         }
         if self.max_message_bytes == 0 {
             return bad("max_message_bytes must be positive".into());
@@ -370,6 +382,11 @@ mod tests {
         assert!(Config::from_toml_str("ping_interval = \"soon\"").is_err());
         let c = Config {
             max_name_bytes: 300,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            max_json_depth: 100_000,
             ..Config::default()
         };
         assert!(c.validate().is_err());

@@ -95,6 +95,10 @@ struct Args {
     /// Largest incoming message in bytes; larger ones close with 1009 [default: 65536].
     #[arg(long, env = "SHARDHUB_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
+    /// Deepest nesting of arrays and objects accepted in JSON messages and API bodies, 1-1024
+    /// [default: 64].
+    #[arg(long, env = "SHARDHUB_MAX_JSON_DEPTH")]
+    max_json_depth: Option<usize>,
     /// Largest upgrade request head in bytes; larger ones get HTTP 431 [default: 8192].
     #[arg(long, env = "SHARDHUB_MAX_HEADER_BYTES")]
     max_header_bytes: Option<usize>,
@@ -182,6 +186,7 @@ impl Args {
             allow_anonymous,
             presence,
             max_message_bytes,
+            max_json_depth,
             max_header_bytes,
             max_rooms_per_session,
             max_connections,

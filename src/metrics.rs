@@ -6,23 +6,27 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
-    ($(#[doc = $doc:literal] $name:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])+ $name:ident),* $(,)?) => {
         /// One shard's counters.
         #[derive(Debug, Default)]
         pub struct ShardStats {
-            $(#[doc = $doc] pub(crate) $name: Counter,)*
+            $($(#[doc = $doc])+ pub(crate) $name: Counter,)*
         }
 
         /// A snapshot of counters summed over shards.
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
         pub struct Stats {
-            $(#[doc = $doc] pub $name: u64,)*
+            $($(#[doc = $doc])+ pub $name: u64,)*
         }
 
         impl Stats {
             pub(crate) fn add(&mut self, s: &ShardStats) {
                 $(self.$name += s.$name.get();)*
             }
+
+            /// Each counter's name and description (the `HELP` of its Prometheus metric).
+            pub const HELP: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($name), concat!($($doc),+).trim_ascii_start()),)*];
         }
     };
 }
@@ -52,6 +56,12 @@ counters! {
     heartbeat_timeouts,
     /// Sessions closed for protocol violations (1002, 1007, 1009).
     protocol_errors,
+    /// Requests answered with `bad_request` (WebSocket) or 400 (HTTP API): malformed or too
+    /// deeply nested JSON, bad escapes, invalid names, missing fields.
+    bad_requests,
+    /// Sessions closed with 1011 because handling one of their messages or events panicked
+    /// (an application hook, or a server bug); the shard went on.
+    panics,
     /// Cross-shard messages dropped because a shard's inbox was full.
     bus_drops,
     /// HTTP requests answered (not counting WebSocket upgrades).

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Poll, Token, Waker};
 
 use crate::config::{Config, ConfigError};
@@ -182,6 +183,7 @@ impl Server {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin = self.hub.config().pin_cores;
         let mut threads = Vec::new();
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
         for (i, (poll, listener, admin, inbox)) in self.parts.into_iter().enumerate() {
             let hub = self.hub.clone();
             let core = if pin && !cores.is_empty() {
@@ -189,14 +191,17 @@ impl Server {
             } else {
                 None
             };
+            let ended_tx = ended_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || {
-                    if let Some(core) = core {
-                        core_affinity::set_for_current(core);
-                    }
-                    let shard = Shard::new(i, poll, listener, admin, inbox, hub)?;
-                    shard.run()
+                    report_end(i, &ended_tx, || {
+                        if let Some(core) = core {
+                            core_affinity::set_for_current(core);
+                        }
+                        let shard = Shard::new(i, poll, listener, admin, inbox, hub)?;
+                        shard.run()
+                    })
                 })?;
             threads.push(t);
         }
@@ -214,23 +219,78 @@ impl Server {
             hub: self.hub,
             threads,
             local_addr: self.local_addr,
+            ended,
         })
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    ///
+    /// If a shard thread stops on its own (it cannot, short of a bug that escapes the
+    /// per-session containment), the server does not go on with some of its connections
+    /// unserved: it logs why, shuts the other shards down and returns an error, so that the
+    /// process exits non-zero and its supervisor restarts it.
     pub fn run(self) -> Result<(), StartError> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let (sig_tx, sig_rx) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    let _ = sig_tx.send(sig);
+                }
+            })?;
         let running = self.spawn()?;
-        if let Some(sig) = signals.forever().next() {
-            log::info!(
-                "signal {sig}: shutting down (drain up to {:?})",
-                running.hub.config().drain_timeout
-            );
+        crossbeam_channel::select! {
+            recv(sig_rx) -> sig => {
+                log::info!(
+                    "signal {}: shutting down (drain up to {:?})",
+                    sig.unwrap_or_default(),
+                    running.hub.config().drain_timeout
+                );
+                running.shutdown()?;
+                Ok(())
+            }
+            recv(running.ended) -> end => {
+                let (shard, why) = match end {
+                    Ok((shard, Err(why))) => (shard, why),
+                    Ok((shard, Ok(()))) => (shard, "it ended without a shutdown".into()),
+                    Err(_) => (0, "every shard is gone".into()),
+                };
+                let msg = format!(
+                    "shard {shard} stopped: {why}; stopping the server (exit non-zero) so that a \
+                     supervisor can restart it"
+                );
+                log::error!("{msg}");
+                // The other shards still close their clients with 1001.
+                let _ = running.shutdown();
+                Err(StartError::Io(io::Error::other(msg)))
+            }
         }
-        running.shutdown()?;
-        Ok(())
     }
+}
+
+/// How a shard thread ended: `Ok` after a shutdown, or why not.
+type ShardEnd = (usize, Result<(), String>);
+
+/// Runs a shard thread's body and tells `ended` how it ended, panics included (which then
+/// go on unwinding, so that `join` sees them too).
+fn report_end(
+    shard: usize,
+    ended: &Sender<ShardEnd>,
+    body: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    let outcome = match &result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("its reactor failed: {e}")),
+        Err(p) => Err(format!(
+            "it panicked: {}",
+            crate::shard::panic_message(&**p)
+        )),
+    };
+    let _ = ended.send((shard, outcome));
+    result.unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// A server whose shards are running.
@@ -239,6 +299,8 @@ pub struct RunningServer {
     hub: Hub,
     threads: Vec<JoinHandle<io::Result<()>>>,
     local_addr: SocketAddr,
+    /// How each shard thread ended (`report_end`).
+    ended: Receiver<ShardEnd>,
 }
 
 impl RunningServer {
@@ -256,8 +318,9 @@ impl RunningServer {
     /// close frames to go out, and joins the shard threads.
     pub fn shutdown(self) -> io::Result<()> {
         for mb in &self.hub.shared.mailboxes {
-            // A full inbox: keep trying, the shard is draining it.
-            while mb.send(ShardMsg::Shutdown).is_err() {
+            // A full inbox: keep trying, the shard is draining it. A shard that is gone has
+            // nothing to drain.
+            while let Err(TrySendError::Full(_)) = mb.send(ShardMsg::Shutdown) {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
@@ -275,5 +338,27 @@ impl RunningServer {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard thread that dies is heard of, with the reason, however it died.
+    #[test]
+    fn a_dying_shard_thread_reports_why() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let t =
+            std::thread::spawn(move || report_end(3, &tx, || -> io::Result<()> { panic!("boom") }));
+        assert!(t.join().is_err(), "the panic still reaches join");
+        let (shard, why) = rx.recv().unwrap();
+        assert_eq!((shard, why), (3, Err("it panicked: boom".to_string())));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let _ = report_end(1, &tx, || Err(io::Error::other("epoll gone")));
+        assert_eq!(
+            rx.recv().unwrap(),
+            (1, Err("its reactor failed: epoll gone".to_string()))
+        );
     }
 }

@@ -177,11 +177,14 @@ fn room_members(hub: &Hub, room: &str) -> Result<Response, Response> {
     ))
 }
 
-/// Parses a JSON object body with simd-json (in place, as the WebSocket path does).
-fn parse_body(body: &mut [u8]) -> Result<Value<'_>, Response> {
+/// Parses a JSON object body with simd-json (in place, as the WebSocket path does), after the
+/// same nesting and escape check (`protocol::json`).
+fn parse_body(body: &mut [u8], max_depth: usize) -> Result<Value<'_>, Response> {
     if body.is_empty() {
         return Err(bad_request("a JSON object body is required"));
     }
+    crate::protocol::json::check(body, max_depth)
+        .map_err(|e| Response::error(400, "bad_json", &e.to_string()))?;
     let v = simd_json::to_borrowed_value(body)
         .map_err(|e| Response::error(400, "bad_json", &format!("invalid JSON: {e}")))?;
     if !v.is_object() {
@@ -226,7 +229,7 @@ fn envelope(kind: &str, room: Option<&str>, data: &Value<'_>) -> Result<String, 
 }
 
 fn send(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
-    let v = parse_body(&mut req.body)?;
+    let v = parse_body(&mut req.body, hub.config().max_json_depth)?;
     let to = name_field(hub, &v, "to", true)?.unwrap_or_default();
     let text = envelope("direct", None, data_of(&v)?)?;
     match hub.send_to_user(to, text.as_str()) {
@@ -241,7 +244,7 @@ fn send(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
 }
 
 fn broadcast(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
-    let v = parse_body(&mut req.body)?;
+    let v = parse_body(&mut req.body, hub.config().max_json_depth)?;
     if let Some(room) = name_field(hub, &v, "room", false)? {
         return publish_value(hub, room, data_of(&v)?);
     }
@@ -253,7 +256,7 @@ fn broadcast(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
 
 fn publish(hub: &Hub, room: &str, req: &mut Request) -> Result<Response, Response> {
     check_name("room", room, hub.config().max_name_bytes).map_err(|e| bad_request(&e.0))?;
-    let v = parse_body(&mut req.body)?;
+    let v = parse_body(&mut req.body, hub.config().max_json_depth)?;
     publish_value(hub, room, data_of(&v)?)
 }
 

@@ -37,26 +37,12 @@ pub struct Snapshot<'a> {
 /// Counters that are really gauges (they go down).
 const GAUGES: &[&str] = &["connections", "sse_connections"];
 
+/// A counter's description: its doc comment (`metrics::Stats::HELP`).
 fn help(name: &str) -> &'static str {
-    match name {
-        "connections" => "Open WebSocket sessions.",
-        "sse_connections" => "Open Server-Sent Events streams.",
-        "accepted" => "TCP connections accepted.",
-        "handshakes" => "WebSocket upgrades that completed.",
-        "handshake_failures" => "Upgrades refused or abandoned.",
-        "handshake_timeouts" => "Requests that did not arrive within handshake_timeout.",
-        "messages_in" => "Data messages received.",
-        "bytes_in" => "Payload bytes received in data messages.",
-        "deliveries" => "Frames queued to sessions, one per recipient.",
-        "bytes_out" => "Bytes written to sockets.",
-        "slow_consumer_closes" => "Connections closed for falling behind.",
-        "heartbeat_timeouts" => "Sessions dropped for silence.",
-        "protocol_errors" => "Sessions closed for protocol violations.",
-        "bus_drops" => "Cross-shard messages dropped because an inbox was full.",
-        "http_requests" => "HTTP requests answered.",
-        "sse_events" => "SSE events queued to streams, one per recipient.",
-        _ => "A shardhub counter.",
-    }
+    crate::metrics::Stats::HELP
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("A shardhub counter.", |(_, doc)| doc)
 }
 
 /// Renders the exposition text.

@@ -81,22 +81,31 @@ fn bad(msg: impl Into<String>) -> BadRequest {
     BadRequest(msg.into())
 }
 
-/// Checks a room name or user id: 1 to `max` bytes.
+/// Checks a room name or user id: 1 to `max` bytes of UTF-8 with no control character
+/// (U+0000-U+001F, U+007F-U+009F). Names are compared exactly as given, byte for byte: no case
+/// folding, trimming or Unicode normalization (see docs/protocol.md, "Names").
 pub fn check_name(what: &str, name: &str, max: usize) -> Result<(), BadRequest> {
     if name.is_empty() {
         Err(bad(format!("{what} must not be empty")))
     } else if name.len() > max {
         Err(bad(format!("{what} is longer than {max} bytes")))
+    } else if name.chars().any(char::is_control) {
+        Err(bad(format!("{what} must not contain control characters")))
     } else {
         Ok(())
     }
 }
 
 /// Parses a text frame's bytes (in place: simd-json unescapes into the buffer) into a DOM.
+///
+/// The text passes [`json::check`](super::json::check) first, so the DOM nests at most
+/// `max_depth` levels and its strings are exactly what the client escaped.
 pub fn parse_value<'b>(
     bytes: &'b mut [u8],
     buffers: &mut simd_json::Buffers,
+    max_depth: usize,
 ) -> Result<Value<'b>, BadRequest> {
+    super::json::check(bytes, max_depth).map_err(|e| bad(e.to_string()))?;
     simd_json::to_borrowed_value_with_buffers(bytes, buffers)
         .map_err(|e| bad(format!("malformed JSON: {e}")))
 }
@@ -266,7 +275,7 @@ mod tests {
     fn parse(text: &str) -> Result<String, BadRequest> {
         let mut b = text.as_bytes().to_vec();
         let mut bufs = simd_json::Buffers::default();
-        let v = parse_value(&mut b, &mut bufs)?;
+        let v = parse_value(&mut b, &mut bufs, 64)?;
         let e = parse_envelope(&v, 128)?;
         Ok(format!("{:?}", e.request)
             .split([' ', '{'])
@@ -370,7 +379,7 @@ mod tests {
         fn arbitrary_text_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut b = bytes.clone();
             let mut bufs = simd_json::Buffers::default();
-            if let Ok(v) = parse_value(&mut b, &mut bufs) {
+            if let Ok(v) = parse_value(&mut b, &mut bufs, 64) {
                 let _ = parse_envelope(&v, 16);
             }
             let _ = parse_binary(&bytes, 16);
@@ -391,7 +400,7 @@ mod tests {
             let text = format!("{{{}}}", fields.join(","));
             let mut b = text.into_bytes();
             let mut bufs = simd_json::Buffers::default();
-            let v = parse_value(&mut b, &mut bufs).expect("well-formed JSON");
+            let v = parse_value(&mut b, &mut bufs, 64).expect("well-formed JSON");
             let _ = parse_envelope(&v, 16);
         }
     }

@@ -4,4 +4,5 @@
 pub mod envelope;
 pub mod frame;
 pub mod handshake;
+pub mod json;
 pub mod reply;

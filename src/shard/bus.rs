@@ -61,6 +61,20 @@ pub(crate) enum ShardMsg {
     Shutdown,
 }
 
+impl ShardMsg {
+    /// The session a message is about, if it is about one (a panic handling it closes that
+    /// session).
+    pub(crate) fn session(&self) -> Option<SessionId> {
+        match self {
+            Self::Session { id, .. }
+            | Self::Close { id, .. }
+            | Self::Join { id, .. }
+            | Self::Leave { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 /// The sending side of a shard's inbox.
 #[derive(Debug, Clone)]
 pub(crate) struct Mailbox {
@@ -91,8 +105,8 @@ pub(crate) fn inbox(waker: Waker) -> (Mailbox, Inbox) {
 }
 
 impl Mailbox {
-    /// Queues a message; returns it back if the inbox is full or the shard is gone.
-    pub(crate) fn send(&self, msg: ShardMsg) -> Result<(), ShardMsg> {
+    /// Queues a message; hands it back if the inbox is full or the shard is gone.
+    pub(crate) fn send(&self, msg: ShardMsg) -> Result<(), TrySendError<ShardMsg>> {
         match self.tx.try_send(msg) {
             Ok(()) => {
                 if !self.pending.swap(true, Ordering::AcqRel) {
@@ -101,7 +115,7 @@ impl Mailbox {
                 }
                 Ok(())
             }
-            Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => Err(m),
+            Err(e) => Err(e),
         }
     }
 }

@@ -17,6 +17,8 @@
 
 pub(crate) mod bus;
 pub(crate) mod conn;
+mod contain;
+pub(crate) use contain::panic_message;
 mod guard;
 pub(crate) mod listener;
 mod web;
@@ -219,6 +221,9 @@ pub(crate) struct Shard {
     /// to tell it 503 instead of leaving it to time out in the backlog.
     reserve_fd: Option<std::fs::File>,
     last_accept_warning: Option<Instant>,
+    /// When a contained panic was last logged, and the panics since (`contain.rs`).
+    last_panic_log: Option<Instant>,
+    panics_unlogged: u64,
     /// Set once shutdown began: the deadline for the drain.
     draining: Option<Instant>,
     /// Publishes and broadcasts handled in this iteration (for the fan-out histogram).
@@ -299,6 +304,8 @@ impl Shard {
             accept_paused: false,
             reserve_fd: std::fs::File::open("/dev/null").ok(),
             last_accept_warning: None,
+            last_panic_log: None,
+            panics_unlogged: 0,
             draining: None,
             fanouts: 0,
             hist: Histograms::default(),
@@ -344,7 +351,7 @@ impl Shard {
                     Token(t) => {
                         let id = SessionId(t as u64);
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(id);
+                            self.contain(Some(id), |s| s.read(id));
                         }
                         if ev.is_writable() {
                             self.conns.touch(id);
@@ -355,7 +362,7 @@ impl Shard {
             // Swap in the spare list so reads may queue again; both keep their capacity.
             let mut ready = mem::replace(&mut self.ready, mem::take(&mut self.ready_spare));
             for &id in &ready {
-                self.read(id);
+                self.contain(Some(id), |s| s.read(id));
             }
             ready.clear();
             self.ready_spare = ready;
@@ -534,6 +541,10 @@ impl Shard {
             if let Err(r) = on_connect(&req, &mut c.session) {
                 let resp = Response::new(r.status, r.reason);
                 return self.respond_and_close(id, &resp);
+            }
+            // A user id the hook chose (often from the request) follows the same rules.
+            if let Err(e) = envelope::check_name("user", &c.session.user, cfg.max_name_bytes) {
+                return self.respond_and_close(id, &Response::new(400, e.0));
             }
         }
         let Wire::Http { mut io, buf } = mem::replace(&mut c.wire, Wire::Moved) else {
@@ -724,7 +735,8 @@ impl Shard {
         scratch.clear();
         scratch.extend_from_slice(text.as_bytes());
         // The DOM borrows `scratch`, not the buffers, so those are used in place.
-        match envelope::parse_value(&mut scratch, &mut self.json) {
+        let max_depth = self.cfg().max_json_depth;
+        match envelope::parse_value(&mut scratch, &mut self.json, max_depth) {
             Err(e) => self.error(id, None, "bad_request", &e.0, None),
             Ok(v) => match envelope::parse_envelope(&v, self.cfg().max_name_bytes) {
                 Err(e) => {
@@ -1010,6 +1022,9 @@ impl Shard {
         message: &str,
         context: Option<(&str, &str)>,
     ) {
+        if code == "bad_request" {
+            self.stats.bad_requests.add(1);
+        }
         let out = self.fb.start();
         reply::error(out, req_id, code, message, context);
         let f = self.fb.finish(OpCode::Text);
@@ -1144,41 +1159,46 @@ impl Shard {
         let mut msgs = mem::take(&mut self.inbox_buf);
         self.inbox.drain(|m| msgs.push(m));
         for m in msgs.drain(..) {
-            match m {
-                ShardMsg::Room {
-                    room,
-                    frame,
-                    exclude,
-                    seq,
-                } => {
-                    self.fanouts += 1;
-                    self.sse_deliver(&room, seq, &frame);
-                    let n = self.rooms.get(&room).map_or(0, |r| r.members.len());
-                    self.deliver_room(&room, Self::localize(frame, n), exclude);
-                }
-                ShardMsg::Presence {
-                    room,
-                    frame,
-                    exclude,
-                } => self.deliver_presence(&room, frame, exclude),
-                ShardMsg::All { frame, exclude } => {
-                    self.fanouts += 1;
-                    let n = self.conns.slab.len();
-                    self.deliver_all(Self::localize(frame, n), exclude);
-                }
-                ShardMsg::User { user, frame } => self.deliver_user(&user, frame),
-                ShardMsg::Session { id, frame } => {
-                    if self.conns.push(id, frame) {
-                        self.stats.deliveries.add(1);
-                    }
-                }
-                ShardMsg::Close { id, code, reason } => self.close_with(id, code, &reason),
-                ShardMsg::Join { id, room } => self.join(id, &room, None),
-                ShardMsg::Leave { id, room } => self.leave(id, &room, None),
-                ShardMsg::Shutdown => self.begin_shutdown(),
-            }
+            self.contain(m.session(), |s| s.handle_msg(m));
         }
         self.inbox_buf = msgs;
+    }
+
+    /// One message from another thread.
+    fn handle_msg(&mut self, m: ShardMsg) {
+        match m {
+            ShardMsg::Room {
+                room,
+                frame,
+                exclude,
+                seq,
+            } => {
+                self.fanouts += 1;
+                self.sse_deliver(&room, seq, &frame);
+                let n = self.rooms.get(&room).map_or(0, |r| r.members.len());
+                self.deliver_room(&room, Self::localize(frame, n), exclude);
+            }
+            ShardMsg::Presence {
+                room,
+                frame,
+                exclude,
+            } => self.deliver_presence(&room, frame, exclude),
+            ShardMsg::All { frame, exclude } => {
+                self.fanouts += 1;
+                let n = self.conns.slab.len();
+                self.deliver_all(Self::localize(frame, n), exclude);
+            }
+            ShardMsg::User { user, frame } => self.deliver_user(&user, frame),
+            ShardMsg::Session { id, frame } => {
+                if self.conns.push(id, frame) {
+                    self.stats.deliveries.add(1);
+                }
+            }
+            ShardMsg::Close { id, code, reason } => self.close_with(id, code, &reason),
+            ShardMsg::Join { id, room } => self.join(id, &room, None),
+            ShardMsg::Leave { id, room } => self.leave(id, &room, None),
+            ShardMsg::Shutdown => self.begin_shutdown(),
+        }
     }
 
     // ----- hooks -----
@@ -1238,68 +1258,74 @@ impl Shard {
         }
         let mut expired = mem::take(&mut self.expired);
         self.wheel.advance(now, &mut expired);
-        let tick = self.cfg().tick;
         for e in expired.drain(..) {
-            let id = SessionId(e.key);
-            let t = self.timeouts;
-            let Some(c) = self.conns.get(id) else {
-                continue;
-            };
-            if c.timer_due != e.due {
-                continue; // superseded by an earlier deadline
-            }
-            // A timer due at tick `due` is on time anywhere within that tick.
-            let lag = tick * now.saturating_sub(e.due) as u32;
-            Histograms::record(&mut self.hist.timer_lag, lag, 1);
-            c.timer_due = u64::MAX;
-            // SSE streams and kept-alive HTTP connections keep their own time (web.rs).
-            if self.web_timer(id) {
-                continue;
-            }
-            let Some(c) = self.conns.get(id) else {
-                continue;
-            };
-            let queued = c.io().is_some_and(|io| !io.outbox.is_empty());
-            let phase = c.phase;
-            match c.live.check(phase, queued, now, &t) {
-                Verdict::Wait(due) => self.arm(id, due),
-                Verdict::Ping(due) => {
-                    if let Wire::Ws(ws) = &mut c.wire {
-                        let _ = ws.write(WsMessage::Ping(Default::default()));
-                    }
-                    self.conns.touch(id);
-                    self.arm(id, due);
-                }
-                Verdict::HandshakeTimeout => {
-                    self.stats.handshake_timeouts.add(1);
-                    self.respond_and_close(id, &Response::new(408, "handshake timeout"));
-                    if let Some(c) = self.conns.get(id) {
-                        c.ended(1006, "handshake timeout");
-                    }
-                }
-                Verdict::IdleTimeout => {
-                    self.stats.heartbeat_timeouts.add(1);
-                    self.report_error(id, &SessionError::HeartbeatTimeout);
-                    // The peer is gone or wedged: send 1001 as a courtesy, then drop at once.
-                    self.close_with(id, 1001, "heartbeat timeout");
-                    if let Some(c) = self.conns.get(id) {
-                        c.disconnect = Some(crate::hooks::Disconnect {
-                            code: 1006,
-                            reason: "heartbeat timeout".into(),
-                        });
-                        if let Some(io) = c.io() {
-                            let _ = io.flush_outbox();
-                        }
-                    }
-                    self.conns.kill(id);
-                }
-                Verdict::WriteStall => {
-                    self.conns.slow.push(id);
-                }
-                Verdict::CloseExpired => self.conns.kill(id),
-            }
+            self.contain(Some(SessionId(e.key)), |s| s.on_timer(e));
         }
         self.expired = expired;
+    }
+
+    /// A connection's timer fired.
+    fn on_timer(&mut self, e: Expired) {
+        let now = self.conns.now;
+        let tick = self.cfg().tick;
+        let id = SessionId(e.key);
+        let t = self.timeouts;
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        if c.timer_due != e.due {
+            return; // superseded by an earlier deadline
+        }
+        // A timer due at tick `due` is on time anywhere within that tick.
+        let lag = tick * now.saturating_sub(e.due) as u32;
+        Histograms::record(&mut self.hist.timer_lag, lag, 1);
+        c.timer_due = u64::MAX;
+        // SSE streams and kept-alive HTTP connections keep their own time (web.rs).
+        if self.web_timer(id) {
+            return;
+        }
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        let queued = c.io().is_some_and(|io| !io.outbox.is_empty());
+        let phase = c.phase;
+        match c.live.check(phase, queued, now, &t) {
+            Verdict::Wait(due) => self.arm(id, due),
+            Verdict::Ping(due) => {
+                if let Wire::Ws(ws) = &mut c.wire {
+                    let _ = ws.write(WsMessage::Ping(Default::default()));
+                }
+                self.conns.touch(id);
+                self.arm(id, due);
+            }
+            Verdict::HandshakeTimeout => {
+                self.stats.handshake_timeouts.add(1);
+                self.respond_and_close(id, &Response::new(408, "handshake timeout"));
+                if let Some(c) = self.conns.get(id) {
+                    c.ended(1006, "handshake timeout");
+                }
+            }
+            Verdict::IdleTimeout => {
+                self.stats.heartbeat_timeouts.add(1);
+                self.report_error(id, &SessionError::HeartbeatTimeout);
+                // The peer is gone or wedged: send 1001 as a courtesy, then drop at once.
+                self.close_with(id, 1001, "heartbeat timeout");
+                if let Some(c) = self.conns.get(id) {
+                    c.disconnect = Some(crate::hooks::Disconnect {
+                        code: 1006,
+                        reason: "heartbeat timeout".into(),
+                    });
+                    if let Some(io) = c.io() {
+                        let _ = io.flush_outbox();
+                    }
+                }
+                self.conns.kill(id);
+            }
+            Verdict::WriteStall => {
+                self.conns.slow.push(id);
+            }
+            Verdict::CloseExpired => self.conns.kill(id),
+        }
     }
 
     /// Closes every connection that fell behind: unsent frames are dropped (a torn frame is
@@ -1386,6 +1412,14 @@ impl Shard {
             self.release_ip(c.session.addr);
             if let Some(io) = c.io() {
                 let _ = self.poll.registry().deregister(&mut io.tcp);
+                if !io.outbox.is_empty() {
+                    // Output the peer never took (a slow consumer past `close_timeout`, a dead
+                    // one past its heartbeat): reset the connection (SO_LINGER 0) instead of
+                    // an orderly FIN that would wait behind bytes nobody reads. The peer sees
+                    // a reset (1006), and the kernel frees the socket's buffers at once rather
+                    // than keeping an orphan for minutes. docs/protocol.md, "Slow consumers".
+                    let _ = socket2::SockRef::from(&io.tcp).set_linger(Some(Duration::ZERO));
+                }
             }
             if matches!(c.wire, Wire::Sse { .. }) {
                 self.sse_gone(id, &mut c);
@@ -1416,7 +1450,8 @@ impl Shard {
                     code: 1006,
                     reason: String::new(),
                 });
-                on_disconnect(&c.session, &d);
+                // The session is gone already: a panic here has nothing left to close.
+                self.contain(None, |_| on_disconnect(&c.session, &d));
             }
         }
     }

@@ -217,6 +217,9 @@ impl Shard {
             return self.open_sse(id, &req);
         }
         let resp = api::handle(&self.hub, route, &mut req, self.draining.is_some());
+        if resp.status == 400 {
+            self.stats.bad_requests.add(1);
+        }
         self.http_respond(id, &resp, keep);
     }
 

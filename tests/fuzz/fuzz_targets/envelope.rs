@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_binary(data, 128);
     let mut bytes = data.to_vec();
     let mut bufs = simd_json::Buffers::default();
-    let Ok(v) = parse_value(&mut bytes, &mut bufs) else {
+    let Ok(v) = parse_value(&mut bytes, &mut bufs, 64) else {
         return;
     };
     let Ok(env) = parse_envelope(&v, 128) else {
