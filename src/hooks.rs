@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use simd_json::BorrowedValue;
 
+use crate::http::upgrade::UpgradeRequest;
 use crate::hub::Hub;
 use crate::protocol::frame::{self, Frame, OpCode};
-use crate::protocol::handshake::UpgradeRequest;
 use crate::session::Session;
 
 /// Why an authenticator or `on_connect` refused a client: sent as an HTTP response before
@@ -52,6 +52,16 @@ pub struct Disconnect {
     pub code: u16,
     /// The close reason, if any.
     pub reason: String,
+}
+
+impl Disconnect {
+    /// A close code and reason.
+    pub fn new(code: u16, reason: &str) -> Self {
+        Self {
+            code,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// A fault on a session, reported to `on_error` before the session is closed.

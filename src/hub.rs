@@ -2,17 +2,19 @@
 //!
 //! A [`Hub`] is cheap to clone and usable from any thread (an HTTP handler, a timer, a message
 //! bus consumer) as well as from hooks on a shard. Sends encode the frame once and hand it to
-//! the shards that need it; they return as soon as it is queued, not when it is written.
+//! the router ([`crate::engine::router`]), exactly as a client's request is; they return as
+//! soon as it is queued, not when it is written, and say so when an overloaded shard did not
+//! take it.
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::engine::directory::{Directory, RoomInfo, SessionInfo};
 use crate::engine::ids::SessionId;
+use crate::engine::router::{self, Bus, Route, Routed, Router};
 use crate::hooks::Hooks;
 use crate::metrics::{Histograms, ShardStats, Stats};
 use crate::protocol::frame::{self, Frame, OpCode};
-use crate::shard::bus::{Mailbox, ShardMsg};
 
 /// A message body for the hub's send functions: text or binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +52,19 @@ impl Payload<'_> {
     }
 }
 
-/// Why a hub operation did nothing.
+/// Why a hub operation did nothing, or not everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubError {
     /// No open session has this id.
     NoSuchSession(SessionId),
     /// No room has this name.
     NoSuchRoom(String),
-    /// A shard's inbox is full (the server is overloaded); nothing was queued there.
-    Busy,
+    /// Some shards' inboxes were full (the server is overloaded): their recipients did not get
+    /// the message; the others did. The bit mask names the shards.
+    Overloaded {
+        /// The shards that missed it, as a bit mask.
+        shards: u64,
+    },
 }
 
 impl std::fmt::Display for HubError {
@@ -66,7 +72,11 @@ impl std::fmt::Display for HubError {
         match self {
             Self::NoSuchSession(id) => write!(f, "no session {id}"),
             Self::NoSuchRoom(r) => write!(f, "no room {r}"),
-            Self::Busy => f.write_str("server busy"),
+            Self::Overloaded { shards } => write!(
+                f,
+                "server overloaded: shard(s) {} did not take the message",
+                router::shard_list(*shards)
+            ),
         }
     }
 }
@@ -80,8 +90,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     /// Admission policy and abuse limits.
     pub(crate) gate: crate::auth::Gate,
-    pub(crate) directory: Directory,
-    pub(crate) mailboxes: Vec<Mailbox>,
+    /// The one routing path, with the directory it reads.
+    pub(crate) router: Router,
     pub(crate) stats: Vec<Arc<ShardStats>>,
     /// TCP connections open on all shards (upgraded or not), for `max_connections`.
     pub(crate) open: std::sync::atomic::AtomicUsize,
@@ -94,6 +104,32 @@ pub(crate) struct Shared {
     pub(crate) heartbeats: Vec<std::sync::atomic::AtomicU64>,
 }
 
+impl Shared {
+    /// The shared state of a server with `config`, `hooks` and shards reached through `bus`.
+    pub(crate) fn new(
+        config: Config,
+        hooks: Hooks,
+        bus: Box<dyn Bus>,
+    ) -> Result<Self, crate::ConfigError> {
+        let n = bus.shards();
+        let directory =
+            Directory::new(config.default_room_capacity, config.room_capacities.clone())
+                .with_sse_history(config.sse_history);
+        let gate = crate::auth::Gate::new(&config, hooks.authenticate.clone())?;
+        Ok(Self {
+            config,
+            gate,
+            hooks,
+            router: Router::new(directory, bus),
+            stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
+            open: Default::default(),
+            histograms: (0..n).map(|_| Default::default()).collect(),
+            started: std::time::Instant::now(),
+            heartbeats: (0..n).map(|_| Default::default()).collect(),
+        })
+    }
+}
+
 /// A cloneable, thread-safe handle to the server. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -101,19 +137,27 @@ pub struct Hub {
 }
 
 impl Hub {
-    fn post(&self, shard: usize, msg: ShardMsg) -> Result<(), HubError> {
-        let mb = self.shared.mailboxes.get(shard).ok_or(HubError::Busy)?;
-        mb.send(msg).map_err(|_| {
-            self.shared.stats[shard].bus_drops.add(1);
-            HubError::Busy
-        })
+    fn directory(&self) -> &Directory {
+        self.shared.router.directory()
     }
 
-    fn shards_in(&self, mask: u64) -> impl Iterator<Item = usize> + '_ {
-        (0..self.shared.mailboxes.len()).filter(move |s| mask & (1 << s) != 0)
+    /// Routes from outside the shards; a shard that missed it is an error.
+    fn route(&self, route: Route<'_>) -> Result<Routed, HubError> {
+        let routed = self.shared.router.route(None, route);
+        match routed.missed {
+            0 => Ok(routed),
+            shards => Err(HubError::Overloaded { shards }),
+        }
     }
 
-    /// Sends to every session. Fails only if a shard is overloaded (others still got it).
+    fn session_exists(&self, id: SessionId) -> Result<(), HubError> {
+        match self.directory().session(id) {
+            Some(_) => Ok(()),
+            None => Err(HubError::NoSuchSession(id)),
+        }
+    }
+
+    /// Sends to every session. Fails only if some shard is overloaded (the others got it).
     pub fn broadcast<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), HubError> {
         self.broadcast_frame(msg.into().frame(), None)
     }
@@ -127,20 +171,12 @@ impl Hub {
         self.broadcast_frame(msg.into().frame(), Some(except))
     }
 
-    fn broadcast_frame(&self, frame: Frame, exclude: Option<SessionId>) -> Result<(), HubError> {
-        let mut res = Ok(());
-        for s in 0..self.shared.mailboxes.len() {
-            if let Err(e) = self.post(
-                s,
-                ShardMsg::All {
-                    frame: frame.clone(),
-                    exclude,
-                },
-            ) {
-                res = Err(e);
-            }
-        }
-        res
+    pub(crate) fn broadcast_frame(
+        &self,
+        frame: Frame,
+        exclude: Option<SessionId>,
+    ) -> Result<(), HubError> {
+        self.route(Route::Broadcast { frame, exclude }).map(drop)
     }
 
     /// Sends to one session.
@@ -149,16 +185,9 @@ impl Hub {
         id: SessionId,
         msg: impl Into<Payload<'a>>,
     ) -> Result<(), HubError> {
-        if self.shared.directory.session(id).is_none() {
-            return Err(HubError::NoSuchSession(id));
-        }
-        self.post(
-            id.shard(),
-            ShardMsg::Session {
-                id,
-                frame: msg.into().frame(),
-            },
-        )
+        self.session_exists(id)?;
+        let frame = msg.into().frame();
+        self.route(Route::Session { id, frame }).map(drop)
     }
 
     /// Sends to every session of a user, on any shard; returns how many sessions it went to
@@ -168,138 +197,121 @@ impl Hub {
         user: &str,
         msg: impl Into<Payload<'a>>,
     ) -> Result<usize, HubError> {
-        let (mask, count) = self.shared.directory.user_shards(user);
-        if count == 0 {
-            return Ok(0);
-        }
-        let frame = msg.into().frame();
-        let user: Arc<str> = Arc::from(user);
-        for s in self.shards_in(mask) {
-            self.post(
-                s,
-                ShardMsg::User {
-                    user: user.clone(),
-                    frame: frame.clone(),
-                },
-            )?;
-        }
-        Ok(count)
+        self.send_frame_to_user(user, msg.into().frame())
     }
 
-    /// Publishes to a room's members (raw payload, not wrapped in the JSON protocol).
-    pub fn publish<'a>(&self, room: &str, msg: impl Into<Payload<'a>>) -> Result<(), HubError> {
+    pub(crate) fn send_frame_to_user(&self, user: &str, frame: Frame) -> Result<usize, HubError> {
+        self.route(Route::User { user, frame }).map(|r| r.sessions)
+    }
+
+    /// Publishes to a room's members (raw payload, not wrapped in the JSON protocol); returns
+    /// the publication's position in the room's log (0 while the room keeps none).
+    pub fn publish<'a>(&self, room: &str, msg: impl Into<Payload<'a>>) -> Result<u64, HubError> {
+        self.publish_frame(room, msg.into().frame())
+    }
+
+    pub(crate) fn publish_frame(&self, room: &str, frame: Frame) -> Result<u64, HubError> {
         let shared = self
-            .shared
-            .directory
+            .directory()
             .room(room)
             .ok_or_else(|| HubError::NoSuchRoom(room.into()))?;
-        let frame = msg.into().frame();
-        for s in self.shards_in(shared.shards()) {
-            self.post(
-                s,
-                ShardMsg::Room {
-                    room: shared.name.clone(),
-                    frame: frame.clone(),
-                    exclude: None,
-                    seq: 0,
-                },
-            )?;
-        }
-        Ok(())
+        let route = Route::Publish {
+            room: &shared,
+            frame,
+            exclude: None,
+        };
+        self.route(route).map(|r| r.seq)
     }
 
     /// Closes a session with a close code and reason.
     pub fn close_session(&self, id: SessionId, code: u16, reason: &str) -> Result<(), HubError> {
-        if self.shared.directory.session(id).is_none() {
-            return Err(HubError::NoSuchSession(id));
-        }
-        self.post(
-            id.shard(),
-            ShardMsg::Close {
-                id,
-                code,
-                reason: reason.into(),
-            },
-        )
+        self.session_exists(id)?;
+        self.route(Route::Close { id, code, reason }).map(drop)
     }
 
     /// Asks a session's shard to join it to a room, exactly as if the client had sent a `join`
     /// request (the client receives the `ack` or `error`, presence is announced).
     pub fn join(&self, id: SessionId, room: &str) -> Result<(), HubError> {
-        if self.shared.directory.session(id).is_none() {
-            return Err(HubError::NoSuchSession(id));
-        }
-        self.post(
-            id.shard(),
-            ShardMsg::Join {
-                id,
-                room: room.into(),
-            },
-        )
+        self.session_exists(id)?;
+        self.route(Route::Join { id, room }).map(drop)
     }
 
     /// Asks a session's shard to remove it from a room, as if the client had sent `leave`.
     pub fn leave(&self, id: SessionId, room: &str) -> Result<(), HubError> {
-        if self.shared.directory.session(id).is_none() {
-            return Err(HubError::NoSuchSession(id));
-        }
-        self.post(
-            id.shard(),
-            ShardMsg::Leave {
-                id,
-                room: room.into(),
-            },
-        )
+        self.session_exists(id)?;
+        self.route(Route::Leave { id, room }).map(drop)
     }
 
     /// Creates a room that stays when empty, with a capacity (0 is unlimited), or changes an
     /// existing room's capacity.
     pub fn create_room(&self, room: &str, capacity: usize) {
-        self.shared.directory.create_room(room, capacity);
+        self.directory().create_room(room, capacity);
     }
 
     /// A room's members: (session, user).
     pub fn room_members(&self, room: &str) -> Option<Vec<(SessionId, Arc<str>)>> {
-        self.shared.directory.members(room)
+        self.directory().members(room)
     }
 
     /// A room's member count and capacity.
     pub fn room(&self, room: &str) -> Option<RoomInfo> {
-        self.shared.directory.room_info(room)
+        self.directory().room_info(room)
     }
 
     /// Every room.
     pub fn rooms(&self) -> Vec<RoomInfo> {
-        self.shared.directory.rooms()
+        self.directory().rooms()
     }
 
     /// Open sessions.
     pub fn session_count(&self) -> usize {
-        self.shared.directory.session_count()
+        self.directory().session_count()
     }
 
     /// Every open session (a snapshot).
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.shared.directory.sessions()
+        self.directory().sessions()
     }
 
     /// One session, if open.
     pub fn session(&self, id: SessionId) -> Option<SessionInfo> {
-        self.shared.directory.session(id)
+        self.directory().session(id)
     }
 
     /// Whether a user has at least one session.
     pub fn is_online(&self, user: &str) -> bool {
-        self.shared.directory.user_shards(user).1 > 0
+        self.directory().user_shards(user).1 > 0
     }
 
-    /// Counters summed over shards.
+    /// Distinct users online, with their session counts, sorted by user id.
+    pub fn users(&self) -> Vec<(Arc<str>, usize)> {
+        self.directory().users()
+    }
+
+    /// Counters summed over shards (cross-shard drops included).
     pub fn stats(&self) -> Stats {
         let mut s = Stats::default();
         for shard in &self.shared.stats {
             s.add(shard);
         }
+        s.add_drops(self.shared.router.drops());
         s
+    }
+
+    /// Each shard's counters, with the messages its inbox refused.
+    pub fn shard_stats(&self) -> Vec<Stats> {
+        let drops = self.shared.router.drops();
+        self.shared
+            .stats
+            .iter()
+            .zip(drops)
+            .map(|(shard, d)| {
+                let mut s = Stats::default();
+                s.add(shard);
+                s.add_drops(std::slice::from_ref(d));
+                s
+            })
+            .collect()
     }
 
     /// Latency histograms (fan-out time, reactor iteration time) merged over shards, as of the

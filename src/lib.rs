@@ -53,16 +53,15 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 mod shard;
-pub mod sse;
 
 pub use auth::{Identity, Permissions};
 pub use config::{Config, ConfigError};
 pub use engine::directory::{RoomInfo, SessionInfo};
 pub use engine::ids::SessionId;
 pub use hooks::{Context, Disconnect, Flow, Hooks, Message, Reject, Request, SessionError};
+pub use http::upgrade::UpgradeRequest;
 pub use hub::{Hub, HubError, Payload};
 pub use metrics::Stats;
-pub use protocol::handshake::UpgradeRequest;
 pub use server::{RunningServer, Server, ServerBuilder, StartError};
 pub use session::Session;
 /// The JSON parser of request DOMs ([`Request::value`]), re-exported for its value traits.

@@ -1,7 +1,9 @@
 //! Per-shard counters, written by their shard alone and summed on demand.
 //!
-//! Each counter has a single writer, so an increment is a relaxed load and store (a plain add
-//! on x86), not a locked read-modify-write; readers on other threads see a recent value.
+//! Each counter has a single writer, the shard's engine, so an increment is a relaxed load and
+//! store (a plain add on x86), not a locked read-modify-write; readers on other threads see a
+//! recent value. What other threads count (messages a shard's inbox refused) is counted with
+//! atomic increments where it happens, in the router, and joins these in [`Stats`].
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -17,11 +19,25 @@ macro_rules! counters {
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
         pub struct Stats {
             $($(#[doc = $doc])+ pub $name: u64,)*
+            /// Routed messages a shard's inbox refused because it was full: the recipients on
+            /// that shard did not get them, and the sender was told (`overloaded`).
+            pub inbox_full_drops: u64,
+            /// Routed messages refused because the shard had stopped.
+            pub shard_gone_drops: u64,
         }
 
         impl Stats {
             pub(crate) fn add(&mut self, s: &ShardStats) {
                 $(self.$name += s.$name.get();)*
+            }
+
+            /// Adds the router's counts of refused messages (see the module docs).
+            pub(crate) fn add_drops(&mut self, drops: &[crate::engine::router::Drops]) {
+                use std::sync::atomic::Ordering::Relaxed;
+                for d in drops {
+                    self.inbox_full_drops += d.full.load(Relaxed);
+                    self.shard_gone_drops += d.gone.load(Relaxed);
+                }
             }
 
             /// Each counter's name and description (the `HELP` of its Prometheus metric).
@@ -62,8 +78,6 @@ counters! {
     /// Sessions closed with 1011 because handling one of their messages or events panicked
     /// (an application hook, or a server bug); the shard went on.
     panics,
-    /// Cross-shard messages dropped because a shard's inbox was full.
-    bus_drops,
     /// HTTP requests answered (not counting WebSocket upgrades).
     http_requests,
     /// Open Server-Sent Events streams (a gauge).
@@ -86,7 +100,8 @@ counters! {
     rate_limit_closes,
 }
 
-/// A single-writer counter.
+/// A single-writer counter: only the owning shard's engine may change it (see the module
+/// docs; anything counted from other threads uses `fetch_add` instead).
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 

@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use mio::{Poll, Token, Waker};
+use mio::{Poll, Waker};
 
 use crate::config::{Config, ConfigError};
-use crate::engine::directory::Directory;
+use crate::engine::router::ShardMsg;
 use crate::hooks::Hooks;
 use crate::hub::{Hub, Shared};
-use crate::metrics::ShardStats;
-use crate::shard::bus::{self, Inbox, ShardMsg};
-use crate::shard::{listener, Shard};
+use crate::shard::bus::{self, Inbox, Mailbox, Mailboxes};
+use crate::shard::{listener, Shard, WAKER};
 
 /// Why a server could not start.
 #[derive(Debug)]
@@ -94,35 +93,19 @@ impl ServerBuilder {
         let mut parts = Vec::with_capacity(n);
         for l in listeners {
             let poll = Poll::new()?;
-            let waker = Waker::new(poll.registry(), Token(usize::MAX - 1))?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
             let (mb, inbox) = bus::inbox(waker);
             mailboxes.push(mb);
             parts.push((poll, l, admin.take(), inbox));
         }
-        let directory =
-            Directory::new(config.default_room_capacity, config.room_capacities.clone())
-                .with_sse_history(config.sse_history);
-        let stats = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
-        let histograms = (0..n).map(|_| Default::default()).collect();
-        let gate = crate::auth::Gate::new(&config, self.hooks.authenticate.clone())
-            .map_err(StartError::Config)?;
-        let shared = Shared {
-            config,
-            gate,
-            hooks: self.hooks,
-            directory,
-            mailboxes,
-            stats,
-            open: Default::default(),
-            histograms,
-            started: std::time::Instant::now(),
-            heartbeats: (0..n).map(|_| Default::default()).collect(),
-        };
+        let bus = Box::new(Mailboxes(mailboxes.clone()));
+        let shared = Shared::new(config, self.hooks, bus).map_err(StartError::Config)?;
         Ok(Server {
             hub: Hub {
                 shared: Arc::new(shared),
             },
             parts,
+            mailboxes,
             local_addr,
             admin_addr,
         })
@@ -133,6 +116,9 @@ impl ServerBuilder {
 pub struct Server {
     hub: Hub,
     parts: Vec<ShardParts>,
+    /// Each shard's mailbox, for the shutdown message (everything else goes through the
+    /// router).
+    mailboxes: Vec<Mailbox>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
 }
@@ -218,6 +204,7 @@ impl Server {
         Ok(RunningServer {
             hub: self.hub,
             threads,
+            mailboxes: self.mailboxes,
             local_addr: self.local_addr,
             ended,
         })
@@ -286,7 +273,7 @@ fn report_end(
         Ok(Err(e)) => Err(format!("its reactor failed: {e}")),
         Err(p) => Err(format!(
             "it panicked: {}",
-            crate::shard::panic_message(&**p)
+            crate::engine::panic_message(&**p)
         )),
     };
     let _ = ended.send((shard, outcome));
@@ -298,6 +285,7 @@ fn report_end(
 pub struct RunningServer {
     hub: Hub,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    mailboxes: Vec<Mailbox>,
     local_addr: SocketAddr,
     /// How each shard thread ended (`report_end`).
     ended: Receiver<ShardEnd>,
@@ -317,7 +305,7 @@ impl RunningServer {
     /// Stops accepting, sends close 1001 to every client, waits up to `drain_timeout` for the
     /// close frames to go out, and joins the shard threads.
     pub fn shutdown(self) -> io::Result<()> {
-        for mb in &self.hub.shared.mailboxes {
+        for mb in &self.mailboxes {
             // A full inbox: keep trying, the shard is draining it. A shard that is gone has
             // nothing to drain.
             while let Err(TrySendError::Full(_)) = mb.send(ShardMsg::Shutdown) {

@@ -26,8 +26,9 @@ use crate::config::{Config, ConfigError};
 use crate::engine::iplimit::IpLimits;
 use crate::engine::ratelimit::{self, Bucket, Limits};
 use crate::hooks::{AuthenticateFn, Reject};
+use crate::http::response::Response;
+use crate::http::upgrade::UpgradeRequest;
 use crate::protocol::envelope;
-use crate::protocol::handshake::{Response, UpgradeRequest};
 pub use jwt::JwtVerifier;
 pub use permissions::{PermissionSpec, Permissions, RoomRules};
 
@@ -155,20 +156,15 @@ impl Refusal {
     /// The HTTP response that says so.
     pub fn response(&self) -> Response {
         match self {
-            Self::Origin(o) => Response::new(403, format!("origin {o} is not allowed")),
+            Self::Origin(o) => Response::refusal(403, &format!("origin {o} is not allowed")),
             Self::Unauthenticated(r) => {
-                let mut resp = Response::new(401, r.clone());
-                resp.extra.push("WWW-Authenticate: Bearer".into());
-                resp
+                Response::refusal(401, r).with_header("WWW-Authenticate", "Bearer")
             }
-            Self::Rejected(r) => {
-                let mut resp = Response::new(r.status, r.reason.clone());
-                if r.status == 401 {
-                    resp.extra.push("WWW-Authenticate: Bearer".into());
-                }
-                resp
+            Self::Rejected(r) if r.status == 401 => {
+                Response::refusal(401, &r.reason).with_header("WWW-Authenticate", "Bearer")
             }
-            Self::BadRequest(r) => Response::new(400, r.clone()),
+            Self::Rejected(r) => Response::refusal(r.status, &r.reason),
+            Self::BadRequest(r) => Response::refusal(400, r),
         }
     }
 }
@@ -373,14 +369,19 @@ pub(crate) fn validate_config(cfg: &Config) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::handshake::{parse, Parsed};
+    use crate::http::request::{parse, Limits, Parsed};
+    use crate::http::upgrade::validate;
 
     fn req(target: &str, headers: &str) -> UpgradeRequest {
         let text = format!(
             "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{headers}\r\n"
         );
-        match parse(text.as_bytes(), 8192, &["/ws"]) {
-            Parsed::Upgrade(u) => u,
+        let limits = Limits {
+            max_header_bytes: 8192,
+            max_body_bytes: 0,
+        };
+        match parse(text.as_bytes(), limits) {
+            Parsed::Complete(r, _) => validate(r, &["/ws"]).expect("a valid upgrade"),
             other => panic!("{other:?}"),
         }
     }

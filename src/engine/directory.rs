@@ -35,8 +35,8 @@ pub struct RoomShared {
     pub name: Arc<str>,
     /// Bit `i` is set while shard `i` has at least one member.
     shards: AtomicU64,
-    /// Event ids and recent events for SSE subscribers (dormant until the first one).
-    pub events: crate::sse::EventLog,
+    /// Positions and recent publications (dormant until a reader of positions subscribes).
+    pub log: super::history::RoomLog,
 }
 
 impl RoomShared {
@@ -44,7 +44,7 @@ impl RoomShared {
         Self {
             name,
             shards: AtomicU64::new(0),
-            events: crate::sse::EventLog::new(history),
+            log: super::history::RoomLog::new(history),
         }
     }
 

@@ -1,13 +1,14 @@
 //! When a connection is due a ping, and when it has been silent, stuck or slow for too long.
 //!
-//! Pure decisions over tick counts: the shard keeps a [`Liveness`] per connection, updates it as
-//! bytes move, and asks [`Liveness::check`] whenever the connection's timer fires. The answer
-//! says what to do now and when to look again.
+//! Pure decisions over tick counts: the engine keeps a [`Liveness`] per connection, updates it
+//! as bytes move, and asks it (or [`deadline`]) whenever the connection's timer fires. The
+//! answer says what to do now and when to look again.
 
-/// Timeouts in ticks (the shard's timer resolution), derived from the configuration.
+/// Timeouts in ticks (the engine's timer resolution), derived from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// A complete upgrade request must arrive within this.
+    /// A complete HTTP request (the upgrade, or the next one on a kept-alive connection) must
+    /// arrive within this.
     pub handshake: u64,
     /// Quiet time before the server pings.
     pub ping_interval: u64,
@@ -17,43 +18,37 @@ pub struct Timeouts {
     pub write_stall: u64,
     /// Time a closing connection gets to flush its close frame and hear the peer's close.
     pub close_grace: u64,
+    /// Interval of the heartbeat comments on an idle SSE stream.
+    pub stream_beat: u64,
 }
 
-/// Where a connection is in its life, as far as timing goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Waiting for the HTTP upgrade request since the given tick.
-    Handshake {
-        /// Tick of the accept.
-        since: u64,
-    },
-    /// An open WebSocket.
-    Open,
-    /// A close was sent (or an error response) at the given tick.
-    Closing {
-        /// Tick the close began.
-        since: u64,
-    },
-}
-
-/// What the timer callback should do.
+/// What a connection's timer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Nothing yet; look again at this tick.
     Wait(u64),
     /// Send a WebSocket ping, then look again at this tick.
     Ping(u64),
-    /// The upgrade request did not arrive in time.
-    HandshakeTimeout,
+    /// Send an SSE heartbeat comment, then look again at this tick.
+    Beat(u64),
+    /// The deadline passed (a request that did not arrive, a close that did not complete).
+    Expired,
     /// Nothing received for `ping_interval + pong_timeout`.
     IdleTimeout,
     /// Bytes have been queued with no write progress for `write_stall`.
     WriteStall,
-    /// The close did not complete within `close_grace`: drop the socket.
-    CloseExpired,
 }
 
-/// Per-connection timestamps (ticks), updated by the IO layer.
+/// A plain deadline: `span` ticks after `since`.
+pub fn deadline(since: u64, span: u64, now: u64) -> Verdict {
+    if now >= since + span {
+        Verdict::Expired
+    } else {
+        Verdict::Wait(since + span)
+    }
+}
+
+/// Per-connection timestamps (ticks), updated as bytes move.
 #[derive(Debug, Clone, Copy)]
 pub struct Liveness {
     /// Last tick anything arrived from the peer.
@@ -80,47 +75,46 @@ impl Liveness {
         self.ping_sent = false;
     }
 
-    /// Decides what the connection's timer means at `now`. `queued` is whether the outbox holds
-    /// unwritten bytes.
-    pub fn check(&mut self, phase: Phase, queued: bool, now: u64, t: &Timeouts) -> Verdict {
-        match phase {
-            Phase::Handshake { since } => {
-                let due = since + t.handshake;
-                if now >= due {
-                    Verdict::HandshakeTimeout
-                } else {
-                    Verdict::Wait(due)
-                }
-            }
-            Phase::Closing { since } => {
-                let due = since + t.close_grace;
-                if now >= due {
-                    Verdict::CloseExpired
-                } else {
-                    Verdict::Wait(due)
-                }
-            }
-            Phase::Open => {
-                if queued && now >= self.last_tx + t.write_stall {
-                    return Verdict::WriteStall;
-                }
-                let dead_at = self.last_rx + t.ping_interval + t.pong_timeout;
-                if now >= dead_at {
-                    return Verdict::IdleTimeout;
-                }
-                let stall_at = if queued {
-                    self.last_tx + t.write_stall
-                } else {
-                    u64::MAX
-                };
-                let ping_at = self.last_rx + t.ping_interval;
-                if !self.ping_sent && now >= ping_at {
-                    self.ping_sent = true;
-                    return Verdict::Ping(dead_at.min(stall_at));
-                }
-                let next = if self.ping_sent { dead_at } else { ping_at };
-                Verdict::Wait(next.min(stall_at))
-            }
+    fn stall_at(&self, queued: bool, t: &Timeouts) -> u64 {
+        if queued {
+            self.last_tx + t.write_stall
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// An open WebSocket's timer at `now`. `queued` is whether the outbox holds unwritten
+    /// bytes.
+    pub fn open(&mut self, queued: bool, now: u64, t: &Timeouts) -> Verdict {
+        let stall_at = self.stall_at(queued, t);
+        if now >= stall_at {
+            return Verdict::WriteStall;
+        }
+        let dead_at = self.last_rx + t.ping_interval + t.pong_timeout;
+        if now >= dead_at {
+            return Verdict::IdleTimeout;
+        }
+        let ping_at = self.last_rx + t.ping_interval;
+        if !self.ping_sent && now >= ping_at {
+            self.ping_sent = true;
+            return Verdict::Ping(dead_at.min(stall_at));
+        }
+        let next = if self.ping_sent { dead_at } else { ping_at };
+        Verdict::Wait(next.min(stall_at))
+    }
+
+    /// An SSE stream's timer at `now`: a heartbeat every `stream_beat` after `last_beat`, and
+    /// the same write-stall rule as WebSockets.
+    pub fn stream(&self, last_beat: u64, queued: bool, now: u64, t: &Timeouts) -> Verdict {
+        let stall_at = self.stall_at(queued, t);
+        if now >= stall_at {
+            return Verdict::WriteStall;
+        }
+        let beat_at = last_beat + t.stream_beat;
+        if now >= beat_at {
+            Verdict::Beat((now + t.stream_beat).min(stall_at))
+        } else {
+            Verdict::Wait(beat_at.min(stall_at))
         }
     }
 }
@@ -135,54 +129,50 @@ mod tests {
         pong_timeout: 20,
         write_stall: 15,
         close_grace: 3,
+        stream_beat: 10,
     };
 
     #[test]
     fn a_silent_client_is_pinged_then_timed_out() {
         let mut l = Liveness::new(0);
-        assert_eq!(l.check(Phase::Open, false, 1, &T), Verdict::Wait(25));
-        assert_eq!(l.check(Phase::Open, false, 25, &T), Verdict::Ping(45));
-        assert_eq!(l.check(Phase::Open, false, 30, &T), Verdict::Wait(45));
-        assert_eq!(l.check(Phase::Open, false, 45, &T), Verdict::IdleTimeout);
+        assert_eq!(l.open(false, 1, &T), Verdict::Wait(25));
+        assert_eq!(l.open(false, 25, &T), Verdict::Ping(45));
+        assert_eq!(l.open(false, 30, &T), Verdict::Wait(45));
+        assert_eq!(l.open(false, 45, &T), Verdict::IdleTimeout);
     }
 
     #[test]
     fn a_pong_resets_the_clock() {
         let mut l = Liveness::new(0);
-        assert_eq!(l.check(Phase::Open, false, 25, &T), Verdict::Ping(45));
+        assert_eq!(l.open(false, 25, &T), Verdict::Ping(45));
         l.received(30);
-        assert_eq!(l.check(Phase::Open, false, 45, &T), Verdict::Wait(55));
-        assert_eq!(l.check(Phase::Open, false, 55, &T), Verdict::Ping(75));
+        assert_eq!(l.open(false, 45, &T), Verdict::Wait(55));
+        assert_eq!(l.open(false, 55, &T), Verdict::Ping(75));
     }
 
     #[test]
     fn a_stuck_reader_is_caught_before_the_heartbeat() {
         let mut l = Liveness::new(0);
         l.last_tx = 5;
-        assert_eq!(l.check(Phase::Open, true, 6, &T), Verdict::Wait(20));
-        assert_eq!(l.check(Phase::Open, true, 20, &T), Verdict::WriteStall);
+        assert_eq!(l.open(true, 6, &T), Verdict::Wait(20));
+        assert_eq!(l.open(true, 20, &T), Verdict::WriteStall);
         // Queue drained: no stall however old last_tx is.
-        assert_eq!(l.check(Phase::Open, false, 20, &T), Verdict::Wait(25));
+        assert_eq!(l.open(false, 20, &T), Verdict::Wait(25));
     }
 
     #[test]
-    fn handshakes_and_closes_have_their_own_deadlines() {
+    fn requests_and_closes_have_plain_deadlines() {
+        assert_eq!(deadline(2, 10, 5), Verdict::Wait(12));
+        assert_eq!(deadline(2, 10, 12), Verdict::Expired);
+    }
+
+    #[test]
+    fn streams_beat_and_stall() {
         let mut l = Liveness::new(0);
-        assert_eq!(
-            l.check(Phase::Handshake { since: 2 }, false, 5, &T),
-            Verdict::Wait(12)
-        );
-        assert_eq!(
-            l.check(Phase::Handshake { since: 2 }, false, 12, &T),
-            Verdict::HandshakeTimeout
-        );
-        assert_eq!(
-            l.check(Phase::Closing { since: 7 }, true, 8, &T),
-            Verdict::Wait(10)
-        );
-        assert_eq!(
-            l.check(Phase::Closing { since: 7 }, true, 10, &T),
-            Verdict::CloseExpired
-        );
+        assert_eq!(l.stream(0, false, 3, &T), Verdict::Wait(10));
+        assert_eq!(l.stream(0, false, 10, &T), Verdict::Beat(20));
+        l.last_tx = 8;
+        assert_eq!(l.stream(10, true, 12, &T), Verdict::Wait(20));
+        assert_eq!(l.stream(10, true, 23, &T), Verdict::WriteStall);
     }
 }

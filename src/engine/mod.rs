@@ -1,14 +1,461 @@
-//! The sans-IO core: state and decisions that need no socket, thread or clock.
+//! The sans-IO core: one [`Engine`] per shard decides everything about its connections, with
+//! no socket, thread or clock of its own.
 //!
-//! Everything here is driven by the shard (see `crate::shard`) and tested on its own:
-//! identifiers, the server-wide directory, a shard's room table, the outbound queue, the timer
-//! wheel, the liveness policy and the rate limits.
+//! The engine owns each connection's protocol state (the HTTP request being read, tungstenite's
+//! framing, the session, its rooms, rate limits and timers) and its outbound queue. The IO
+//! driver (`crate::shard`) owns the sockets' readiness and the system calls: it hands the
+//! engine what happened and writes what the engine queued. Time is an argument: `now` is
+//! nanoseconds since the server's epoch ([`crate::auth::Gate`]), read once per reactor turn by
+//! the driver and advanced at will by the simulation tests.
+//!
+//! # Inputs (`handle_*`)
+//! * [`handle_accept`](Engine::handle_accept): a new connection (its socket, address, listener).
+//! * [`handle_input`](Engine::handle_input): bytes read from a connection, its end, or an error.
+//! * [`handle_inbox`](Engine::handle_inbox): a message routed to this shard ([`router`]).
+//! * [`handle_timeout`](Engine::handle_timeout): time passed; due timers fire.
+//! * [`handle_writable`](Engine::handle_writable): a socket can take bytes again.
+//!
+//! # Outputs
+//! * [`flush`](Engine::flush): the driver writes each connection with queued output through
+//!   the given function (one `writev` per connection per turn), then the engine settles what
+//!   the writes mean (drained, stalled, failed) and removes the connections that ended.
+//! * [`poll_effect`](Engine::poll_effect): what the driver must do to sockets (drop one,
+//!   resetting it or not; stop accepting).
+//! * [`next_tick`](Engine::next_tick): when to call `handle_timeout` next.
+//!
+//! Order within one turn: inputs in any order, then `handle_timeout`, then `flush`, then drain
+//! `poll_effect`. Messages to other shards leave during the inputs, through the router.
+//!
+//! # Layout
+//! [`conn`]: a connection's lifecycle. `input`: HTTP requests, upgrades, WebSocket frames.
+//! `requests`: the hub protocol's requests. `deliver`: routed messages to local members.
+//! `lifecycle`: closing, ending sessions, timers, flushing, removal, shutdown. `hooks`: the
+//! application's callbacks and the containment of their panics. The rest are the pieces these
+//! use: the [`directory`], a shard's [`rooms`], the [`router`], the room [`history`], the
+//! [`outbox`], the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
 
+pub(crate) mod conn;
+mod deliver;
 pub mod directory;
+pub mod history;
+mod hooks;
 pub mod ids;
+mod input;
 pub mod iplimit;
+mod lifecycle;
 pub mod liveness;
 pub mod outbox;
 pub mod ratelimit;
+mod requests;
 pub mod rooms;
+pub mod router;
 pub mod timer;
+
+#[cfg(test)]
+mod sim;
+
+pub(crate) use hooks::panic_message;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use slab::Slab;
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::http::Listener;
+use crate::hub::Hub;
+use crate::metrics::{Histograms, ShardStats};
+use crate::protocol::frame::{Frame, FrameBuf};
+use conn::{Conn, HttpConn, Stage};
+use ids::SessionId;
+use liveness::{Liveness, Timeouts};
+use outbox::{Flushed, Outbox};
+use router::ShardMsg;
+use timer::{Expired, TimerWheel};
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum Effect<S> {
+    /// The connection is gone: deregister and drop its socket. `reset`: with output the peer
+    /// never took, so close with a reset (`SO_LINGER` 0) rather than an orderly shutdown.
+    Closed {
+        /// The socket.
+        socket: S,
+        /// Whether to reset.
+        reset: bool,
+    },
+    /// Shutdown began: stop accepting.
+    StopAccepting,
+}
+
+/// What the driver read from a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Bytes, in order.
+    Bytes(&'a [u8]),
+    /// The peer ended its side of the stream.
+    Eof,
+    /// The socket failed.
+    Error(io::ErrorKind),
+}
+
+/// One shard's engine. See the module docs; `S` is the driver's socket type.
+pub struct Engine<S> {
+    pub(crate) shard: usize,
+    pub(crate) hub: Hub,
+    /// This shard's copy of the application's hooks: cloning an `Rc` to call one while the
+    /// engine is borrowed costs a plain increment.
+    pub(crate) hooks: Rc<crate::hooks::Hooks>,
+    pub(crate) stats: Arc<ShardStats>,
+    pub(crate) conns: Slab<Conn<S>>,
+    /// The per-shard part of session ids, so a reused slab slot gets a new id.
+    seq: u64,
+    pub(crate) rooms: rooms::LocalRooms,
+    /// This shard's sessions per user, for direct messages.
+    pub(crate) users: HashMap<Arc<str>, Vec<SessionId>>,
+    pub(crate) wheel: TimerWheel,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) ws_config: WebSocketConfig,
+    pub(crate) ws_paths: &'static [&'static str],
+    tick_ns: u64,
+    /// The current tick and nanoseconds, from the last input.
+    pub(crate) now: u64,
+    pub(crate) now_ns: u64,
+    /// Connections with output queued since the last flush.
+    pub(crate) dirty: Vec<SessionId>,
+    dirty_spare: Vec<SessionId>,
+    /// Sessions whose outbox went over `max_queue_bytes`: closed before the next flush.
+    pub(crate) slow: Vec<SessionId>,
+    /// Connections to remove at the end of the turn.
+    pub(crate) reap: Vec<SessionId>,
+    pub(crate) effects: VecDeque<Effect<S>>,
+    expired: Vec<Expired>,
+    /// Scratch of the request parser and the frame builder, kept for their capacity.
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) json: simd_json::Buffers,
+    pub(crate) fb: FrameBuf,
+    pub(crate) actions: Vec<crate::hooks::Action>,
+    /// Set once shutdown began: the tick by which every connection must be gone.
+    pub(crate) draining: Option<u64>,
+    /// Publishes and broadcasts delivered since the driver last asked (fan-out histogram).
+    pub(crate) fanouts: u64,
+    /// Timer lateness since the driver last merged it.
+    pub(crate) hist: Histograms,
+    /// When a contained panic was last logged (ns), and the panics since (`hooks.rs`).
+    pub(crate) last_panic_log: Option<u64>,
+    pub(crate) panics_unlogged: u64,
+}
+
+impl<S> Engine<S> {
+    /// The engine of shard `shard` of the server behind `hub`, at time `now`.
+    pub fn new(shard: usize, hub: Hub, now: u64) -> Self {
+        let cfg = hub.config().clone();
+        let tick_ns = cfg.tick.as_nanos().max(1) as u64;
+        let ticks = |d: std::time::Duration| (d.as_nanos() as u64 / tick_ns).max(1);
+        let timeouts = Timeouts {
+            handshake: ticks(cfg.handshake_timeout),
+            ping_interval: ticks(cfg.ping_interval),
+            pong_timeout: ticks(cfg.pong_timeout),
+            write_stall: ticks(cfg.write_stall_timeout),
+            close_grace: ticks(cfg.close_timeout),
+            stream_beat: ticks(cfg.sse_heartbeat),
+        };
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(cfg.read_buffer_bytes)
+            .write_buffer_size(0)
+            .max_message_size(Some(cfg.max_message_bytes))
+            .max_frame_size(Some(cfg.max_message_bytes));
+        // Reserving the slab up front costs address space, not memory (untouched pages are not
+        // resident), and spares a reallocation-and-copy of every connection as the shard fills.
+        let conns = Slab::with_capacity(cfg.max_connections_per_shard.min(1 << 17));
+        let tick = now / tick_ns;
+        Self {
+            shard,
+            hooks: Rc::new(hub.shared.hooks.clone()),
+            stats: hub.shared.stats[shard].clone(),
+            conns,
+            seq: 0,
+            rooms: rooms::LocalRooms::new(shard),
+            users: HashMap::new(),
+            // 1024 slots of 100 ms: one rotation covers the 45 s default heartbeat deadline.
+            wheel: TimerWheel::new(1024, tick),
+            timeouts,
+            ws_config,
+            ws_paths: if cfg.echo { &["/ws", "/"] } else { &["/ws"] },
+            tick_ns,
+            now: tick,
+            now_ns: now,
+            dirty: Vec::new(),
+            dirty_spare: Vec::new(),
+            slow: Vec::new(),
+            reap: Vec::new(),
+            effects: VecDeque::new(),
+            expired: Vec::new(),
+            scratch: Vec::new(),
+            json: simd_json::Buffers::default(),
+            fb: FrameBuf::default(),
+            actions: Vec::new(),
+            draining: None,
+            fanouts: 0,
+            hist: Histograms::default(),
+            last_panic_log: None,
+            panics_unlogged: 0,
+            hub,
+        }
+    }
+
+    pub(crate) fn cfg(&self) -> &crate::config::Config {
+        &self.hub.shared.config
+    }
+
+    fn set_now(&mut self, now: u64) {
+        self.now_ns = self.now_ns.max(now);
+        self.now = self.now_ns / self.tick_ns;
+    }
+
+    /// An open connection by id (a stale id, of a connection gone or dying, finds nothing).
+    pub(crate) fn conn(&mut self, id: SessionId) -> Option<&mut Conn<S>> {
+        live(&mut self.conns, id)
+    }
+
+    // ----- inputs -----
+
+    /// A new connection. Refused ones (over a connection limit, or over their address's
+    /// limits) come back with the response to write before dropping them.
+    pub fn handle_accept(
+        &mut self,
+        socket: S,
+        addr: SocketAddr,
+        listener: Listener,
+        now: u64,
+    ) -> Result<SessionId, (S, Vec<u8>)> {
+        self.set_now(now);
+        if let Err(resp) = self.admit_connection(addr) {
+            self.stats.handshake_failures.add(1);
+            return Err((socket, resp.to_bytes(false)));
+        }
+        let entry = self.conns.vacant_entry();
+        self.seq += 1;
+        let id = SessionId::new(self.seq, self.shard, entry.key());
+        let due = self
+            .wheel
+            .schedule(id.0, self.now + self.timeouts.handshake);
+        entry.insert(Conn {
+            socket,
+            id,
+            addr,
+            stage: Stage::Http(HttpConn {
+                buf: Vec::new(),
+                requests: 0,
+                since: self.now,
+                listener,
+            }),
+            outbox: Outbox::default(),
+            live: Liveness::new(self.now),
+            timer_due: due,
+            dirty: false,
+            dead: false,
+        });
+        self.stats.accepted.add(1);
+        Ok(id)
+    }
+
+    /// The socket of a connection, for the driver's reads (`None` once it is gone or dying).
+    pub fn socket_mut(&mut self, id: SessionId) -> Option<&mut S> {
+        self.conn(id).map(|c| &mut c.socket)
+    }
+
+    /// What the driver read from connection `id`. A panic while handling it closes that
+    /// connection alone (1011), see `hooks.rs`.
+    pub fn handle_input(&mut self, id: SessionId, input: Input<'_>, now: u64) {
+        self.set_now(now);
+        self.contain(Some(id), |e| e.input(id, input));
+    }
+
+    /// A message routed to this shard.
+    pub fn handle_inbox(&mut self, msg: ShardMsg, now: u64) {
+        self.set_now(now);
+        let about = msg.session();
+        self.contain(about, |e| e.apply(msg));
+    }
+
+    /// Time passed: fires every timer due by `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.set_now(now);
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.advance(self.now, &mut expired);
+        for e in expired.drain(..) {
+            self.contain(Some(SessionId(e.key)), |eng| eng.on_timer(e));
+        }
+        self.expired = expired;
+    }
+
+    /// The socket of `id` can take bytes again: flush it this turn.
+    pub fn handle_writable(&mut self, id: SessionId) {
+        self.mark_dirty(id);
+    }
+
+    /// Starts a graceful shutdown at `now`: every session is closed with 1001 and the
+    /// connections have `drain` to go.
+    pub fn begin_shutdown(&mut self, now: u64, drain: std::time::Duration) {
+        self.set_now(now);
+        self.shutdown(drain.as_nanos() as u64 / self.tick_ns);
+    }
+
+    // ----- outputs -----
+
+    /// Writes every connection with queued output through `write` (which writes an outbox to
+    /// a socket without blocking), closes slow consumers first, then removes the connections
+    /// that ended.
+    pub fn flush(&mut self, mut write: impl FnMut(&mut S, &mut Outbox) -> io::Result<Flushed>) {
+        self.close_slow();
+        let mut dirty = std::mem::replace(&mut self.dirty, std::mem::take(&mut self.dirty_spare));
+        for &id in &dirty {
+            let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
+                continue;
+            };
+            c.dirty = false;
+            if c.dead {
+                continue;
+            }
+            let result = write(&mut c.socket, &mut c.outbox);
+            self.flushed(id, result);
+        }
+        // Output queued meanwhile went to the live list; this one is kept for its capacity.
+        dirty.clear();
+        self.dirty_spare = dirty;
+        self.remove_dead();
+    }
+
+    /// The next thing the driver must do to a socket.
+    pub fn poll_effect(&mut self) -> Option<Effect<S>> {
+        self.effects.pop_front()
+    }
+
+    /// When the next tick begins, in nanoseconds since the epoch: the latest time to call
+    /// `handle_timeout` again.
+    pub fn next_tick(&self) -> u64 {
+        (self.wheel.now() + 1) * self.tick_ns
+    }
+
+    /// Whether a shutdown has run its course: no connection is left, or the drain time is up.
+    pub fn is_drained(&self) -> bool {
+        self.draining
+            .is_some_and(|deadline| self.conns.is_empty() || self.now >= deadline)
+    }
+
+    /// Publishes and broadcasts delivered since the last call (for the fan-out histogram).
+    pub fn take_fanouts(&mut self) -> u64 {
+        std::mem::take(&mut self.fanouts)
+    }
+
+    /// The engine's own histograms (timer lateness) since the driver last merged them.
+    pub fn histograms_mut(&mut self) -> &mut Histograms {
+        &mut self.hist
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> &crate::metrics::ShardStats {
+        &self.stats
+    }
+
+    /// Connections held, in any stage.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether no connection is held.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    // ----- the outbox, for every part of the engine -----
+
+    /// Queues bytes on any connection that is not dying (responses, control frames).
+    pub(crate) fn queue(&mut self, id: SessionId, bytes: Frame) {
+        let now = self.now;
+        let Some(c) = self
+            .conns
+            .get_mut(id.key())
+            .filter(|c| c.id == id && !c.dead)
+        else {
+            return;
+        };
+        if c.outbox.is_empty() {
+            c.live.last_tx = now;
+        }
+        c.outbox.push(bytes);
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Queues a hub frame to an open WebSocket session; returns whether it was queued. The one
+    /// place deliveries join an outbox: a queue past `max_queue_bytes` marks a slow consumer.
+    pub(crate) fn push(&mut self, id: SessionId, frame: Frame) -> bool {
+        let (now, max) = (self.now, self.hub.shared.config.max_queue_bytes);
+        let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
+            return false;
+        };
+        push_to(c, frame, now, max, &mut self.dirty, &mut self.slow)
+    }
+
+    /// Marks a connection as having output to write (bytes tungstenite queued, a writable
+    /// socket).
+    pub(crate) fn mark_dirty(&mut self, id: SessionId) {
+        if let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) {
+            if !c.dirty && !c.dead && !c.outbox.is_empty() {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+}
+
+/// [`Engine::conn`] over the slab alone, for code that borrows other fields meanwhile.
+pub(crate) fn live<S>(conns: &mut Slab<Conn<S>>, id: SessionId) -> Option<&mut Conn<S>> {
+    conns.get_mut(id.key()).filter(|c| c.id == id && !c.dead)
+}
+
+/// Queues a frame to an open WebSocket connection (see [`Engine::push`]); split out so a walk
+/// over many connections can use it while holding the slab.
+pub(crate) fn push_to<S>(
+    c: &mut Conn<S>,
+    frame: Frame,
+    now: u64,
+    max_queue: usize,
+    dirty: &mut Vec<SessionId>,
+    slow: &mut Vec<SessionId>,
+) -> bool {
+    c.is_ws() && enqueue(c, frame, now, max_queue, dirty, slow)
+}
+
+/// Queues bytes to a connection that is not dying, whatever its stage, with the slow-consumer
+/// bound.
+pub(crate) fn enqueue<S>(
+    c: &mut Conn<S>,
+    frame: Frame,
+    now: u64,
+    max_queue: usize,
+    dirty: &mut Vec<SessionId>,
+    slow: &mut Vec<SessionId>,
+) -> bool {
+    if c.dead {
+        return false;
+    }
+    if c.outbox.is_empty() {
+        c.live.last_tx = now;
+    }
+    let queued = c.outbox.push(frame);
+    if !c.dirty {
+        c.dirty = true;
+        dirty.push(c.id);
+    }
+    if queued > max_queue {
+        slow.push(c.id);
+    }
+    true
+}

@@ -1,7 +1,8 @@
 //! The handlers of the HTTP routes other than `/sse`: each turns a request into a response
-//! through the thread-safe [`Hub`], so they run on whichever shard read the request and never
-//! touch another shard's state. Deliveries use the hub protocol's envelopes
-//! (`docs/protocol.md`) from the sender `"server"` (session `"0"`), encoded once.
+//! through the thread-safe [`Hub`] (and so through the router, like every delivery), so they
+//! run on whichever shard read the request and never touch another shard's state. Deliveries
+//! use the hub protocol's envelopes (`docs/protocol.md`) from the sender `"server"` (session
+//! `"0"`), encoded once. A delivery some shard could not take is a 503 `overloaded`.
 
 use std::sync::atomic::Ordering;
 
@@ -16,9 +17,8 @@ use super::router::Route;
 use crate::engine::ids::SessionId;
 use crate::hub::{Hub, HubError};
 use crate::protocol::envelope::check_name;
-use crate::protocol::frame::{self, OpCode};
+use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::reply;
-use crate::shard::bus::ShardMsg;
 
 /// The sender name of deliveries made through the API.
 pub const SERVER_SENDER: &str = "server";
@@ -58,8 +58,16 @@ fn bad_request(message: &str) -> Response {
     Response::error(400, "bad_request", message)
 }
 
-fn busy() -> Response {
-    Response::error(503, "busy", "the server is overloaded; retry later")
+/// The answer to a hub error: 503 for an overload (nothing is retried for the caller), 404
+/// for what does not exist.
+fn hub_error(e: HubError) -> Response {
+    match e {
+        HubError::Overloaded { .. } => Response::error(503, "overloaded", &e.to_string()),
+        HubError::NoSuchRoom(room) => no_such_room(&room),
+        HubError::NoSuchSession(id) => {
+            Response::error(404, "no_such_session", &format!("no open session {id}"))
+        }
+    }
 }
 
 fn ready(hub: &Hub, draining: bool) -> Response {
@@ -87,18 +95,13 @@ fn ready(hub: &Hub, draining: bool) -> Response {
 }
 
 fn metrics(hub: &Hub) -> Response {
-    let mut shards = Vec::with_capacity(hub.shared.stats.len());
-    for s in &hub.shared.stats {
-        let mut one = crate::metrics::Stats::default();
-        one.add(s);
-        shards.push(one);
-    }
     let histograms = hub.histograms();
+    let directory = hub.shared.router.directory();
     let text = prometheus::render(&prometheus::Snapshot {
-        shards,
+        shards: hub.shard_stats(),
         sessions: hub.session_count(),
-        users: hub.shared.directory.user_count(),
-        rooms: hub.shared.directory.rooms().len(),
+        users: directory.user_count(),
+        rooms: directory.rooms().len(),
         uptime_seconds: hub.shared.started.elapsed().as_secs_f64(),
         histograms: &histograms,
     });
@@ -112,10 +115,10 @@ fn stats(hub: &Hub) -> Response {
         200,
         &json!({
             "uptime_seconds": hub.shared.started.elapsed().as_secs_f64(),
-            "shards": hub.shared.mailboxes.len(),
+            "shards": hub.shared.router.shards(),
             "sessions": hub.session_count(),
-            "users": hub.shared.directory.user_count(),
-            "rooms": hub.shared.directory.rooms().len(),
+            "users": hub.shared.router.directory().user_count(),
+            "rooms": hub.shared.router.directory().rooms().len(),
             "counters": hub.stats(),
         }),
     )
@@ -138,7 +141,7 @@ fn online(hub: &Hub, req: &Request) -> Result<Response, Response> {
             "limit must be 1..={ONLINE_MAX_LIMIT}"
         )));
     }
-    let users = hub.shared.directory.users();
+    let users = hub.users();
     let page: Vec<_> = users
         .iter()
         .skip(offset)
@@ -221,25 +224,24 @@ fn name_field<'v>(
     }
 }
 
-/// One delivery envelope as text (the hub's send functions frame it once).
-fn envelope(kind: &str, room: Option<&str>, data: &Value<'_>) -> Result<String, Response> {
+/// One delivery envelope from the server, framed once.
+fn envelope(kind: &str, room: Option<&str>, data: &Value<'_>) -> Frame {
     let mut out = Vec::with_capacity(128);
     reply::delivery(&mut out, kind, room, SERVER_SENDER, 0, data);
-    String::from_utf8(out).map_err(|_| Response::error(500, "internal", "a delivery was not UTF-8"))
+    frame::encode(OpCode::Text, &out)
 }
 
 fn send(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
     let v = parse_body(&mut req.body, hub.config().max_json_depth)?;
     let to = name_field(hub, &v, "to", true)?.unwrap_or_default();
-    let text = envelope("direct", None, data_of(&v)?)?;
-    match hub.send_to_user(to, text.as_str()) {
-        Ok(0) => Err(Response::error(
+    let frame = envelope("direct", None, data_of(&v)?);
+    match hub.send_frame_to_user(to, frame).map_err(hub_error)? {
+        0 => Err(Response::error(
             404,
             "not_online",
             &format!("user {to} is not online"),
         )),
-        Ok(n) => Ok(Response::json(200, &json!({"to": to, "sessions": n}))),
-        Err(_) => Err(busy()),
+        n => Ok(Response::json(200, &json!({"to": to, "sessions": n}))),
     }
 }
 
@@ -248,9 +250,9 @@ fn broadcast(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
     if let Some(room) = name_field(hub, &v, "room", false)? {
         return publish_value(hub, room, data_of(&v)?);
     }
-    let text = envelope("broadcast", None, data_of(&v)?)?;
+    let frame = envelope("broadcast", None, data_of(&v)?);
     let sessions = hub.session_count();
-    hub.broadcast(text.as_str()).map_err(|_| busy())?;
+    hub.broadcast_frame(frame, None).map_err(hub_error)?;
     Ok(Response::json(200, &json!({ "sessions": sessions })))
 }
 
@@ -260,35 +262,11 @@ fn publish(hub: &Hub, room: &str, req: &mut Request) -> Result<Response, Respons
     publish_value(hub, room, data_of(&v)?)
 }
 
-/// A `message` event in a room, exactly as a member's publish: one frame, an SSE event id
-/// when the room has SSE subscribers, one bus message per shard with members.
+/// A `message` event in a room, exactly as a member's publish: one frame, routed (and
+/// numbered) by the router.
 fn publish_value(hub: &Hub, room: &str, data: &Value<'_>) -> Result<Response, Response> {
-    let shared = hub
-        .shared
-        .directory
-        .room(room)
-        .ok_or_else(|| no_such_room(room))?;
-    let mut out = Vec::with_capacity(128);
-    reply::delivery(&mut out, "message", Some(room), SERVER_SENDER, 0, data);
-    let frame = frame::encode(OpCode::Text, &out);
-    let id = shared.events.record(&frame);
-    let mask = shared.shards();
-    let mut failed = false;
-    for s in (0..hub.shared.mailboxes.len()).filter(|s| mask & (1 << s) != 0) {
-        let msg = ShardMsg::Room {
-            room: shared.name.clone(),
-            frame: frame.clone(),
-            exclude: None,
-            seq: id,
-        };
-        if hub.shared.mailboxes[s].send(msg).is_err() {
-            hub.shared.stats[s].bus_drops.add(1);
-            failed = true;
-        }
-    }
-    if failed {
-        return Err(busy());
-    }
+    let frame = envelope("message", Some(room), data);
+    let id = hub.publish_frame(room, frame).map_err(hub_error)?;
     let members = hub.room(room).map_or(0, |r| r.members);
     let mut body = json!({"room": room, "members": members});
     if id > 0 {
@@ -320,16 +298,10 @@ fn close_session(hub: &Hub, id: &str, req: &Request) -> Result<Response, Respons
     let reason = req
         .query_param("reason")
         .unwrap_or_else(|| "closed by the server".into());
-    match hub.close_session(SessionId(n), code, &reason) {
-        Ok(()) => Ok(Response::json(
-            200,
-            &json!({"session": id, "code": code, "reason": reason}),
-        )),
-        Err(HubError::NoSuchSession(_)) => Err(Response::error(
-            404,
-            "no_such_session",
-            &format!("no open session {id}"),
-        )),
-        Err(_) => Err(busy()),
-    }
+    hub.close_session(SessionId(n), code, &reason)
+        .map_err(hub_error)?;
+    Ok(Response::json(
+        200,
+        &json!({"session": id, "code": code, "reason": reason}),
+    ))
 }

@@ -16,6 +16,8 @@ pub mod prometheus;
 pub mod request;
 pub mod response;
 pub mod router;
+pub mod sse;
+pub mod upgrade;
 
 use request::Request;
 use response::Response;
@@ -126,6 +128,8 @@ mod tests {
                 .collect(),
             body: Vec::new(),
             keep_alive: true,
+            upgrade: false,
+            version: 1,
         }
     }
 

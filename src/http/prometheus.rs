@@ -34,6 +34,12 @@ pub struct Snapshot<'a> {
     pub histograms: &'a Histograms,
 }
 
+/// The refused-message counts, rendered as one metric with a `reason` label.
+const DROPS: &[(&str, &str)] = &[
+    ("inbox_full_drops", "inbox_full"),
+    ("shard_gone_drops", "shard_gone"),
+];
+
 /// Counters that are really gauges (they go down).
 const GAUGES: &[&str] = &["connections", "sse_connections"];
 
@@ -61,6 +67,9 @@ pub fn render(s: &Snapshot<'_>) -> String {
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     for name in names {
+        if DROPS.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
         let gauge = GAUGES.contains(&name.as_str());
         let metric = if gauge {
             format!("shardhub_{name}")
@@ -78,6 +87,21 @@ pub fn render(s: &Snapshot<'_>) -> String {
             // A gauge decremented past zero by a race would wrap; report it as zero.
             let v = if gauge && v > i64::MAX as u64 { 0 } else { v };
             let _ = writeln!(out, "{metric}{{shard=\"{i}\"}} {v}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP shardhub_bus_drops_total Routed messages a shard did not take, by reason: \
+         its recipients did not get them and the sender was told."
+    );
+    let _ = writeln!(out, "# TYPE shardhub_bus_drops_total counter");
+    for (i, m) in per_shard.iter().enumerate() {
+        for (field, reason) in DROPS {
+            let v = m.get(*field).and_then(|v| v.as_u64()).unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "shardhub_bus_drops_total{{shard=\"{i}\",reason=\"{reason}\"}} {v}"
+            );
         }
     }
     for (name, help, v) in [
@@ -153,6 +177,7 @@ mod tests {
         let a = Stats {
             connections: 2,
             deliveries: 7,
+            inbox_full_drops: 4,
             ..Stats::default()
         };
         let text = render(&Snapshot {
@@ -170,6 +195,8 @@ mod tests {
             "# TYPE shardhub_deliveries_total counter",
             "shardhub_deliveries_total{shard=\"0\"} 7",
             "shardhub_rooms 3",
+            "shardhub_bus_drops_total{shard=\"0\",reason=\"inbox_full\"} 4",
+            "shardhub_bus_drops_total{shard=\"1\",reason=\"shard_gone\"} 0",
             "shardhub_uptime_seconds 1.5",
             "# TYPE shardhub_fanout_seconds histogram",
             "shardhub_fanout_seconds_bucket{le=\"0.00001\"} 0",

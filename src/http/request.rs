@@ -1,10 +1,12 @@
-//! One HTTP/1.1 request read off a connection's buffer, with the server's size limits.
+//! One HTTP/1.1 request read off a connection's buffer, with the server's size limits: the one
+//! parse every connection's first bytes go through, WebSocket upgrades and plain requests alike.
 //!
 //! Pure: [`parse`] looks at the bytes received so far and says whether they hold a complete
-//! request (head and `Content-Length` body), need more, are a WebSocket upgrade (left to
-//! `protocol::handshake`, which owns that path), or break a limit. Limits are checked as soon
-//! as they can be: an oversized head is refused before its end arrives, an oversized body
-//! before a byte of it is read.
+//! request (head and `Content-Length` body), need more, or break a limit. Limits are checked as
+//! soon as they can be: an oversized head is refused before its end arrives, an oversized body
+//! before a byte of it is read. An upgrade (`Upgrade: websocket`) is a complete request without
+//! a body whose [`Request::upgrade`] is set; [`super::upgrade`] checks the rest of it, and the
+//! bytes after its head are the client's first WebSocket frames.
 
 use super::response::Response;
 
@@ -36,18 +38,65 @@ pub struct Request {
     /// Whether the connection stays open after the response (HTTP/1.1 unless
     /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
     pub keep_alive: bool,
+    /// Whether it asks for a WebSocket (`Upgrade: websocket`); it then has no body.
+    pub upgrade: bool,
+    /// The minor HTTP version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub version: u8,
 }
 
 impl Request {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        crate::protocol::handshake::find_header(&self.headers, name)
+        find_header(&self.headers, name)
     }
 
     /// The first query parameter with this name, percent-decoded (`+` is a space).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        crate::protocol::handshake::find_query_param(self.query.as_deref(), name)
+        find_query_param(self.query.as_deref(), name)
     }
+}
+
+/// The first header called `name` (case-insensitive) in a parsed request's headers.
+pub fn find_header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The first query parameter called `name`, percent-decoded (`+` is a space).
+pub fn find_query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k).as_deref() == Some(name))
+            .then(|| percent_decode(v))
+            .flatten()
+    })
+}
+
+/// Decodes `%XX` escapes and `+`; `None` if the result is not UTF-8 or an escape is malformed.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// What the bytes so far amount to.
@@ -55,15 +104,14 @@ impl Request {
 pub enum Parsed {
     /// Not complete yet.
     Partial,
-    /// A WebSocket upgrade (`Upgrade: websocket`): hand the buffer to `protocol::handshake`.
-    Upgrade,
     /// A complete request that used the first `usize` bytes of the buffer.
     Complete(Request, usize),
     /// A request the server refuses outright; the connection closes after the response.
     Refuse(Response),
 }
 
-fn has_token(value: &str, token: &str) -> bool {
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+pub fn has_token(value: &str, token: &str) -> bool {
     value
         .split(',')
         .any(|t| t.trim().eq_ignore_ascii_case(token))
@@ -111,10 +159,8 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| String::from_utf8_lossy(h.value))
     };
-    if get("upgrade").is_some_and(|v| has_token(&v, "websocket")) {
-        return Parsed::Upgrade;
-    }
-    if get("transfer-encoding").is_some() {
+    let upgrade = get("upgrade").is_some_and(|v| has_token(&v, "websocket"));
+    if !upgrade && get("transfer-encoding").is_some() {
         // Chunked bodies would need a second parser for no client we know of: API clients send
         // small JSON bodies with a length.
         return Parsed::Refuse(Response::error(
@@ -124,10 +170,11 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
         ));
     }
     let mut length = 0usize;
+    // An upgrade has no body: what follows its head are WebSocket frames.
     for h in req
         .headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .filter(|h| !upgrade && h.name.eq_ignore_ascii_case("content-length"))
     {
         let n = std::str::from_utf8(h.value)
             .ok()
@@ -185,6 +232,8 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
             .collect(),
         body: body.to_vec(),
         keep_alive,
+        upgrade,
+        version: req.version.unwrap_or(1),
     };
     Parsed::Complete(request, head + length)
 }
@@ -201,7 +250,7 @@ mod tests {
     fn status(p: &Parsed) -> u16 {
         match p {
             Parsed::Partial => 0,
-            Parsed::Upgrade => 101,
+            Parsed::Complete(r, _) if r.upgrade => 101,
             Parsed::Complete(..) => 200,
             Parsed::Refuse(r) => r.status,
         }
@@ -285,5 +334,24 @@ mod tests {
         assert_eq!(r.query_param("room").as_deref(), Some("a b"));
         assert_eq!(r.query_param("n").as_deref(), Some("1"));
         assert_eq!(r.query_param("x"), None);
+    }
+
+    #[test]
+    fn an_upgrade_is_a_request_whose_body_is_the_first_frames() {
+        let raw = b"GET /ws?user=al%20ice HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\n\x81\x80xyz";
+        let Parsed::Complete(r, used) = parse(raw, L) else {
+            panic!("complete")
+        };
+        assert!(r.upgrade && r.body.is_empty());
+        assert_eq!(&raw[used..], b"\x81\x80xyz");
+        assert_eq!(r.query_param("user").as_deref(), Some("al ice"));
+    }
+
+    #[test]
+    fn percent_decoding_rejects_broken_escapes() {
+        assert_eq!(percent_decode("a%2Fb+c").as_deref(), Some("a/b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff"), None);
     }
 }

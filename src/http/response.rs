@@ -1,5 +1,6 @@
-//! HTTP responses of the API: a status, a body, a few headers, written out with the
-//! connection's keep-alive decision. Errors have one JSON shape everywhere:
+//! HTTP responses: a status, a body, a few headers, written out with the connection's
+//! keep-alive decision. The one response type of the server: API answers, upgrade refusals and
+//! the `101` alike. Errors have one JSON shape everywhere:
 //! `{"error":{"code":"…","message":"…"}}`.
 
 use std::fmt::Write as _;
@@ -46,6 +47,11 @@ impl Response {
         )
     }
 
+    /// An error whose code is the status's own ([`status_code`]).
+    pub fn refusal(status: u16, message: &str) -> Self {
+        Self::error(status, status_code(status), message)
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
@@ -74,7 +80,51 @@ impl Response {
     }
 }
 
-pub use crate::protocol::handshake::reason_phrase;
+/// The standard reason phrase of the statuses the server answers with.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// The error code of a status, for refusals that have no more specific one.
+pub fn status_code(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        409 => "conflict",
+        411 => "length_required",
+        413 => "body_too_large",
+        426 => "upgrade_required",
+        429 => "too_many_requests",
+        431 => "headers_too_large",
+        500 => "internal",
+        503 => "unavailable",
+        _ => "error",
+    }
+}
 
 #[cfg(test)]
 mod tests {

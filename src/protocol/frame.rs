@@ -55,16 +55,29 @@ pub fn encode(op: OpCode, payload: &[u8]) -> Frame {
     v.into()
 }
 
-/// Encodes a close frame with a status code and a reason (truncated to fit the 125-byte
-/// control-frame limit on a character boundary).
-pub fn close(code: u16, reason: &str) -> Frame {
+/// Whether a complete frame (as [`encode`] writes them) is a text frame.
+pub fn is_text(frame: &[u8]) -> bool {
+    frame
+        .first()
+        .is_some_and(|b| b & 0x0f == OpCode::Text as u8)
+}
+
+/// A close reason cut to fit the 125-byte control-frame limit (2 bytes go to the code), on a
+/// character boundary.
+pub fn truncate_reason(reason: &str) -> &str {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    let mut p = Vec::with_capacity(2 + end);
+    &reason[..end]
+}
+
+/// Encodes a close frame with a status code and a reason ([`truncate_reason`]).
+pub fn close(code: u16, reason: &str) -> Frame {
+    let reason = truncate_reason(reason);
+    let mut p = Vec::with_capacity(2 + reason.len());
     p.extend_from_slice(&code.to_be_bytes());
-    p.extend_from_slice(&reason.as_bytes()[..end]);
+    p.extend_from_slice(reason.as_bytes());
     encode(OpCode::Close, &p)
 }
 

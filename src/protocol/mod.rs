@@ -1,8 +1,7 @@
-//! The wire: WebSocket frames the server encodes, the HTTP upgrade, and the JSON/binary hub
-//! protocol documented in `docs/protocol.md`. Pure functions over bytes; no sockets, no clocks.
+//! The wire: WebSocket frames the server encodes and the JSON/binary hub protocol documented
+//! in `docs/protocol.md`. Pure functions over bytes; no sockets, no clocks.
 
 pub mod envelope;
 pub mod frame;
-pub mod handshake;
 pub mod json;
 pub mod reply;

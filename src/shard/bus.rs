@@ -1,12 +1,14 @@
-//! The only path between threads: each shard's inbox and the waker that rouses its reactor.
+//! The only path between threads: each shard's inbox and the waker that rouses its reactor,
+//! the [`Bus`] the router posts through.
 //!
 //! Messages carry encoded frames (`Arc<[u8]>`), so a broadcast crosses to another shard as one
 //! pointer, whatever the number of recipients there. A sender wakes the receiving reactor only
 //! when its inbox goes from idle to pending (an atomic flag), so a burst of a thousand
 //! publishes costs one eventfd write, not a thousand.
 //!
-//! Inboxes are bounded; a full inbox drops the message (counted in `bus_drops`) rather than
-//! blocking a shard on another shard, which could deadlock two shards sending to each other.
+//! Inboxes are bounded; a full inbox refuses the message (the router counts it and tells the
+//! sender) rather than blocking a shard on another shard, which could deadlock two shards
+//! sending to each other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,66 +16,11 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 
-use crate::engine::ids::SessionId;
-use crate::protocol::frame::Frame;
+use crate::engine::router::{Bus, Refused, ShardMsg};
 
 /// Messages a shard's inbox holds. Capacity of each inbox: enough for a few seconds of a busy
 /// shard's cross-shard traffic.
 pub(crate) const INBOX_CAPACITY: usize = 64 * 1024;
-
-/// Work for a shard from another thread.
-#[derive(Debug)]
-pub(crate) enum ShardMsg {
-    /// Deliver to this shard's members of a room. `seq` is the room's SSE event id of a
-    /// `message` publish (0: not an SSE event, or the room has no SSE subscribers).
-    Room {
-        room: Arc<str>,
-        frame: Frame,
-        exclude: Option<SessionId>,
-        seq: u64,
-    },
-    /// Deliver a presence event to this shard's members of a room allowed to see it.
-    Presence {
-        room: Arc<str>,
-        frame: Frame,
-        exclude: SessionId,
-    },
-    /// Deliver to every session on this shard.
-    All {
-        frame: Frame,
-        exclude: Option<SessionId>,
-    },
-    /// Deliver to this shard's sessions of a user.
-    User { user: Arc<str>, frame: Frame },
-    /// Deliver to one session.
-    Session { id: SessionId, frame: Frame },
-    /// Close one session.
-    Close {
-        id: SessionId,
-        code: u16,
-        reason: String,
-    },
-    /// Join or leave a room on a session's behalf (as if it had asked).
-    Join { id: SessionId, room: String },
-    /// See `Join`.
-    Leave { id: SessionId, room: String },
-    /// Stop accepting, close every session with 1001, drain, exit.
-    Shutdown,
-}
-
-impl ShardMsg {
-    /// The session a message is about, if it is about one (a panic handling it closes that
-    /// session).
-    pub(crate) fn session(&self) -> Option<SessionId> {
-        match self {
-            Self::Session { id, .. }
-            | Self::Close { id, .. }
-            | Self::Join { id, .. }
-            | Self::Leave { id, .. } => Some(*id),
-            _ => None,
-        }
-    }
-}
 
 /// The sending side of a shard's inbox.
 #[derive(Debug, Clone)]
@@ -81,6 +28,24 @@ pub(crate) struct Mailbox {
     tx: Sender<ShardMsg>,
     waker: Arc<Waker>,
     pending: Arc<AtomicBool>,
+}
+
+/// Every shard's mailbox: the server's [`Bus`].
+#[derive(Debug, Clone)]
+pub(crate) struct Mailboxes(pub(crate) Vec<Mailbox>);
+
+impl Bus for Mailboxes {
+    fn shards(&self) -> usize {
+        self.0.len()
+    }
+
+    fn post(&self, shard: usize, msg: ShardMsg) -> Result<(), Refused> {
+        let mb = self.0.get(shard).ok_or(Refused::Gone)?;
+        mb.send(msg).map_err(|e| match e {
+            TrySendError::Full(_) => Refused::Full,
+            TrySendError::Disconnected(_) => Refused::Gone,
+        })
+    }
 }
 
 /// The receiving side, owned by the shard.

@@ -1,0 +1,391 @@
+//! What arrives on a connection: HTTP requests until an upgrade (or an SSE stream, or the end),
+//! then WebSocket frames through tungstenite, then the peer's close.
+//!
+//! Parsing, routing and the API's answers are pure and live in `crate::http`; this file moves a
+//! connection through its stages as its bytes say.
+
+use std::sync::Arc;
+
+use tungstenite::protocol::{Role, WebSocketContext};
+use tungstenite::Message as WsMessage;
+
+use super::conn::{Closing, Feed, SseConn, Stage, WsConn};
+use super::ids::SessionId;
+use super::lifecycle::Linger;
+use super::Input;
+use crate::auth::Refusal;
+use crate::engine::directory::{JoinError, SessionInfo};
+use crate::engine::ratelimit::RateLimiter;
+use crate::hooks::{Disconnect, SessionError};
+use crate::http::request::{self, Limits, Parsed, Request};
+use crate::http::response::Response;
+use crate::http::router::{self, Route};
+use crate::http::upgrade::{self, UpgradeRequest};
+use crate::http::{self, api, sse, Listener};
+use crate::protocol::envelope;
+use crate::protocol::frame::{Frame, OpCode};
+use crate::protocol::reply;
+use crate::session::Session;
+
+impl<S> super::Engine<S> {
+    pub(super) fn input(&mut self, id: SessionId, input: Input<'_>) {
+        let now = self.now;
+        let Some(c) = self.conn(id) else { return };
+        let (bytes, eof) = match input {
+            Input::Bytes(b) => (b, false),
+            Input::Eof => (&[][..], true),
+            Input::Error(e) => {
+                let err = SessionError::Io(std::io::Error::from(e).to_string());
+                self.report_error(id, &err);
+                return self.drop_conn(id, Disconnect::new(1006, "socket error"));
+            }
+        };
+        c.live.received(now);
+        match &mut c.stage {
+            Stage::Http(_) => self.http_input(id, bytes, eof),
+            Stage::Ws(_) => self.ws_input(id, bytes, eof),
+            Stage::Closing(Closing { ws: Some(_), .. }) => self.ws_input(id, bytes, eof),
+            // Streams only send, and a closing connection has nothing more to hear: the input
+            // is dropped, and its end ends the connection.
+            Stage::Sse(_) | Stage::Closing(_) if eof => {
+                self.drop_conn(id, Disconnect::new(1006, "stream closed"))
+            }
+            Stage::Sse(_) | Stage::Closing(_) => {}
+        }
+    }
+
+    // ----- HTTP -----
+
+    fn limits(&self) -> Limits {
+        let cfg = self.cfg();
+        Limits {
+            max_header_bytes: cfg.max_header_bytes,
+            max_body_bytes: cfg.max_request_body_bytes,
+        }
+    }
+
+    /// Buffers the bytes, then answers every complete request in order.
+    fn http_input(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
+        let limits = self.limits();
+        let Some(c) = self.conn(id) else { return };
+        let Stage::Http(h) = &mut c.stage else { return };
+        h.buf.extend_from_slice(bytes);
+        loop {
+            let Some(c) = self.conn(id) else { return };
+            let Stage::Http(h) = &mut c.stage else { return };
+            if h.buf.is_empty() {
+                break;
+            }
+            let first = h.requests == 0;
+            let listener = h.listener;
+            match request::parse(&h.buf, limits) {
+                Parsed::Partial => break,
+                Parsed::Refuse(resp) => {
+                    if first {
+                        self.stats.handshake_failures.add(1);
+                    }
+                    if resp.status == 431 {
+                        self.stats.oversized_headers.add(1);
+                    }
+                    return self.respond(id, &resp, false);
+                }
+                Parsed::Complete(req, used) if req.upgrade => {
+                    let early = h.buf.split_off(used);
+                    return self.upgrade(id, req, listener, early);
+                }
+                Parsed::Complete(req, used) => {
+                    h.buf.drain(..used);
+                    h.requests = h.requests.saturating_add(1);
+                    self.http_request(id, req, listener);
+                }
+            }
+        }
+        if eof {
+            let Some(c) = self.conn(id) else { return };
+            if let Stage::Http(h) = &c.stage {
+                if h.requests == 0 {
+                    self.stats.handshake_failures.add(1);
+                }
+                // The peer may have half-closed after its last request: answers still go out.
+                self.finish(id, Disconnect::new(1006, "closed during handshake"));
+            }
+        }
+    }
+
+    /// Routes and answers one plain request.
+    fn http_request(&mut self, id: SessionId, mut req: Request, listener: Listener) {
+        self.stats.http_requests.add(1);
+        let keep = req.keep_alive && self.draining.is_none();
+        if req.method == "GET"
+            && listener != Listener::Admin
+            && self.ws_paths.contains(&req.path.as_str())
+        {
+            let r = Response::refusal(426, "this endpoint expects a WebSocket upgrade")
+                .with_header("Upgrade", "websocket");
+            return self.respond(id, &r, keep);
+        }
+        let route = match router::route(&req.method, &req.path) {
+            Ok(r) if listener.serves(&r) => r,
+            Ok(_) => {
+                let r = Response::error(404, "not_found", "no such route on this listener");
+                return self.respond(id, &r, keep);
+            }
+            Err(e) => return self.respond(id, &http::route_error(&e), keep),
+        };
+        if let Err(r) = http::authorize(self.cfg(), &route, &req) {
+            return self.respond(id, &r, keep);
+        }
+        if route == Route::Sse {
+            return self.open_stream(id, &req);
+        }
+        let resp = api::handle(&self.hub, route, &mut req, self.draining.is_some());
+        if resp.status == 400 {
+            self.stats.bad_requests.add(1);
+        }
+        self.respond(id, &resp, keep);
+    }
+
+    /// Queues a response; keeps the connection for the next request, or closes it once the
+    /// response is written.
+    pub(crate) fn respond(&mut self, id: SessionId, resp: &Response, keep_alive: bool) {
+        self.queue(id, resp.to_bytes(keep_alive).into());
+        let now = self.now;
+        let Some(c) = self.conn(id) else { return };
+        if keep_alive {
+            if let Stage::Http(h) = &mut c.stage {
+                h.since = now;
+            }
+            let due = now + self.timeouts.handshake;
+            self.arm(id, due);
+        } else {
+            self.finish(id, Disconnect::new(1006, "HTTP response"));
+        }
+    }
+
+    // ----- the upgrade -----
+
+    /// Admits a client exactly as the gate says (origin, authenticator or `?user=`); a refusal
+    /// is the response that says why.
+    fn admit(&self, req: &UpgradeRequest) -> Result<crate::auth::Admitted, Response> {
+        self.hub.shared.gate.admit(req).map_err(|refusal| {
+            match refusal {
+                Refusal::Origin(_) => self.stats.origin_refusals.add(1),
+                Refusal::Unauthenticated(_) => self.stats.auth_failures.add(1),
+                _ => {}
+            }
+            refusal.response()
+        })
+    }
+
+    fn upgrade(&mut self, id: SessionId, req: Request, listener: Listener, early: Vec<u8>) {
+        if listener == Listener::Admin {
+            let r = Response::error(404, "not_found", "no WebSockets on this listener");
+            return self.refuse(id, &r);
+        }
+        let req = match upgrade::validate(req, self.ws_paths) {
+            Ok(r) => r,
+            Err(resp) => return self.refuse(id, &resp),
+        };
+        if self.draining.is_some() {
+            return self.refuse(id, &Response::refusal(503, "server shutting down"));
+        }
+        let admitted = match self.admit(&req) {
+            Ok(a) => a,
+            Err(resp) => return self.refuse(id, &resp),
+        };
+        let user: Arc<str> = admitted.user.unwrap_or_else(|| format!("anon-{id}").into());
+        let max_name = self.cfg().max_name_bytes;
+        let Some(c) = self.conn(id) else { return };
+        let mut session = Session::new(id, c.addr);
+        session.user = user;
+        session.permissions = admitted.permissions;
+        let hooks = self.hooks.clone();
+        if let Some(on_connect) = &hooks.on_connect {
+            if let Err(r) = on_connect(&req, &mut session) {
+                let resp = Response::refusal(r.status, &r.reason);
+                return self.refuse(id, &resp);
+            }
+            // A user id the hook chose (often from the request) follows the same rules.
+            if let Err(e) = envelope::check_name("user", &session.user, max_name) {
+                return self.refuse(id, &Response::refusal(400, &e.0));
+            }
+        }
+        self.queue(
+            id,
+            upgrade::switching_protocols(&req.accept, admitted.subprotocol).into(),
+        );
+        let rate = RateLimiter::new(&self.hub.shared.gate.rates, self.now_ns);
+        let ws = WebSocketContext::new(Role::Server, Some(self.ws_config));
+        let user = session.user.clone();
+        let Some(c) = self.conn(id) else { return };
+        c.stage = Stage::Ws(WsConn { ws, session, rate });
+        self.stats.handshakes.add(1);
+        self.stats.connections.add(1);
+        self.hub.shared.router.directory().add_session(SessionInfo {
+            id,
+            user: user.clone(),
+            addr: self.conns[id.key()].addr,
+        });
+        self.users.entry(user.clone()).or_default().push(id);
+        if !self.cfg().echo {
+            let out = self.fb.start();
+            reply::welcome(out, id.0, &user, self.shard);
+            let f = self.fb.finish(OpCode::Text);
+            self.push(id, f);
+        }
+        if let Some(on_open) = &hooks.on_open {
+            self.with_context(id, |ctx| on_open(ctx));
+        }
+        let due = self.now + self.timeouts.ping_interval;
+        self.arm(id, due);
+        // Frames may have arrived with the request.
+        if !early.is_empty() {
+            self.ws_input(id, &early, false);
+        }
+    }
+
+    /// Refuses an upgrade (or stream) with a response, closing after it.
+    fn refuse(&mut self, id: SessionId, resp: &Response) {
+        self.stats.handshake_failures.add(1);
+        if resp.status == 431 {
+            self.stats.oversized_headers.add(1);
+        }
+        self.respond(id, resp, false);
+    }
+
+    // ----- Server-Sent Events -----
+
+    /// Turns the connection into an event stream of the `room` query parameter, admitted as a
+    /// WebSocket upgrade is and needing permission to join the room.
+    fn open_stream(&mut self, id: SessionId, req: &Request) {
+        let bad = |m: &str| Response::error(400, "bad_request", m);
+        let Some(room) = req.query_param("room") else {
+            return self.respond(id, &bad("the room query parameter is required"), false);
+        };
+        if let Err(e) = envelope::check_name("room", &room, self.cfg().max_name_bytes) {
+            self.stats.bad_requests.add(1);
+            return self.respond(id, &bad(&e.0), false);
+        }
+        if self.draining.is_some() {
+            let r = Response::error(503, "shutting_down", "the server is shutting down");
+            return self.respond(id, &r, false);
+        }
+        let admitted = match self.admit(&UpgradeRequest::from_plain(req)) {
+            Ok(a) if !a.permissions.join.allows(&room) => {
+                let msg = format!("not allowed to read room {room}");
+                return self.respond(id, &Response::error(403, "forbidden", &msg), false);
+            }
+            Ok(a) => a,
+            Err(r) => {
+                let r = if r.status == 401 {
+                    r.with_header("WWW-Authenticate", "Bearer")
+                } else {
+                    r
+                };
+                return self.respond(id, &r, false);
+            }
+        };
+        let user: Arc<str> = admitted.user.unwrap_or_else(|| format!("anon-{id}").into());
+        let directory = self.hub.shared.router.directory();
+        let joined = match directory.join(&room, id, &user) {
+            Ok(j) => j,
+            Err(JoinError::Full { capacity }) => {
+                let msg = format!("room {room} is full (capacity {capacity})");
+                let r = Response::error(409, "room_full", &msg);
+                return self.respond(id, &r, false);
+            }
+        };
+        let now = self.now;
+        self.queue(id, Frame::from(sse::response_head()));
+        let Some(c) = self.conn(id) else { return };
+        let mut session = Session::new(id, c.addr);
+        session.user = user;
+        session.permissions = admitted.permissions;
+        session.rooms.push(joined.room.name.clone());
+        c.stage = Stage::Sse(SseConn {
+            session,
+            last_beat: now,
+        });
+        self.rooms.add(&joined.room, id);
+        joined.room.log.watch();
+        self.stats.sse_connections.add(1);
+        let last = req
+            .header("last-event-id")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(last) = last {
+            for (seq, f) in joined.room.log.since(last) {
+                self.queue(id, sse::event(seq, sse::ws_payload(&f)).into());
+            }
+        }
+        let due = now + self.timeouts.stream_beat;
+        self.arm(id, due);
+    }
+
+    // ----- WebSocket -----
+
+    /// Feeds bytes to tungstenite and handles every message they complete.
+    fn ws_input(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
+        let mut rest = bytes;
+        loop {
+            let Some(c) = self.conn(id) else { return };
+            let ws = match &mut c.stage {
+                Stage::Ws(w) => &mut w.ws,
+                Stage::Closing(Closing { ws: Some(ws), .. }) => ws,
+                _ => return,
+            };
+            let mut feed = Feed {
+                input: rest,
+                eof,
+                out: &mut c.outbox,
+            };
+            let result = ws.read(&mut feed);
+            rest = feed.input;
+            // tungstenite may have queued a pong or a close reply.
+            self.mark_dirty(id);
+            match result {
+                Ok(WsMessage::Text(t)) => self.on_text(id, t.as_str()),
+                Ok(WsMessage::Binary(b)) => self.on_binary(id, &b),
+                Ok(WsMessage::Close(cf)) => {
+                    let d = cf.map_or(Disconnect::new(1005, ""), |f| {
+                        Disconnect::new(f.code.into(), &f.reason)
+                    });
+                    // tungstenite queued the reply; the socket goes once it is written.
+                    self.end_session(id, d, Linger::UntilFlushed);
+                }
+                Ok(_) => {} // pings are answered by tungstenite; pongs only prove life
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    // The close handshake is complete; our reply (if any) is in the outbox.
+                    return self.finish(id, Disconnect::new(1006, ""));
+                }
+                Err(e) => return self.on_ws_error(id, e),
+            }
+        }
+    }
+
+    /// Maps a tungstenite error to the RFC close code and closes, or drops a dead stream.
+    fn on_ws_error(&mut self, id: SessionId, e: tungstenite::Error) {
+        use tungstenite::error::ProtocolError;
+        let (code, reason): (u16, String) = match &e {
+            tungstenite::Error::Capacity(c) => (1009, c.to_string()),
+            tungstenite::Error::Utf8(_) => (1007, "invalid UTF-8 in text message".into()),
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return self.drop_conn(id, Disconnect::new(1006, "connection reset"));
+            }
+            tungstenite::Error::Protocol(p) => (1002, p.to_string()),
+            other => (1011, other.to_string()),
+        };
+        let open = self.conn(id).is_some_and(|c| c.is_ws());
+        if !open {
+            // A second fault after our close frame: stop waiting for the peer.
+            return self.drop_conn(id, Disconnect::new(code, &reason));
+        }
+        if code != 1011 {
+            self.stats.protocol_errors.add(1);
+        }
+        self.report_error(id, &SessionError::Protocol(reason.clone()));
+        self.close_with(id, code, &reason);
+    }
+}

@@ -1,0 +1,467 @@
+//! The one routing path: every publish, broadcast, direct send, presence event, close, join and
+//! leave, whether a client, a hook through the [`Hub`](crate::Hub), the HTTP API or (later) a
+//! cluster bus asked for it, goes through [`Router::route`].
+//!
+//! `route` decides which shards hold recipients (a room's shard mask, a user's sessions in the
+//! directory, every shard for a broadcast, the session's own shard), numbers room publications
+//! ([`RoomLog`](super::history::RoomLog)), and posts one [`ShardMsg`] to each of those shards
+//! through the [`Bus`]. The shard it is called from (`from`) gets its part back instead of
+//! through its own inbox, so a client's publish reaches local members in the same reactor
+//! iteration; either way the message is applied by the same `Engine::handle_inbox`.
+//!
+//! One drop policy: a shard whose inbox is full (or gone) does not get the message, and the
+//! caller learns it ([`Routed::missed`]: the client gets `overloaded`, the HTTP API 503, the
+//! `Hub` an `Err`). Nothing is retried or queued elsewhere, so a slow shard cannot make another
+//! one block or grow without bound. The drops are counted here, per target shard and reason,
+//! with atomic increments, since any thread may route.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::directory::{Directory, RoomShared};
+use super::ids::SessionId;
+use crate::protocol::frame::Frame;
+
+/// Work for a shard, from its own engine, another shard or another thread.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Deliver to this shard's members of a room. `seq` is the publication's position in the
+    /// room's log (0: the room keeps none).
+    Room {
+        /// The room.
+        room: Arc<str>,
+        /// The encoded frame.
+        frame: Frame,
+        /// A session that must not receive it (`exclude_self`).
+        exclude: Option<SessionId>,
+        /// The room log position (SSE event id).
+        seq: u64,
+    },
+    /// Deliver a presence event to this shard's members of a room allowed to see it.
+    Presence {
+        /// The room.
+        room: Arc<str>,
+        /// The encoded `joined`/`left` frame.
+        frame: Frame,
+        /// The session the event is about.
+        exclude: SessionId,
+    },
+    /// Deliver to every session on this shard.
+    All {
+        /// The encoded frame.
+        frame: Frame,
+        /// A session that must not receive it.
+        exclude: Option<SessionId>,
+    },
+    /// Deliver to this shard's sessions of a user.
+    User {
+        /// The user id.
+        user: Arc<str>,
+        /// The encoded frame.
+        frame: Frame,
+    },
+    /// Deliver to one session.
+    Session {
+        /// The session.
+        id: SessionId,
+        /// The encoded frame.
+        frame: Frame,
+    },
+    /// Close one session.
+    Close {
+        /// The session.
+        id: SessionId,
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// Join a room on a session's behalf, as if it had asked.
+    Join {
+        /// The session.
+        id: SessionId,
+        /// The room.
+        room: String,
+    },
+    /// Leave a room on a session's behalf, as if it had asked.
+    Leave {
+        /// The session.
+        id: SessionId,
+        /// The room.
+        room: String,
+    },
+    /// Stop accepting, close every session with 1001, drain, exit.
+    Shutdown,
+}
+
+impl ShardMsg {
+    /// The session a message is about, if it is about one (a panic while applying it closes
+    /// that session).
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            Self::Session { id, .. }
+            | Self::Close { id, .. }
+            | Self::Join { id, .. }
+            | Self::Leave { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// Why a shard did not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its inbox is full: it is overloaded.
+    Full,
+    /// It has stopped.
+    Gone,
+}
+
+/// The transport between shards: bounded inboxes. The server's is crossbeam channels plus a
+/// mio waker per shard (`shard::bus`); the simulation's is plain queues.
+pub trait Bus: Send + Sync + fmt::Debug {
+    /// The number of shards.
+    fn shards(&self) -> usize;
+    /// Queues a message for `shard` without blocking.
+    fn post(&self, shard: usize, msg: ShardMsg) -> Result<(), Refused>;
+}
+
+/// What to route.
+#[derive(Debug)]
+pub enum Route<'a> {
+    /// A publication to a room's members (numbered in the room's log).
+    Publish {
+        /// The room.
+        room: &'a Arc<RoomShared>,
+        /// The encoded frame.
+        frame: Frame,
+        /// A session that must not receive it.
+        exclude: Option<SessionId>,
+    },
+    /// A `joined`/`left` event to a room's members allowed to see its presence.
+    Presence {
+        /// The room.
+        room: &'a Arc<RoomShared>,
+        /// The encoded frame.
+        frame: Frame,
+        /// The session the event is about (it does not get it).
+        about: SessionId,
+    },
+    /// A broadcast to every session.
+    Broadcast {
+        /// The encoded frame.
+        frame: Frame,
+        /// A session that must not receive it.
+        exclude: Option<SessionId>,
+    },
+    /// A direct message to every session of a user.
+    User {
+        /// The user id.
+        user: &'a str,
+        /// The encoded frame.
+        frame: Frame,
+    },
+    /// A message to one session.
+    Session {
+        /// The session.
+        id: SessionId,
+        /// The encoded frame.
+        frame: Frame,
+    },
+    /// Close a session.
+    Close {
+        /// The session.
+        id: SessionId,
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: &'a str,
+    },
+    /// Join a room on a session's behalf.
+    Join {
+        /// The session.
+        id: SessionId,
+        /// The room.
+        room: &'a str,
+    },
+    /// Leave a room on a session's behalf.
+    Leave {
+        /// The session.
+        id: SessionId,
+        /// The room.
+        room: &'a str,
+    },
+}
+
+/// What routing achieved.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// The shards that should have got the message but did not (their inbox was full or
+    /// gone), as a bit mask; 0 when every one did.
+    pub missed: u64,
+    /// For a user: how many sessions the user has server-wide (0: not online, nothing sent).
+    pub sessions: usize,
+    /// For a room publication: its position in the room's log (0: none kept).
+    pub seq: u64,
+    /// The calling shard's own part, to apply at once (see the module docs).
+    pub local: Option<ShardMsg>,
+}
+
+/// Messages refused per target shard, by reason (any thread increments them).
+#[derive(Debug, Default)]
+pub struct Drops {
+    /// Refused because the shard's inbox was full.
+    pub full: AtomicU64,
+    /// Refused because the shard was gone.
+    pub gone: AtomicU64,
+}
+
+/// The router: the directory it reads and the bus it posts to. See the module docs.
+#[derive(Debug)]
+pub struct Router {
+    directory: Directory,
+    bus: Box<dyn Bus>,
+    drops: Vec<Drops>,
+}
+
+impl Router {
+    /// A router over a directory and a bus.
+    pub fn new(directory: Directory, bus: Box<dyn Bus>) -> Self {
+        let drops = (0..bus.shards()).map(|_| Drops::default()).collect();
+        Self {
+            directory,
+            bus,
+            drops,
+        }
+    }
+
+    /// The server-wide index of sessions, users and rooms.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.drops.len()
+    }
+
+    /// Messages each shard refused, by reason.
+    pub fn drops(&self) -> &[Drops] {
+        &self.drops
+    }
+
+    /// Routes `route`, called from shard `from` (or from outside the shards: `None`).
+    pub fn route(&self, from: Option<usize>, route: Route<'_>) -> Routed {
+        let mut routed = Routed::default();
+        let mask = match &route {
+            Route::Publish { room, frame, .. } => {
+                routed.seq = room.log.record(frame);
+                room.shards()
+            }
+            Route::Presence { room, .. } => room.shards(),
+            Route::Broadcast { .. } => u64::MAX,
+            Route::User { user, .. } => {
+                let (mask, sessions) = self.directory.user_shards(user);
+                routed.sessions = sessions;
+                mask
+            }
+            Route::Session { id, .. }
+            | Route::Close { id, .. }
+            | Route::Join { id, .. }
+            | Route::Leave { id, .. } => 1 << id.shard(),
+        };
+        let seq = routed.seq;
+        let user: Option<Arc<str>> = match &route {
+            Route::User { user, .. } if mask != 0 => Some(Arc::from(*user)),
+            _ => None,
+        };
+        let message = || match &route {
+            Route::Publish {
+                room,
+                frame,
+                exclude,
+            } => ShardMsg::Room {
+                room: room.name.clone(),
+                frame: frame.clone(),
+                exclude: *exclude,
+                seq,
+            },
+            Route::Presence { room, frame, about } => ShardMsg::Presence {
+                room: room.name.clone(),
+                frame: frame.clone(),
+                exclude: *about,
+            },
+            Route::Broadcast { frame, exclude } => ShardMsg::All {
+                frame: frame.clone(),
+                exclude: *exclude,
+            },
+            Route::User { frame, .. } => ShardMsg::User {
+                user: user.clone().unwrap_or_default(),
+                frame: frame.clone(),
+            },
+            Route::Session { id, frame } => ShardMsg::Session {
+                id: *id,
+                frame: frame.clone(),
+            },
+            Route::Close { id, code, reason } => ShardMsg::Close {
+                id: *id,
+                code: *code,
+                reason: reason.to_string(),
+            },
+            Route::Join { id, room } => ShardMsg::Join {
+                id: *id,
+                room: room.to_string(),
+            },
+            Route::Leave { id, room } => ShardMsg::Leave {
+                id: *id,
+                room: room.to_string(),
+            },
+        };
+        for shard in (0..self.shards()).filter(|s| mask & (1 << s) != 0) {
+            if Some(shard) == from {
+                routed.local = Some(message());
+            } else if let Err(why) = self.bus.post(shard, message()) {
+                routed.missed |= 1 << shard;
+                let d = &self.drops[shard];
+                match why {
+                    Refused::Full => d.full.fetch_add(1, Ordering::Relaxed),
+                    Refused::Gone => d.gone.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }
+        routed
+    }
+}
+
+/// The shards named in a mask, for messages (`"1, 3"`).
+pub fn shard_list(mask: u64) -> String {
+    (0..64)
+        .filter(|s| mask & (1 << s) != 0)
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Inboxes of a fixed capacity.
+    #[derive(Debug)]
+    struct Queues {
+        cap: usize,
+        q: Vec<Mutex<Vec<ShardMsg>>>,
+    }
+
+    impl Bus for Arc<Queues> {
+        fn shards(&self) -> usize {
+            self.q.len()
+        }
+        fn post(&self, shard: usize, msg: ShardMsg) -> Result<(), Refused> {
+            let mut q = self.q[shard].lock().unwrap();
+            if q.len() >= self.cap {
+                return Err(Refused::Full);
+            }
+            q.push(msg);
+            Ok(())
+        }
+    }
+
+    fn router(shards: usize, cap: usize) -> (Router, Arc<Queues>) {
+        let q = Arc::new(Queues {
+            cap,
+            q: (0..shards).map(|_| Mutex::default()).collect(),
+        });
+        let d = Directory::new(0, Default::default());
+        (Router::new(d, Box::new(q.clone())), q)
+    }
+
+    fn frame() -> Frame {
+        Arc::from(&b"x"[..])
+    }
+
+    #[test]
+    fn a_publish_goes_to_shards_with_members_and_the_caller_keeps_its_part() {
+        let (r, q) = router(4, 8);
+        let u: Arc<str> = "u".into();
+        let room = r
+            .directory()
+            .join("lobby", SessionId::new(1, 1, 1), &u)
+            .unwrap()
+            .room;
+        room.set_shard(1, true);
+        room.set_shard(3, true);
+        let routed = r.route(
+            Some(1),
+            Route::Publish {
+                room: &room,
+                frame: frame(),
+                exclude: None,
+            },
+        );
+        assert!(matches!(routed.local, Some(ShardMsg::Room { .. })));
+        assert_eq!(routed.missed, 0);
+        let lens: Vec<usize> = q.q.iter().map(|q| q.lock().unwrap().len()).collect();
+        assert_eq!(lens, [0, 0, 0, 1], "shard 3 only; shard 1 kept its own");
+    }
+
+    #[test]
+    fn a_full_inbox_is_missed_counted_and_reported() {
+        let (r, _q) = router(3, 1);
+        let b = || Route::Broadcast {
+            frame: frame(),
+            exclude: None,
+        };
+        assert_eq!(r.route(None, b()).missed, 0);
+        let second = r.route(None, b());
+        assert_eq!(second.missed, 0b111, "every inbox holds one already");
+        assert_eq!(r.route(Some(0), b()).missed, 0b110);
+        assert_eq!(r.drops()[1].full.load(Ordering::Relaxed), 2);
+        assert_eq!(r.drops()[0].full.load(Ordering::Relaxed), 1);
+        assert_eq!(shard_list(0b110), "1, 2");
+    }
+
+    #[test]
+    fn a_user_who_is_not_online_costs_nothing() {
+        let (r, q) = router(2, 8);
+        let routed = r.route(
+            None,
+            Route::User {
+                user: "nobody",
+                frame: frame(),
+            },
+        );
+        assert_eq!((routed.sessions, routed.missed), (0, 0));
+        assert!(q.q.iter().all(|q| q.lock().unwrap().is_empty()));
+    }
+
+    /// Concurrent routers lose no drop count (the bug of a single-writer counter written by
+    /// several threads).
+    #[test]
+    fn drops_counted_from_many_threads_add_up() {
+        let (r, _q) = router(2, 0);
+        let r = Arc::new(r);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        r.route(
+                            None,
+                            Route::Session {
+                                id: SessionId::new(1, 1, 0),
+                                frame: frame(),
+                            },
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(r.drops()[1].full.load(Ordering::Relaxed), 4000);
+    }
+}

@@ -1,0 +1,165 @@
+//! The WebSocket upgrade: what makes a parsed request ([`super::request`]) a valid opening
+//! handshake (RFC 6455, section 4.2.1), and the `101` that accepts it.
+//!
+//! shardhub answers the upgrade itself rather than through tungstenite's handshake machine so
+//! that a refusal is a real HTTP response written through the connection's outbox (tungstenite
+//! drops the stream with an unsent rejection in it), and so that plain requests such as
+//! `GET /health` are answered on the same port by the same parse. Pure: a request in, a
+//! decision out.
+
+use std::fmt::Write as _;
+
+use super::request::{find_header, find_query_param, has_token, Request};
+use super::response::Response;
+
+/// A valid upgrade request, as the authenticator and `on_connect` hooks see it.
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest {
+    /// The path without the query, e.g. `/ws`.
+    pub path: String,
+    /// The raw query string (after `?`), if any.
+    pub query: Option<String>,
+    /// Every header as sent (names as sent; compare case-insensitively).
+    pub headers: Vec<(String, String)>,
+    /// `Sec-WebSocket-Accept` for the response (empty for an SSE request admitted alike).
+    pub accept: String,
+}
+
+impl UpgradeRequest {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// The first query parameter with this name, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        find_query_param(self.query.as_deref(), name)
+    }
+
+    /// A plain request seen as an upgrade, for the checks both share (SSE streams are admitted
+    /// exactly as WebSocket sessions are).
+    pub fn from_plain(req: &Request) -> Self {
+        Self {
+            path: req.path.clone(),
+            query: req.query.clone(),
+            headers: req.headers.clone(),
+            accept: String::new(),
+        }
+    }
+}
+
+/// Checks an upgrade request (`req.upgrade` is set) for a path in `ws_paths`.
+pub fn validate(req: Request, ws_paths: &[&str]) -> Result<UpgradeRequest, Response> {
+    if req.method != "GET" {
+        return Err(
+            Response::refusal(405, "only GET is supported here").with_header("Allow", "GET")
+        );
+    }
+    if !ws_paths.contains(&req.path.as_str()) {
+        let msg = format!("no WebSocket endpoint at {}", req.path);
+        return Err(Response::refusal(404, &msg));
+    }
+    if req.version != 1 {
+        return Err(Response::refusal(400, "WebSocket upgrades need HTTP/1.1"));
+    }
+    if !req
+        .header("connection")
+        .is_some_and(|v| has_token(v, "upgrade"))
+    {
+        return Err(Response::refusal(400, "missing Connection: Upgrade"));
+    }
+    if req.header("sec-websocket-version").map(str::trim) != Some("13") {
+        let msg = "unsupported Sec-WebSocket-Version (13 expected)";
+        return Err(Response::refusal(426, msg).with_header("Sec-WebSocket-Version", "13"));
+    }
+    let key = match req.header("sec-websocket-key").map(str::trim) {
+        Some(k) if k.len() == 24 && k.ends_with("==") => k,
+        _ => {
+            return Err(Response::refusal(
+                400,
+                "missing or malformed Sec-WebSocket-Key",
+            ))
+        }
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Ok(UpgradeRequest {
+        path: req.path,
+        query: req.query,
+        headers: req.headers,
+        accept,
+    })
+}
+
+/// The `101 Switching Protocols` response for an accepted upgrade, selecting `subprotocol`
+/// if given (it must be one the client offered, or the client fails the connection).
+pub fn switching_protocols(accept: &str, subprotocol: Option<&str>) -> Vec<u8> {
+    let mut s = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(p) = subprotocol {
+        let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::{parse, Limits, Parsed};
+
+    const PATHS: &[&str] = &["/ws"];
+    const L: Limits = Limits {
+        max_header_bytes: 8192,
+        max_body_bytes: 1024,
+    };
+
+    fn upgrade(target: &str, extra: &str) -> String {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+        )
+    }
+
+    fn check(raw: &str) -> Result<UpgradeRequest, u16> {
+        match parse(raw.as_bytes(), L) {
+            Parsed::Complete(r, _) => validate(r, PATHS).map_err(|e| e.status),
+            Parsed::Refuse(r) => Err(r.status),
+            Parsed::Partial => Err(0),
+        }
+    }
+
+    #[test]
+    fn a_valid_upgrade_yields_the_rfc_accept_key_and_the_user() {
+        let u = check(&upgrade("/ws?user=al%20ice&x=1", "")).expect("valid");
+        // The example key and answer of RFC 6455, section 1.3.
+        assert_eq!(u.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(u.query_param("user").as_deref(), Some("al ice"));
+        assert_eq!(u.query_param("nope"), None);
+        assert_eq!(u.header("SEC-WEBSOCKET-VERSION"), Some("13"));
+    }
+
+    #[test]
+    fn every_refusal_has_its_status() {
+        let cases = [
+            (upgrade("/nope", ""), 404),
+            (upgrade("/ws", "").replace("GET", "POST"), 405),
+            (upgrade("/ws", "").replace("Version: 13", "Version: 8"), 426),
+            (
+                upgrade("/ws", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "short"),
+                400,
+            ),
+            (
+                upgrade("/ws", "").replace("keep-alive, Upgrade", "keep-alive"),
+                400,
+            ),
+            (upgrade("/ws", "").replace("HTTP/1.1", "HTTP/1.0"), 400),
+            (
+                format!("GET /ws HTTP/1.1\r\nX-Pad: {}", "a".repeat(10_000)),
+                431,
+            ),
+        ];
+        for (req, want) in cases {
+            assert_eq!(check(&req).map(|_| 101), Err(want), "{req:?}");
+        }
+    }
+}
