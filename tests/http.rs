@@ -99,19 +99,6 @@ fn oversized_and_malformed_requests_get_their_status() {
 }
 
 #[test]
-fn a_stalled_request_times_out_and_an_idle_connection_is_closed() {
-    let s = TestServer::start(|c| c.handshake_timeout = Duration::from_millis(300));
-    let (code, _) = raw_http(s.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n");
-    assert_eq!(code, 408);
-    let mut c = HttpConn::connect(s.addr);
-    assert_eq!(c.request("GET", "/health", &[], None).status, 200);
-    assert!(
-        c.is_closed(),
-        "an idle kept-alive connection is closed quietly"
-    );
-}
-
-#[test]
 fn the_api_key_is_required_accepted_and_checked() {
     let s = TestServer::start(|c| c.api_key = Some("s3cret".into()));
     let r = http(s.addr, "GET", "/api/v1/stats", None);
@@ -425,7 +412,16 @@ fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         a.expect("message");
     }
     // Histograms are merged once per tick.
-    std::thread::sleep(Duration::from_millis(300));
+    let fanouts = |m: &prometheus_parse::Scrape| {
+        m.samples
+            .iter()
+            .find(|x| x.metric == "shardhub_fanout_seconds")
+            .map_or(0.0, |x| match &x.value {
+                prometheus_parse::Value::Histogram(b) => b.last().map_or(0.0, |b| b.count),
+                _ => 0.0,
+            })
+    };
+    wait_until("the fan-outs are merged", || fanouts(&scrape()) >= 5.0);
     let after = scrape();
     assert_eq!(value(&after, "shardhub_connections"), 1.0);
     assert_eq!(value(&after, "shardhub_sessions"), 1.0);
@@ -443,13 +439,4 @@ fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
             >= value(&before, "shardhub_deliveries_total") + 5.0
     );
     assert!(value(&after, "shardhub_http_requests_total") >= 2.0);
-    let count = after
-        .samples
-        .iter()
-        .find(|x| x.metric == "shardhub_fanout_seconds")
-        .map(|x| match &x.value {
-            prometheus_parse::Value::Histogram(b) => b.last().map_or(0.0, |b| b.count),
-            _ => 0.0,
-        });
-    assert!(count.unwrap_or(0.0) >= 5.0, "fan-outs counted: {count:?}");
 }

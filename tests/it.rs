@@ -13,7 +13,7 @@ mod messaging;
 mod binary;
 // Bad input: error frames that keep the connection, close codes that end it.
 mod bad_input;
-// Heartbeats, slow consumers, graceful shutdown.
+// Slow consumers over real sockets, graceful shutdown.
 mod lifecycle;
 // Embedding: hooks, typed handlers, session keys, the hub handle.
 mod embedding;

@@ -1,36 +1,11 @@
 //! Abuse limits: per-connection message and byte rates, per-address connections and
 //! handshakes, and the counters that record them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use tungstenite::Message;
 
 use crate::util::*;
-
-/// Sends pings as fast as possible until the server's close frame; returns its code.
-fn flood_until_closed(c: &mut Client) -> u16 {
-    c.ws.get_mut()
-        .set_read_timeout(Some(Duration::from_millis(5)))
-        .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        assert!(Instant::now() < deadline, "never closed");
-        // Sending fails once the server has closed; keep reading then.
-        let _ = c.ws.send(Message::text(r#"{"type":"ping"}"#));
-        match c.ws.read() {
-            Ok(Message::Close(Some(f))) => return u16::from(f.code),
-            Ok(Message::Close(None)) => return 1005,
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("expected a close frame, got {e}"),
-        }
-    }
-}
 
 #[test]
 fn a_flood_is_dropped_with_one_notice_and_service_resumes() {
@@ -53,32 +28,9 @@ fn a_flood_is_dropped_with_one_notice_and_service_resumes() {
     wait_until("the drops are counted", || {
         s.hub.stats().rate_limited_messages == 15
     });
-    // After a pause the bucket has refilled.
-    std::thread::sleep(Duration::from_millis(1100));
-    c.send_json(json!({"type":"ping","id":"again"}));
-    assert_eq!(c.expect("pong")["id"], "again");
     assert_eq!(s.hub.stats().rate_limit_closes, 0);
-}
-
-#[test]
-fn sustained_flooding_closes_with_1008() {
-    let s = TestServer::start(|c| {
-        c.rate_messages_per_sec = 20;
-        c.rate_burst_messages = 20;
-        c.rate_limit_close_after = Duration::from_millis(500);
-        c.tick = Duration::from_millis(20);
-    });
-    let mut c = Client::connect(&s, Some("flooder"));
-    let mut calm = Client::connect(&s, Some("calm"));
-    assert_eq!(flood_until_closed(&mut c), 1008);
-    wait_until("the close is counted", || {
-        s.hub.stats().rate_limit_closes == 1
-    });
-    wait_until("the flooder is gone", || !s.hub.is_online("flooder"));
-    assert!(s.hub.stats().rate_limited_messages > 0);
-    // Others are unaffected.
-    calm.send_json(json!({"type":"ping","id":1}));
-    assert_eq!(calm.expect("pong")["id"], 1);
+    // Refilling after a pause and closing a sustained flood are timed: the engine's
+    // simulation tests check them on a virtual clock (src/engine/sim/tests.rs).
 }
 
 #[test]
@@ -154,27 +106,16 @@ fn handshakes_per_address_are_rate_limited_with_429() {
     assert_eq!(code, 429, "{body}");
     assert!(body.contains("Retry-After: 1"), "{body}");
     assert!(body.contains("too many connection attempts"), "{body}");
-    // One per second refills.
-    std::thread::sleep(Duration::from_millis(1100));
-    Client::connect(&s, Some("later"));
+    // The refill, one a second, is checked on the engine's virtual clock.
 }
 
 #[test]
-fn oversized_headers_and_slow_handshakes_are_counted() {
-    let s = TestServer::start(|c| {
-        c.max_header_bytes = 1024;
-        c.handshake_timeout = Duration::from_millis(300);
-        c.tick = Duration::from_millis(20);
-    });
+fn oversized_headers_are_counted() {
+    let s = TestServer::start(|c| c.max_header_bytes = 1024);
     let (code, _) = raw_http(
         s.addr,
         upgrade_request("/ws", &format!("X-Pad: {}\r\n", "a".repeat(2000))).as_bytes(),
     );
     assert_eq!(code, 431);
-    let (code, _) = raw_http(s.addr, b"GET /ws HTTP/1.1\r\nHost: slow");
-    assert_eq!(code, 408);
-    wait_until("both are counted", || {
-        let st = s.hub.stats();
-        st.oversized_headers == 1 && st.handshake_timeouts == 1
-    });
+    wait_until("it is counted", || s.hub.stats().oversized_headers == 1);
 }

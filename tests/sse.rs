@@ -1,7 +1,5 @@
 //! Server-Sent Events streams of rooms: events with ids, heartbeats, replay, limits.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::util::*;
@@ -50,14 +48,6 @@ fn a_stream_gets_the_rooms_publishes_with_ids_from_both_shards() {
     // The SSE data is exactly what WebSocket members get.
     let ws = a.expect("message");
     assert_eq!(ws["data"], "from a");
-}
-
-#[test]
-fn heartbeats_keep_an_idle_stream_alive() {
-    let s = TestServer::start(|c| c.sse_heartbeat = Duration::from_millis(200));
-    let mut st = SseClient::open(s.addr, "/sse?room=quiet", &[]);
-    assert_eq!(st.next_block(), ": ping");
-    assert_eq!(st.next_block(), ": ping");
 }
 
 #[test]
