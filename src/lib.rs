@@ -6,16 +6,20 @@
 //!
 //! # Architecture
 //!
-//! * [`protocol`]: the wire, pure functions over bytes (frames encoded once, the HTTP upgrade,
-//!   the JSON and binary hub protocol of `docs/protocol.md`).
-//! * [`engine`]: the sans-IO core: ids, the server-wide directory, a shard's rooms, the outbox,
-//!   the timer wheel and the liveness policy. No sockets, threads or clocks.
+//! * [`engine`]: the sans-IO core. One [`engine::Engine`] per shard owns its connections'
+//!   protocol state (HTTP requests, tungstenite's framing, sessions, rooms, rate limits,
+//!   timers, outbound queues) and decides everything about them; bytes and time come in as
+//!   arguments. [`engine::router`] is the one path every delivery takes, from a client, the
+//!   [`Hub`], the HTTP API or (later) a cluster bus.
 //! * `shard` (private): the IO driver, one mio reactor per core with its own SO_REUSEPORT
-//!   listener, connections in a slab as non-blocking tungstenite state machines, and the bus
-//!   (crossbeam inboxes + a mio `Waker`) that carries shared frames between shards.
-//! * [`http`]: the HTTP API (`docs/http-api.md`) served on the same reactors: request parsing
-//!   with limits, the router, the handlers over a [`Hub`], Prometheus rendering. [`sse`]:
-//!   Server-Sent Events streams of a room's messages.
+//!   listener: it reads sockets into one scratch buffer for the engine, writes what the engine
+//!   queued with `writev`, and carries routed messages between shards (crossbeam inboxes + a
+//!   mio `Waker`).
+//! * [`protocol`]: the wire, pure functions over bytes (frames encoded once, the JSON gate, the
+//!   JSON and binary hub protocol of `docs/protocol.md`).
+//! * [`http`]: HTTP, pure: one request parser for upgrades and API calls, the upgrade's checks,
+//!   one response type, the API (`docs/http-api.md`) handlers over a [`Hub`], Prometheus
+//!   rendering, the Server-Sent Events wire format.
 //! * [`auth`]: who may connect and what they may do: origins, the authenticator (the built-in
 //!   JWT scheme or the application's), permissions.
 //! * [`Hub`]: the thread-safe handle; [`Hooks`]: the application's callbacks; [`Server`]:

@@ -27,7 +27,7 @@
 //! `poll_effect`. Messages to other shards leave during the inputs, through the router.
 //!
 //! # Layout
-//! [`conn`]: a connection's lifecycle. `input`: HTTP requests, upgrades, WebSocket frames.
+//! `conn`: a connection's lifecycle. `input`: HTTP requests, upgrades, WebSocket frames.
 //! `requests`: the hub protocol's requests. `deliver`: routed messages to local members.
 //! `lifecycle`: closing, ending sessions, timers, flushing, removal, shutdown. `hooks`: the
 //! application's callbacks and the containment of their panics. The rest are the pieces these

@@ -1,15 +1,14 @@
-//! The HTTP API, served by the same reactors (and port) as the WebSockets: see
-//! `docs/http-api.md` for the routes.
+//! HTTP on the same reactors (and port) as the WebSockets: the upgrade, the API
+//! (`docs/http-api.md` lists the routes) and Server-Sent Events.
 //!
-//! A connection starts as HTTP in its shard. A request with `Upgrade: websocket` goes to the
-//! upgrade path (`protocol::handshake`); any other request is parsed here ([`request`]), routed
-//! ([`router`]), checked against the API key ([`authorize`]) and answered by [`api`] through the
-//! thread-safe [`Hub`](crate::Hub), on the shard that read it. `GET /sse` turns the connection
-//! into an event stream (`crate::sse`). Connections are kept alive between requests under the
-//! same timer wheel as everything else (`handshake_timeout` is the request and idle timeout).
+//! Every connection's first bytes go through one parser ([`request`]). An upgrade is checked by
+//! [`upgrade`]; any other request is routed ([`router`]), checked against the API key
+//! ([`authorize`]) and answered by the API handlers through the thread-safe
+//! [`Hub`](crate::Hub), on the shard that read it; `GET /sse` becomes an event stream ([`sse`]
+//! is its wire format). One [`response::Response`] type answers them all.
 //!
-//! Everything in this module is pure or goes through the hub; the socket work is in
-//! `shard/web.rs`.
+//! Everything in this module is pure or goes through the hub; the engine
+//! (`crate::engine`) moves connections between these stages.
 
 pub(crate) mod api;
 pub mod prometheus;
