@@ -297,13 +297,6 @@ impl<S> Engine<S> {
         self.mark_dirty(id);
     }
 
-    /// Starts a graceful shutdown at `now`: every session is closed with 1001 and the
-    /// connections have `drain` to go.
-    pub fn begin_shutdown(&mut self, now: u64, drain: std::time::Duration) {
-        self.set_now(now);
-        self.shutdown(drain.as_nanos() as u64 / self.tick_ns);
-    }
-
     // ----- outputs -----
 
     /// Writes every connection with queued output through `write` (which writes an outbox to
