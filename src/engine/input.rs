@@ -386,6 +386,13 @@ impl<S> super::Engine<S> {
             self.stats.protocol_errors.add(1);
         }
         self.report_error(id, &SessionError::Protocol(reason.clone()));
-        self.close_with(id, code, &reason);
+        if code == 1009 {
+            // Past a frame over the limit nothing can be parsed (see `end_session`): send the
+            // 1009 and go, rather than wait for a reply that could not be read.
+            let d = Disconnect::new(code, &reason);
+            self.close_session(id, code, &reason, d, Linger::UntilFlushed);
+        } else {
+            self.close_with(id, code, &reason);
+        }
     }
 }

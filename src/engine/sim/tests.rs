@@ -250,3 +250,28 @@ fn streams_get_heartbeats_and_numbered_events() {
     assert_eq!(pipe.borrow().to_client, crate::http::sse::HEARTBEAT);
     assert_eq!(sim.hub.publish("news", "raw").unwrap(), 2, "one numbering");
 }
+
+/// Found by the frame_reader fuzz target: past a frame over the limit tungstenite keeps that
+/// frame's header, and reading on tripped its internal assertion. The session gets its 1009
+/// and the socket goes; nothing panics, however many bytes follow.
+#[test]
+fn bytes_after_an_oversized_frame_are_never_parsed() {
+    let mut sim = Sim::new(1, |c| c.max_message_bytes = 1024);
+    let c = sim.connect(0, "big");
+    // A masked text frame claiming 1 MiB, then junk that is not its payload.
+    let mut frame = vec![0x81, 0xff];
+    frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[0x81; 4096]);
+    sim.raw(0, c.id, &frame);
+    sim.raw(0, c.id, &[0x89, 0x80, 0, 0, 0, 0]);
+    let mut c = c;
+    assert_eq!(sim.close_code(&mut c), Some(1009));
+    assert_eq!(
+        c.dropped(),
+        Some(false),
+        "the 1009 went out, then the socket"
+    );
+    let stats = sim.hub.stats();
+    assert_eq!((stats.protocol_errors, stats.panics), (1, 0));
+}
