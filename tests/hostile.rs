@@ -1710,7 +1710,9 @@ fn pipelined_requests_from_a_client_that_reads_nothing_are_bounded() {
 /// Finding: `Shard::process_http` (src/shard/web.rs) answers every complete request in the
 /// buffer, up to `max_header_bytes + max_request_body_bytes + 4096` bytes of them, without a
 /// budget (WebSocket reads stop after `READ_BUDGET` messages): pipelined `GET /metrics`, which
-/// needs no key, holds the shard for seconds (1,000 of them are 27 KB).
+/// needs no key, holds the shard. Measured: 1,000 of them (27 KB) held a debug build's shard
+/// 6.8 s; in a release build one 75 KB read (2,900 requests, ~146 µs each) holds it 0.4 s,
+/// which is under this check's second but is paid again on every read.
 #[test]
 #[ignore = "finding: pipelined GET /metrics requests stall their shard for seconds"]
 fn pipelined_metrics_requests_do_not_stall_the_shard() {
