@@ -29,3 +29,5 @@ mod auth;
 mod permissions;
 // Abuse limits: message and byte rates, per-address connections and handshakes.
 mod limits;
+// Hostile input: a matrix of attacks, each followed by a check that a bystander is still served.
+mod hostile;
