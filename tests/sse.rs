@@ -99,7 +99,13 @@ fn streams_are_refused_without_a_room_or_over_capacity_and_leave_on_close() {
 
 #[test]
 fn a_stream_that_does_not_read_is_closed_as_a_slow_consumer() {
-    let s = TestServer::start(|c| c.max_queue_bytes = 64 * 1024);
+    // No rate limit on the publisher: the flood must outgrow the stream's socket buffers, since
+    // the queue bound counts only what a write leaves behind.
+    let s = TestServer::start(|c| {
+        c.max_queue_bytes = 64 * 1024;
+        c.rate_messages_per_sec = 0;
+        c.rate_bytes_per_sec = 0;
+    });
     let mut a = Client::connect(&s, Some("a"));
     a.send_json(json!({"type":"join","room":"flood"}));
     a.expect("ack");

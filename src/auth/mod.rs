@@ -301,6 +301,8 @@ impl Gate {
     /// `?user=` without an authenticator: whoever the client says, with the defaults.
     fn user_from_query(&self, req: &UpgradeRequest) -> Result<Identity, Refusal> {
         match req.query_param("user") {
+            // An empty `?user=` is a name that breaks the rules, not a request for anonymity.
+            Some(u) if u.is_empty() => Err(Refusal::BadRequest("user must not be empty".into())),
             Some(u) => Ok(Identity::new(u, Permissions::clone(&self.defaults))),
             None if req
                 .query

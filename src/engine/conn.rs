@@ -46,6 +46,8 @@ pub(crate) struct Conn<S> {
     pub(crate) dirty: bool,
     /// To be removed at the end of the turn; nothing more is read, queued or written.
     pub(crate) dead: bool,
+    /// Reset the connection when it is removed (the peer never completed the close).
+    pub(crate) reset: bool,
 }
 
 /// Where a connection is in its life. See the module docs.
@@ -76,6 +78,8 @@ pub(crate) struct HttpConn {
     pub(crate) since: u64,
     /// The listener it came from, which decides the routes it may use.
     pub(crate) listener: Listener,
+    /// The peer ended its side: once the buffered requests are answered, so does the server.
+    pub(crate) eof: bool,
 }
 
 /// An open WebSocket.

@@ -75,7 +75,7 @@ impl<S> Engine<S> {
             return;
         };
         let frame = Self::localize(frame, r.members.len());
-        let (now, max) = (self.now, self.hub.shared.config.max_queue_bytes);
+        let now = self.now;
         let (mut n, mut events) = (0, 0);
         let mut event: Option<Frame> = None;
         for &m in &r.members {
@@ -93,10 +93,10 @@ impl<S> Engine<S> {
                 let ev = event
                     .get_or_insert_with(|| sse::event(seq, sse::ws_payload(&frame)).into())
                     .clone();
-                if super::enqueue(c, ev, now, max, &mut self.dirty, &mut self.slow) {
+                if super::enqueue(c, ev, now, &mut self.dirty) {
                     events += 1;
                 }
-            } else if push_to(c, frame.clone(), now, max, &mut self.dirty, &mut self.slow) {
+            } else if push_to(c, frame.clone(), now, &mut self.dirty) {
                 n += 1;
             }
         }
@@ -110,7 +110,7 @@ impl<S> Engine<S> {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let (now, max) = (self.now, self.hub.shared.config.max_queue_bytes);
+        let now = self.now;
         let mut n = 0;
         for &m in &r.members {
             let Some(c) = self.conns.get_mut(m.key()).filter(|c| c.id == m) else {
@@ -118,7 +118,7 @@ impl<S> Engine<S> {
             };
             let sees = m != exclude
                 && matches!(&c.stage, Stage::Ws(w) if w.session.permissions.presence.allows(room));
-            if sees && push_to(c, frame.clone(), now, max, &mut self.dirty, &mut self.slow) {
+            if sees && push_to(c, frame.clone(), now, &mut self.dirty) {
                 n += 1;
             }
         }
@@ -128,12 +128,10 @@ impl<S> Engine<S> {
     /// Delivers to every open WebSocket session on this shard but `exclude`.
     fn deliver_all(&mut self, frame: Frame, exclude: Option<SessionId>) {
         let frame = Self::localize(frame, self.conns.len());
-        let (now, max) = (self.now, self.hub.shared.config.max_queue_bytes);
+        let now = self.now;
         let mut n = 0;
         for (_, c) in self.conns.iter_mut() {
-            if Some(c.id) != exclude
-                && push_to(c, frame.clone(), now, max, &mut self.dirty, &mut self.slow)
-            {
+            if Some(c.id) != exclude && push_to(c, frame.clone(), now, &mut self.dirty) {
                 n += 1;
             }
         }
@@ -145,18 +143,11 @@ impl<S> Engine<S> {
         let Some(list) = self.users.get(user) else {
             return;
         };
-        let (now, max) = (self.now, self.hub.shared.config.max_queue_bytes);
+        let now = self.now;
         let mut n = 0;
         for &s in list {
             if let Some(c) = self.conns.get_mut(s.key()).filter(|c| c.id == s) {
-                n += u64::from(push_to(
-                    c,
-                    frame.clone(),
-                    now,
-                    max,
-                    &mut self.dirty,
-                    &mut self.slow,
-                ));
+                n += u64::from(push_to(c, frame.clone(), now, &mut self.dirty));
             }
         }
         self.stats.deliveries.add(n);

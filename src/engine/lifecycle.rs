@@ -304,31 +304,36 @@ impl<S> Engine<S> {
                 self.close_session(id, 1001, "heartbeat timeout", d, Linger::OneFlush);
             }
             Verdict::WriteStall => self.slow.push(id),
-            Verdict::Expired => self.mark_dead(id),
+            Verdict::Expired => {
+                // A close the peer never completed: reset, so that the kernel drops whatever
+                // the peer left unread instead of keeping it in an orphaned socket.
+                if let Some(c) = self.conn(id) {
+                    c.reset = matches!(c.stage, Stage::Closing(_));
+                }
+                self.mark_dead(id);
+            }
         }
     }
 
-    /// Closes every session that fell behind: unsent frames are dropped (a torn frame is
-    /// finished), a 1008 close follows, and the socket goes when that is written or after
-    /// `close_timeout` (reset, if the peer never read it).
-    pub(super) fn close_slow(&mut self) {
-        for id in std::mem::take(&mut self.slow) {
-            let Some(c) = self.conn(id) else { continue };
-            let websocket = match c.stage {
-                Stage::Ws(_) => true,
-                Stage::Sse(_) => false,
-                _ => continue,
-            };
-            c.outbox.discard_unstarted();
-            self.stats.slow_consumer_closes.add(1);
-            if !websocket {
-                self.drop_conn(id, Disconnect::new(1008, "slow consumer"));
-                continue;
-            }
-            self.report_error(id, &SessionError::SlowConsumer);
-            let d = Disconnect::new(1008, "slow consumer");
-            self.close_session(id, 1008, "slow consumer", d, Linger::UntilFlushed);
+    /// Closes a connection that fell behind: unsent frames are dropped (a torn frame is
+    /// finished), and a WebSocket gets a 1008 close behind it. The socket goes when the peer
+    /// answers that close, or is reset after `close_timeout` (docs/protocol.md, "Slow
+    /// consumers"). A stream or an HTTP connection just goes, reset.
+    pub(super) fn close_slow(&mut self, id: SessionId) {
+        let Some(c) = super::live(&mut self.conns, id) else {
+            return;
+        };
+        if matches!(c.stage, Stage::Closing(_)) {
+            return;
         }
+        c.outbox.discard_unstarted();
+        self.stats.slow_consumer_closes.add(1);
+        if !matches!(c.stage, Stage::Ws(_)) {
+            c.reset = true;
+            return self.drop_conn(id, Disconnect::new(1008, "slow consumer"));
+        }
+        self.report_error(id, &SessionError::SlowConsumer);
+        self.close_with(id, 1008, "slow consumer");
     }
 
     // ----- writes and removal -----
@@ -336,12 +341,15 @@ impl<S> Engine<S> {
     /// Settles a flush of connection `id`.
     pub(super) fn flushed(&mut self, id: SessionId, result: std::io::Result<Flushed>) {
         let (now, stall) = (self.now, self.timeouts.write_stall);
+        let max_queue = self.hub.shared.config.max_queue_bytes;
         let f = match result {
             Ok(f) => f,
             Err(_) => return self.drop_conn(id, Disconnect::new(1006, "write failed")),
         };
         self.stats.bytes_out.add(f.bytes as u64);
-        let Some(c) = self.conn(id) else { return };
+        let Some(c) = super::live(&mut self.conns, id) else {
+            return;
+        };
         if f.bytes > 0 {
             c.live.last_tx = now;
         }
@@ -356,6 +364,10 @@ impl<S> Engine<S> {
             }
         }
         if !f.drained {
+            // What the socket would not take counts against the queue bound.
+            if c.outbox.queued() > max_queue {
+                self.slow.push(id);
+            }
             let due = c.live.last_tx + stall;
             self.arm(id, due);
         }
@@ -375,7 +387,7 @@ impl<S> Engine<S> {
             // nobody reads. docs/protocol.md, "Slow consumers".
             self.effects.push_back(Effect::Closed {
                 socket: c.socket,
-                reset: !c.outbox.is_empty(),
+                reset: c.reset || !c.outbox.is_empty(),
             });
         }
     }

@@ -126,10 +126,13 @@ pub struct Engine<S> {
     /// Connections with output queued since the last flush.
     pub(crate) dirty: Vec<SessionId>,
     dirty_spare: Vec<SessionId>,
-    /// Sessions whose outbox went over `max_queue_bytes`: closed before the next flush.
+    /// Connections whose unwritten output passed `max_queue_bytes` after a write, or made no
+    /// progress for `write_stall_timeout`: closed at the end of the flush.
     pub(crate) slow: Vec<SessionId>,
     /// Connections to remove at the end of the turn.
     pub(crate) reap: Vec<SessionId>,
+    /// HTTP connections with pipelined requests left over from this turn's budget.
+    pub(crate) pending: Vec<SessionId>,
     pub(crate) effects: VecDeque<Effect<S>>,
     expired: Vec<Expired>,
     /// Scratch of the request parser and the frame builder, kept for their capacity.
@@ -191,6 +194,7 @@ impl<S> Engine<S> {
             dirty_spare: Vec::new(),
             slow: Vec::new(),
             reap: Vec::new(),
+            pending: Vec::new(),
             effects: VecDeque::new(),
             expired: Vec::new(),
             scratch: Vec::new(),
@@ -232,6 +236,7 @@ impl<S> Engine<S> {
         now: u64,
     ) -> Result<SessionId, (S, Vec<u8>)> {
         self.set_now(now);
+        self.stats.accepted.add(1);
         if let Err(resp) = self.admit_connection(addr) {
             self.stats.handshake_failures.add(1);
             return Err((socket, resp.to_bytes(false)));
@@ -251,14 +256,15 @@ impl<S> Engine<S> {
                 requests: 0,
                 since: self.now,
                 listener,
+                eof: false,
             }),
             outbox: Outbox::default(),
             live: Liveness::new(self.now),
             timer_due: due,
             dirty: false,
             dead: false,
+            reset: false,
         });
-        self.stats.accepted.add(1);
         Ok(id)
     }
 
@@ -300,10 +306,10 @@ impl<S> Engine<S> {
     // ----- outputs -----
 
     /// Writes every connection with queued output through `write` (which writes an outbox to
-    /// a socket without blocking), closes slow consumers first, then removes the connections
-    /// that ended.
+    /// a socket without blocking), closes the slow consumers that shows, then removes the
+    /// connections that ended.
     pub fn flush(&mut self, mut write: impl FnMut(&mut S, &mut Outbox) -> io::Result<Flushed>) {
-        self.close_slow();
+        self.answer_pending();
         let mut dirty = std::mem::replace(&mut self.dirty, std::mem::take(&mut self.dirty_spare));
         for &id in &dirty {
             let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
@@ -319,7 +325,22 @@ impl<S> Engine<S> {
         // Output queued meanwhile went to the live list; this one is kept for its capacity.
         dirty.clear();
         self.dirty_spare = dirty;
+        for id in std::mem::take(&mut self.slow) {
+            self.contain(Some(id), |e| e.close_slow(id));
+        }
         self.remove_dead();
+    }
+
+    /// Answers the pipelined requests the last turn's budget left (see `input.rs`).
+    fn answer_pending(&mut self) {
+        for id in std::mem::take(&mut self.pending) {
+            self.contain(Some(id), |e| e.http_input(id, &[], false));
+        }
+    }
+
+    /// Whether requests wait for the next turn: the driver must not sleep.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// The next thing the driver must do to a socket.
@@ -368,32 +389,18 @@ impl<S> Engine<S> {
 
     /// Queues bytes on any connection that is not dying (responses, control frames).
     pub(crate) fn queue(&mut self, id: SessionId, bytes: Frame) {
-        let now = self.now;
-        let Some(c) = self
-            .conns
-            .get_mut(id.key())
-            .filter(|c| c.id == id && !c.dead)
-        else {
-            return;
-        };
-        if c.outbox.is_empty() {
-            c.live.last_tx = now;
-        }
-        c.outbox.push(bytes);
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(id);
+        if let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) {
+            enqueue(c, bytes, self.now, &mut self.dirty);
         }
     }
 
-    /// Queues a hub frame to an open WebSocket session; returns whether it was queued. The one
-    /// place deliveries join an outbox: a queue past `max_queue_bytes` marks a slow consumer.
+    /// Queues a hub frame to an open WebSocket session; returns whether it was queued.
     pub(crate) fn push(&mut self, id: SessionId, frame: Frame) -> bool {
-        let (now, max) = (self.now, self.hub.shared.config.max_queue_bytes);
+        let now = self.now;
         let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
             return false;
         };
-        push_to(c, frame, now, max, &mut self.dirty, &mut self.slow)
+        push_to(c, frame, now, &mut self.dirty)
     }
 
     /// Marks a connection as having output to write (bytes tungstenite queued, a writable
@@ -419,22 +426,19 @@ pub(crate) fn push_to<S>(
     c: &mut Conn<S>,
     frame: Frame,
     now: u64,
-    max_queue: usize,
     dirty: &mut Vec<SessionId>,
-    slow: &mut Vec<SessionId>,
 ) -> bool {
-    c.is_ws() && enqueue(c, frame, now, max_queue, dirty, slow)
+    c.is_ws() && enqueue(c, frame, now, dirty)
 }
 
-/// Queues bytes to a connection that is not dying, whatever its stage, with the slow-consumer
-/// bound.
+/// The one place bytes join an outbox, whatever the connection's stage. The queue is not
+/// bounded here but after each write (`lifecycle::flushed`): what counts against
+/// `max_queue_bytes` is what the socket would not take, not a burst it was never offered.
 pub(crate) fn enqueue<S>(
     c: &mut Conn<S>,
     frame: Frame,
     now: u64,
-    max_queue: usize,
     dirty: &mut Vec<SessionId>,
-    slow: &mut Vec<SessionId>,
 ) -> bool {
     if c.dead {
         return false;
@@ -442,13 +446,10 @@ pub(crate) fn enqueue<S>(
     if c.outbox.is_empty() {
         c.live.last_tx = now;
     }
-    let queued = c.outbox.push(frame);
+    c.outbox.push(frame);
     if !c.dirty {
         c.dirty = true;
         dirty.push(c.id);
-    }
-    if queued > max_queue {
-        slow.push(c.id);
     }
     true
 }

@@ -189,7 +189,7 @@ fn parse_body(body: &mut [u8], max_depth: usize) -> Result<Value<'_>, Response> 
     crate::protocol::json::check(body, max_depth)
         .map_err(|e| Response::error(400, "bad_json", &e.to_string()))?;
     let v = simd_json::to_borrowed_value(body)
-        .map_err(|e| Response::error(400, "bad_json", &format!("invalid JSON: {e}")))?;
+        .map_err(|e| Response::error(400, "bad_json", &crate::protocol::envelope::malformed(&e)))?;
     if !v.is_object() {
         return Err(Response::error(
             400,

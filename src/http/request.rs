@@ -169,7 +169,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
             "chunked request bodies are not supported; send Content-Length",
         ));
     }
-    let mut length = 0usize;
+    let mut length: Option<usize> = None;
     // An upgrade has no body: what follows its head are WebSocket frames.
     for h in req
         .headers
@@ -183,9 +183,10 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
             .map(|v| v.trim_matches([' ', '\t']))
             .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|v| v.parse::<usize>().ok());
-        match n {
+        match (n, length) {
             // Two different lengths are a request-smuggling attempt or a broken client.
-            Some(n) if length == 0 || n == length => length = n,
+            (Some(n), None) => length = Some(n),
+            (Some(n), Some(l)) if n == l => {}
             _ => {
                 return Parsed::Refuse(Response::error(
                     400,
@@ -195,6 +196,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
             }
         }
     }
+    let length = length.unwrap_or(0);
     if length > limits.max_body_bytes {
         return Parsed::Refuse(Response::error(
             413,
@@ -318,6 +320,11 @@ mod tests {
                 "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 400,
             ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 2\r\n\r\nab",
+                400,
+            ),
+            ("POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\nab", 400),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
             ("\x16\x03\x01 junk\r\n\r\n", 400),
             (

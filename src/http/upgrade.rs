@@ -73,7 +73,7 @@ pub fn validate(req: Request, ws_paths: &[&str]) -> Result<UpgradeRequest, Respo
         return Err(Response::refusal(426, msg).with_header("Sec-WebSocket-Version", "13"));
     }
     let key = match req.header("sec-websocket-key").map(str::trim) {
-        Some(k) if k.len() == 24 && k.ends_with("==") => k,
+        Some(k) if is_key(k) => k,
         _ => {
             return Err(Response::refusal(
                 400,
@@ -88,6 +88,17 @@ pub fn validate(req: Request, ws_paths: &[&str]) -> Result<UpgradeRequest, Respo
         headers: req.headers,
         accept,
     })
+}
+
+/// Whether `key` is the base64 encoding of 16 bytes (RFC 6455, section 4.1): 22 characters of
+/// the base64 alphabet, the last of which carries only 2 bits, then `==`.
+fn is_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    let alphabet = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    b.len() == 24
+        && b[..22].iter().all(alphabet)
+        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
+        && &b[22..] == b"=="
 }
 
 /// The `101 Switching Protocols` response for an accepted upgrade, selecting `subprotocol`
@@ -153,6 +164,14 @@ mod tests {
                 400,
             ),
             (upgrade("/ws", "").replace("HTTP/1.1", "HTTP/1.0"), 400),
+            (
+                upgrade("/ws", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!=="),
+                400,
+            ),
+            (
+                upgrade("/ws", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZR=="),
+                400,
+            ),
             (
                 format!("GET /ws HTTP/1.1\r\nX-Pad: {}", "a".repeat(10_000)),
                 431,

@@ -106,8 +106,12 @@ pub fn parse_value<'b>(
     max_depth: usize,
 ) -> Result<Value<'b>, BadRequest> {
     super::json::check(bytes, max_depth).map_err(|e| bad(e.to_string()))?;
-    simd_json::to_borrowed_value_with_buffers(bytes, buffers)
-        .map_err(|e| bad(format!("malformed JSON: {e}")))
+    simd_json::to_borrowed_value_with_buffers(bytes, buffers).map_err(|e| bad(malformed(&e)))
+}
+
+/// What a client is told about JSON the parser refused: where, not the parser's internals.
+pub fn malformed(e: &simd_json::Error) -> String {
+    format!("malformed JSON near byte {}", e.index())
 }
 
 /// Turns a DOM into a request. `max_name` bounds room names and user ids.

@@ -121,7 +121,8 @@ impl Shard {
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if !self.ready.is_empty() || self.inbox.has_backlog() {
+            let busy = self.engine.has_pending() || !self.ready.is_empty();
+            let timeout = if busy || self.inbox.has_backlog() {
                 Duration::ZERO
             } else {
                 Duration::from_nanos(self.engine.next_tick().saturating_sub(self.now()))

@@ -277,7 +277,7 @@ impl Sim {
                     }
                 }
             }
-            if !moved {
+            if !moved && !self.engines.iter().any(Engine::has_pending) {
                 return;
             }
         }
@@ -347,6 +347,11 @@ impl Sim {
     /// The client reads again: its socket is writable.
     pub(crate) fn resume_reading(&mut self, c: &Client) {
         c.pipe.borrow_mut().window = None;
+        self.resume_writes(c);
+    }
+
+    /// The client's socket can take bytes again (after [`Client::window`]).
+    pub(crate) fn resume_writes(&mut self, c: &Client) {
         self.engines[c.shard].handle_writable(c.id);
         self.step();
     }
@@ -365,6 +370,11 @@ impl Client {
     /// The client stops reading: the server can write nothing more to it.
     pub(crate) fn stop_reading(&self) {
         self.pipe.borrow_mut().window = Some(0);
+    }
+
+    /// The client's side takes `bytes` more without the client reading them (a kernel buffer).
+    pub(crate) fn window(&self, bytes: usize) {
+        self.pipe.borrow_mut().window = Some(bytes);
     }
 
     /// Whether the server dropped the connection, and whether with a reset.

@@ -275,3 +275,58 @@ fn bytes_after_an_oversized_frame_are_never_parsed() {
     let stats = sim.hub.stats();
     assert_eq!((stats.protocol_errors, stats.panics), (1, 0));
 }
+
+/// Found by the hostile-input matrix: when the 1008 still fitted the socket, the server ended
+/// the connection at once with an orderly close, leaving what the client never read in an
+/// orphaned kernel socket. A close the peer does not answer within `close_timeout` now ends
+/// with a reset, whether or not its frame went out.
+#[test]
+fn a_slow_consumer_that_never_answers_its_1008_is_reset_even_when_it_was_written() {
+    let mut sim = Sim::new(2, |c| {
+        unlimited(c);
+        c.max_queue_bytes = 4096;
+    });
+    let mut slow = sim.connect(0, "slow");
+    let mut publisher = sim.connect(1, "pub");
+    for c in [&mut slow, &mut publisher] {
+        sim.send(c, json!({"type":"join","room":"r"}));
+        sim.expect(c, "ack");
+    }
+    slow.stop_reading();
+    for _ in 0..5 {
+        let chunk = "x".repeat(1000);
+        sim.send(
+            &mut publisher,
+            json!({"type":"publish","room":"r","data":chunk,"exclude_self":true}),
+        );
+    }
+    assert_eq!(sim.hub.stats().slow_consumer_closes, 1);
+    // The kernel takes the close frame after all, but nobody reads it or answers.
+    slow.window(1 << 20);
+    sim.resume_writes(&slow);
+    assert_eq!(slow.dropped(), None, "waiting for the answer");
+    sim.advance(secs(3));
+    assert_eq!(
+        slow.dropped(),
+        Some(true),
+        "no answer within close_timeout: reset"
+    );
+}
+
+/// Found by the hostile-input matrix: after a close the server started, the client's answer
+/// ended the connection only when `close_timeout` passed; it holds its place until then.
+#[test]
+fn an_answered_close_ends_the_connection_at_once() {
+    let mut sim = Sim::new(1, unlimited);
+    let mut c = sim.connect(0, "c");
+    sim.hub.close_session(c.id, 4000, "bye").unwrap();
+    sim.step();
+    assert_eq!(c.dropped(), None, "waiting for the answer");
+    // Reading the close makes the client's tungstenite answer it; `read` sends the answer.
+    assert_eq!(sim.close_code(&mut c), Some(4000));
+    assert_eq!(
+        c.dropped(),
+        Some(false),
+        "closed cleanly, with no time passing"
+    );
+}
