@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::engine::directory::{Directory, RoomInfo, SessionInfo};
 use crate::engine::ids::SessionId;
-use crate::engine::router::{self, Bus, Route, Routed, Router};
+use crate::engine::router::{self, Bus, Route, Routed, Router, ShardMsg};
 use crate::hooks::Hooks;
 use crate::metrics::{Histograms, ShardStats, Stats};
 use crate::protocol::frame::{self, Frame, OpCode};
@@ -187,7 +187,8 @@ impl Hub {
     ) -> Result<(), HubError> {
         self.session_exists(id)?;
         let frame = msg.into().frame();
-        self.route(Route::Session { id, frame }).map(drop)
+        self.route(Route::Session(ShardMsg::Session { id, frame }))
+            .map(drop)
     }
 
     /// Sends to every session of a user, on any shard; returns how many sessions it went to
@@ -226,20 +227,26 @@ impl Hub {
     /// Closes a session with a close code and reason.
     pub fn close_session(&self, id: SessionId, code: u16, reason: &str) -> Result<(), HubError> {
         self.session_exists(id)?;
-        self.route(Route::Close { id, code, reason }).map(drop)
+        let reason = reason.to_string();
+        self.route(Route::Session(ShardMsg::Close { id, code, reason }))
+            .map(drop)
     }
 
     /// Asks a session's shard to join it to a room, exactly as if the client had sent a `join`
     /// request (the client receives the `ack` or `error`, presence is announced).
     pub fn join(&self, id: SessionId, room: &str) -> Result<(), HubError> {
         self.session_exists(id)?;
-        self.route(Route::Join { id, room }).map(drop)
+        let room = room.to_string();
+        self.route(Route::Session(ShardMsg::Join { id, room }))
+            .map(drop)
     }
 
     /// Asks a session's shard to remove it from a room, as if the client had sent `leave`.
     pub fn leave(&self, id: SessionId, room: &str) -> Result<(), HubError> {
         self.session_exists(id)?;
-        self.route(Route::Leave { id, room }).map(drop)
+        let room = room.to_string();
+        self.route(Route::Session(ShardMsg::Leave { id, room }))
+            .map(drop)
     }
 
     /// Creates a room that stays when empty, with a capacity (0 is unlimited), or changes an

@@ -147,38 +147,6 @@ fn small_window_client(server: &TestServer, user: &str) -> Client {
     Client::greeted(ws)
 }
 
-/// Writes `request` on a fresh connection and reads one response: its head, then its
-/// `Content-Length` body or up to the close (a `101` ends at its head). Returns the status and
-/// the whole text.
-fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let mut tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
-    // The server may answer (and close) before it has read everything.
-    let _ = tcp.write_all(request);
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let head_done = out.windows(4).any(|w| w == b"\r\n\r\n");
-        if head_done && out.starts_with(b"HTTP/1.1 101") {
-            break;
-        }
-        if response_len(&out).is_some_and(|n| out.len() >= n) {
-            break;
-        }
-        match tcp.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
 /// `[` × n then `]` × n.
 fn brackets(n: usize) -> String {
     format!("{}{}", "[".repeat(n), "]".repeat(n))
@@ -253,7 +221,7 @@ impl Arena {
     /// The shared check after every attack: the server answers a fresh request and the
     /// bystander gets a publish from the other shard within a second.
     fn check_alive(&mut self, case: &str) {
-        let (status, text) = exchange(self.addr(), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (status, text) = raw_http(self.addr(), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(status, 200, "{case}: /health after the attack: {text:?}");
         self.bystander_hears(case);
     }
@@ -311,7 +279,7 @@ impl Arena {
         let name = c.name.as_str();
         let mut attacker = match &c.attack {
             Http(bytes) => {
-                let (status, text) = exchange(self.addr(), bytes);
+                let (status, text) = raw_http(self.addr(), bytes);
                 return expect_status(name, &c.want, status, &text);
             }
             Upgrade(path) => match self.upgrade(name, path, &c.want) {
@@ -1049,11 +1017,11 @@ fn slow_and_idle_requests_are_cut_off_by_the_handshake_timeout() {
         arena.check_alive(name);
     }
     // A connection that never says anything.
-    let (status, _) = exchange(arena.addr(), b"");
+    let (status, _) = raw_http(arena.addr(), b"");
     assert_eq!(status, 408, "a silent connection");
     arena.check_alive("a silent connection");
     // A body shorter than its Content-Length is a request that never completes.
-    let (status, text) = exchange(
+    let (status, text) = raw_http(
         arena.addr(),
         b"POST /api/v1/send HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"to\":\"x\"}",
     );
@@ -1109,7 +1077,7 @@ fn a_connection_storm_past_max_connections_gets_503_and_the_count_recovers() {
     let again: Vec<Client> = (0..10)
         .map(|i| Client::connect(&arena.server, Some(&format!("again{i}"))))
         .collect();
-    let (status, _) = exchange(
+    let (status, _) = raw_http(
         arena.addr(),
         upgrade_request("/ws?user=one-too-many", "").as_bytes(),
     );
@@ -1196,7 +1164,7 @@ fn connections_that_end_without_a_request_leave_no_trace() {
         });
         held.push(Client::greeted(c.unwrap()));
     }
-    let (status, _) = exchange(
+    let (status, _) = raw_http(
         arena.addr(),
         upgrade_request("/ws?user=nineteenth", "").as_bytes(),
     );
@@ -1230,7 +1198,7 @@ fn half_open_upgrades_hold_places_only_until_the_handshake_timeout() {
     wait_until("the half-open ones are accepted", || {
         arena.stats().accepted >= accepted + 38
     });
-    let (status, _) = exchange(
+    let (status, _) = raw_http(
         arena.addr(),
         upgrade_request("/ws?user=late", "").as_bytes(),
     );

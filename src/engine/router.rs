@@ -24,7 +24,7 @@ use super::ids::SessionId;
 use crate::protocol::frame::Frame;
 
 /// Work for a shard, from its own engine, another shard or another thread.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ShardMsg {
     /// Deliver to this shard's members of a room. `seq` is the publication's position in the
     /// room's log (0: the room keeps none).
@@ -162,36 +162,9 @@ pub enum Route<'a> {
         /// The encoded frame.
         frame: Frame,
     },
-    /// A message to one session.
-    Session {
-        /// The session.
-        id: SessionId,
-        /// The encoded frame.
-        frame: Frame,
-    },
-    /// Close a session.
-    Close {
-        /// The session.
-        id: SessionId,
-        /// The close code.
-        code: u16,
-        /// The close reason.
-        reason: &'a str,
-    },
-    /// Join a room on a session's behalf.
-    Join {
-        /// The session.
-        id: SessionId,
-        /// The room.
-        room: &'a str,
-    },
-    /// Leave a room on a session's behalf.
-    Leave {
-        /// The session.
-        id: SessionId,
-        /// The room.
-        room: &'a str,
-    },
+    /// A message about one session (a frame for it, its close, a join or leave on its behalf),
+    /// for the session's shard: one of the [`ShardMsg`]s whose [`ShardMsg::session`] is set.
+    Session(ShardMsg),
 }
 
 /// What routing achieved.
@@ -254,81 +227,83 @@ impl Router {
     /// Routes `route`, called from shard `from` (or from outside the shards: `None`).
     pub fn route(&self, from: Option<usize>, route: Route<'_>) -> Routed {
         let mut routed = Routed::default();
-        let mask = match &route {
-            Route::Publish { room, frame, .. } => {
-                routed.seq = room.log.record(frame);
-                room.shards()
-            }
-            Route::Presence { room, .. } => room.shards(),
-            Route::Broadcast { .. } => u64::MAX,
-            Route::User { user, .. } => {
-                let (mask, sessions) = self.directory.user_shards(user);
-                routed.sessions = sessions;
-                mask
-            }
-            Route::Session { id, .. }
-            | Route::Close { id, .. }
-            | Route::Join { id, .. }
-            | Route::Leave { id, .. } => 1 << id.shard(),
-        };
-        let seq = routed.seq;
-        let user: Option<Arc<str>> = match &route {
-            Route::User { user, .. } if mask != 0 => Some(Arc::from(*user)),
-            _ => None,
-        };
-        let message = || match &route {
+        let (mask, msg) = match route {
             Route::Publish {
                 room,
                 frame,
                 exclude,
-            } => ShardMsg::Room {
-                room: room.name.clone(),
-                frame: frame.clone(),
-                exclude: *exclude,
-                seq,
-            },
-            Route::Presence { room, frame, about } => ShardMsg::Presence {
-                room: room.name.clone(),
-                frame: frame.clone(),
-                exclude: *about,
-            },
-            Route::Broadcast { frame, exclude } => ShardMsg::All {
-                frame: frame.clone(),
-                exclude: *exclude,
-            },
-            Route::User { frame, .. } => ShardMsg::User {
-                user: user.clone().unwrap_or_default(),
-                frame: frame.clone(),
-            },
-            Route::Session { id, frame } => ShardMsg::Session {
-                id: *id,
-                frame: frame.clone(),
-            },
-            Route::Close { id, code, reason } => ShardMsg::Close {
-                id: *id,
-                code: *code,
-                reason: reason.to_string(),
-            },
-            Route::Join { id, room } => ShardMsg::Join {
-                id: *id,
-                room: room.to_string(),
-            },
-            Route::Leave { id, room } => ShardMsg::Leave {
-                id: *id,
-                room: room.to_string(),
+            } => {
+                routed.seq = room.log.record(&frame);
+                let seq = routed.seq;
+                let room_name = room.name.clone();
+                let msg = ShardMsg::Room {
+                    room: room_name,
+                    frame,
+                    exclude,
+                    seq,
+                };
+                (room.shards(), msg)
+            }
+            Route::Presence { room, frame, about } => {
+                let msg = ShardMsg::Presence {
+                    room: room.name.clone(),
+                    frame,
+                    exclude: about,
+                };
+                (room.shards(), msg)
+            }
+            Route::Broadcast { frame, exclude } => (u64::MAX, ShardMsg::All { frame, exclude }),
+            Route::User { user, frame } => {
+                let (mask, sessions) = self.directory.user_shards(user);
+                routed.sessions = sessions;
+                if mask == 0 {
+                    return routed;
+                }
+                let user = Arc::from(user);
+                (mask, ShardMsg::User { user, frame })
+            }
+            Route::Session(msg) => match msg.session() {
+                Some(id) => (1 << id.shard(), msg),
+                None => {
+                    debug_assert!(false, "a session route without a session: {msg:?}");
+                    return routed;
+                }
             },
         };
-        for shard in (0..self.shards()).filter(|s| mask & (1 << s) != 0) {
-            if Some(shard) == from {
-                routed.local = Some(message());
-            } else if let Err(why) = self.bus.post(shard, message()) {
-                routed.missed |= 1 << shard;
-                let d = &self.drops[shard];
-                match why {
-                    Refused::Full => d.full.fetch_add(1, Ordering::Relaxed),
-                    Refused::Gone => d.gone.fetch_add(1, Ordering::Relaxed),
-                };
-            }
+        // One copy per shard but the last, which takes the message itself (cheap copies: the
+        // frame and names are shared).
+        let mut shards = (0..self.shards())
+            .filter(|s| mask & (1 << s) != 0)
+            .peekable();
+        while let Some(shard) = shards.next() {
+            let one = if shards.peek().is_some() {
+                msg.clone()
+            } else {
+                return self.post_one(from, shard, msg, routed);
+            };
+            routed = self.post_one(from, shard, one, routed);
+        }
+        routed
+    }
+
+    /// Hands `msg` to `shard` (the caller's own part goes back in `routed.local`), counting a
+    /// refusal: the one drop policy.
+    fn post_one(
+        &self,
+        from: Option<usize>,
+        shard: usize,
+        msg: ShardMsg,
+        mut routed: Routed,
+    ) -> Routed {
+        if Some(shard) == from {
+            routed.local = Some(msg);
+        } else if let Err(why) = self.bus.post(shard, msg) {
+            routed.missed |= 1 << shard;
+            let d = &self.drops[shard];
+            match why {
+                Refused::Full => d.full.fetch_add(1, Ordering::Relaxed),
+                Refused::Gone => d.gone.fetch_add(1, Ordering::Relaxed),
+            };
         }
         routed
     }
@@ -448,13 +423,9 @@ mod tests {
                 let r = r.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        r.route(
-                            None,
-                            Route::Session {
-                                id: SessionId::new(1, 1, 0),
-                                frame: frame(),
-                            },
-                        );
+                        let id = SessionId::new(1, 1, 0);
+                        let frame = frame();
+                        r.route(None, Route::Session(ShardMsg::Session { id, frame }));
                     }
                 })
             })

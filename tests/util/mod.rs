@@ -250,14 +250,16 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     // The server may answer (and close) before it has read everything we send.
     let _ = tcp.write_all(request);
     // Read one response: to the end of its Content-Length body, as the server may keep the
-    // connection alive, or to the close.
+    // connection alive, or to the close; a `101` ends at its head.
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(total) = response_len(&out) {
-            if out.len() >= total {
-                break;
-            }
+        let head_done = out.windows(4).any(|w| w == b"\r\n\r\n");
+        if head_done && out.starts_with(b"HTTP/1.1 101") {
+            break;
+        }
+        if response_len(&out).is_some_and(|total| out.len() >= total) {
+            break;
         }
         match tcp.read(&mut chunk) {
             Ok(0) | Err(_) => break,

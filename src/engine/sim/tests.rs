@@ -67,8 +67,9 @@ fn a_stalled_reader_is_closed_after_the_write_stall_timeout_then_reset() {
     assert_eq!(stuck.dropped(), Some(true), "never read: reset");
 }
 
-#[test]
-fn a_slow_consumer_that_reads_again_in_time_gets_its_1008() {
+/// A member on shard 0 that stopped reading, and a publisher on shard 1 that sent it 5 KB
+/// past its 4 KiB queue bound: a slow consumer.
+fn slow_consumer() -> (Sim, super::Client, super::Client) {
     let mut sim = Sim::new(2, |c| {
         unlimited(c);
         c.max_queue_bytes = 4096;
@@ -87,6 +88,12 @@ fn a_slow_consumer_that_reads_again_in_time_gets_its_1008() {
             json!({"type":"publish","room":"r","data":chunk,"exclude_self":true}),
         );
     }
+    (sim, slow, publisher)
+}
+
+#[test]
+fn a_slow_consumer_that_reads_again_in_time_gets_its_1008() {
+    let (mut sim, mut slow, mut publisher) = slow_consumer();
     assert_eq!(sim.hub.stats().slow_consumer_closes, 1);
     // Presence told the publisher.
     let left = sim.texts(&mut publisher);
@@ -282,24 +289,7 @@ fn bytes_after_an_oversized_frame_are_never_parsed() {
 /// with a reset, whether or not its frame went out.
 #[test]
 fn a_slow_consumer_that_never_answers_its_1008_is_reset_even_when_it_was_written() {
-    let mut sim = Sim::new(2, |c| {
-        unlimited(c);
-        c.max_queue_bytes = 4096;
-    });
-    let mut slow = sim.connect(0, "slow");
-    let mut publisher = sim.connect(1, "pub");
-    for c in [&mut slow, &mut publisher] {
-        sim.send(c, json!({"type":"join","room":"r"}));
-        sim.expect(c, "ack");
-    }
-    slow.stop_reading();
-    for _ in 0..5 {
-        let chunk = "x".repeat(1000);
-        sim.send(
-            &mut publisher,
-            json!({"type":"publish","room":"r","data":chunk,"exclude_self":true}),
-        );
-    }
+    let (mut sim, slow, _publisher) = slow_consumer();
     assert_eq!(sim.hub.stats().slow_consumer_closes, 1);
     // The kernel takes the close frame after all, but nobody reads it or answers.
     slow.window(1 << 20);
