@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shardhub_loadgen::plan::{Adapter, Plan, Scenario};
 use shardhub_loadgen::report::{self, RunSummary};
+use shardhub_loadgen::scenario::maxrate;
 use shardhub_loadgen::target::{parse_sources, Target};
-use shardhub_loadgen::{hist, html, maxrate, procs, run, Gate, RunError};
+use shardhub_loadgen::{hist, html, procs, run, Gate, RunError};
 
 #[derive(Parser)]
 #[command(

@@ -57,6 +57,21 @@ pub struct ConnId {
 }
 
 impl ConnId {
+    /// A handle for tests of code that only passes handles around: key `key`, generation 1.
+    #[cfg(test)]
+    pub(crate) fn for_test(key: usize) -> Self {
+        Self {
+            key: key as u32,
+            gen: 1,
+        }
+    }
+
+    /// The key of a handle made by [`ConnId::for_test`].
+    #[cfg(test)]
+    pub(crate) fn key_for_test(self) -> usize {
+        self.key as usize
+    }
+
     fn token(self) -> Token {
         Token(((self.gen as usize) << 32) | self.key as usize)
     }
