@@ -158,12 +158,11 @@ mod tests {
     use super::*;
     use crate::plan::Scenario;
     use crate::scenario::runner::Stage;
-    use crate::scenario::testbed::Bed;
-    use crate::target::Target;
+    use crate::scenario::testbed::{plan, Bed};
 
     #[test]
     fn starts_at_the_rate_lives_its_life_and_frees_its_tag() {
-        let mut plan = Plan::new(Scenario::Churn, Target::parse("ws://127.0.0.1:1/").unwrap());
+        let mut plan = plan(Scenario::Churn);
         plan.conns = 2;
         plan.rooms = 2;
         plan.churn_rate = 1000.0;

@@ -5,19 +5,34 @@
 
 use std::io::Write as _;
 
-use crate::net::Failure;
 use crate::plan::{Plan, Share};
-use crate::report::Traffic;
 
 use super::echo::{Request, RoundTrip};
 use super::probe::{write_probe, Probe};
-use super::tally::Tally;
-use super::{Ctx, Frame, Workload};
+use super::Ctx;
 
-/// One thread's pairs (a pair may straddle two threads: users are global).
-pub struct Direct {
-    /// The requesters (even global indices); odd ones are bouncers.
-    rt: RoundTrip,
+/// The `direct` workload of one thread's `share`: a [`RoundTrip`] whose even connections send
+/// requests to their odd peers, which bounce them. A pair may straddle two threads or processes:
+/// users are global. `origin` (the run's monotonic origin) names the run.
+pub fn pairs(plan: &Plan, share: &Share, origin: u64) -> RoundTrip {
+    let prefix = format!("lg{:x}", origin & 0xFF_FFFF);
+    // Only the first of each pair sends requests.
+    let rate = plan.rate / (plan.conns / 2).max(1) as f64;
+    let requesters = share.conns.clone().map(|i| (i % 2 == 0).then_some(i));
+    let request = Request::Send {
+        prefix: prefix.clone(),
+    };
+    let bouncer = Bouncer {
+        first: share.conns.start,
+        prefix,
+        payload: plan.payload,
+        buf: Vec::with_capacity(256),
+    };
+    RoundTrip::new(plan, requesters, request, rate, Some(bouncer))
+}
+
+/// The odd half of the pairs, and the user ids of both halves.
+pub struct Bouncer {
     /// Global index of tag 0.
     first: usize,
     /// User id prefix, unique per run so that runs do not cross.
@@ -26,27 +41,14 @@ pub struct Direct {
     buf: Vec<u8>,
 }
 
-impl Direct {
-    /// This thread's `share` of `plan`; `origin` (the run's monotonic origin) names the run.
-    pub fn new(plan: &Plan, share: &Share, origin: u64) -> Self {
-        let prefix = format!("lg{:x}", origin & 0xFF_FFFF);
-        // Only the first of each pair sends requests.
-        let rate = plan.rate / (plan.conns / 2).max(1) as f64;
-        let requesters = share.conns.clone().map(|i| (i % 2 == 0).then_some(i));
-        let request = Request::Send {
-            prefix: prefix.clone(),
-        };
-        Self {
-            rt: RoundTrip::new(plan, requesters, request, rate),
-            first: share.conns.start,
-            prefix,
-            payload: plan.payload,
-            buf: Vec::with_capacity(256),
-        }
+impl Bouncer {
+    /// The user id of connection `tag`.
+    pub fn user(&self, tag: usize) -> String {
+        format!("{}-{}", self.prefix, self.first + tag)
     }
 
-    /// Sends probe `p` back to the user that sent it, on bouncer `tag`.
-    fn bounce(&mut self, ctx: &mut Ctx<'_>, tag: usize, p: Probe) {
+    /// Sends probe `p` back to the user that sent it, on `tag`.
+    pub fn bounce(&mut self, ctx: &mut Ctx<'_>, tag: usize, p: Probe) {
         if !ctx.measuring() {
             return;
         }
@@ -64,77 +66,30 @@ impl Direct {
     }
 }
 
-impl Workload for Direct {
-    fn setup_conns(&self) -> usize {
-        self.rt.len()
-    }
-
-    fn user(&self, tag: usize) -> Option<String> {
-        Some(format!("{}-{}", self.prefix, self.first + tag))
-    }
-
-    fn begin(&mut self, ctx: &mut Ctx<'_>, start: u64, end: u64) {
-        self.rt.begin(ctx, start, end);
-    }
-
-    fn tick(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
-        self.rt.tick(ctx)
-    }
-
-    fn on_frame(&mut self, ctx: &mut Ctx<'_>, tag: usize, frame: Frame) {
-        match frame {
-            Frame::Raw(p) | Frame::Direct(p) if self.rt.is_requester(tag) => {
-                self.rt.answered(ctx, tag, p.s)
-            }
-            Frame::Pong(seq) => self.rt.answered(ctx, tag, seq),
-            Frame::Direct(p) => self.bounce(ctx, tag, p),
-            Frame::Raw(_) | Frame::Message(_) => {}
-        }
-    }
-
-    fn on_closed(&mut self, _ctx: &mut Ctx<'_>, tag: usize, _failure: Option<&Failure>) {
-        self.rt.closed(tag);
-    }
-
-    fn all_answered(&self) -> bool {
-        self.rt.all_answered()
-    }
-
-    fn account(&self, tally: &Tally, traffic: &mut Traffic) {
-        self.rt.account(tally, traffic);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::Scenario;
     use crate::scenario::runner::Stage;
-    use crate::scenario::testbed::Bed;
-    use crate::target::Target;
+    use crate::scenario::testbed::{plan, Bed};
+    use crate::scenario::{Frame, Workload};
 
     #[test]
     fn pairs_of_users_requesters_even_bouncers_odd() {
-        let mut plan = Plan::new(
-            Scenario::Direct,
-            Target::parse("ws://127.0.0.1:1/").unwrap(),
-        );
+        let mut plan = plan(Scenario::Direct);
         plan.conns = 8;
         plan.threads = 2;
-        let d = Direct::new(&plan, &plan.thread_share(1), 0xAB_CDEF_0123);
+        let d = pairs(&plan, &plan.thread_share(1), 0xAB_CDEF_0123);
         assert_eq!(d.setup_conns(), 4);
         assert_eq!(d.user(0).as_deref(), Some("lgef0123-4"));
         assert_eq!(d.user(3).as_deref(), Some("lgef0123-7"));
-        assert!(d.rt.is_requester(0) && !d.rt.is_requester(1) && d.rt.is_requester(2));
+        assert!(d.is_requester(0) && !d.is_requester(1) && d.is_requester(2));
     }
 
     #[test]
     fn bounces_only_while_measuring() {
-        let plan = Plan::new(
-            Scenario::Direct,
-            Target::parse("ws://127.0.0.1:1/").unwrap(),
-        );
-        let mut d = Direct::new(&plan, &plan.thread_share(0), 1);
+        let plan = plan(Scenario::Direct);
+        let mut d = pairs(&plan, &plan.thread_share(0), 1);
         let mut bed = Bed::new(2);
         bed.connect(0..2);
         let p = Probe { t: 5, s: 6, p: 0 };
@@ -152,14 +107,11 @@ mod tests {
 
     #[test]
     fn requests_go_to_the_peer_user() {
-        let mut plan = Plan::new(
-            Scenario::Direct,
-            Target::parse("ws://127.0.0.1:1/").unwrap(),
-        );
+        let mut plan = plan(Scenario::Direct);
         plan.conns = 2;
         plan.rate = 0.0;
         plan.payload = 2;
-        let mut d = Direct::new(&plan, &plan.thread_share(0), 1);
+        let mut d = pairs(&plan, &plan.thread_share(0), 1);
         let mut bed = Bed::new(2);
         bed.connect(0..2);
         bed.stage = Stage::Running;

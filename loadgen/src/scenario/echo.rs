@@ -2,8 +2,8 @@
 //! comes back as it was sent. Closed loop (`--rate 0`: one request outstanding per connection,
 //! the next sent when the answer arrives) or open loop at `--rate` in total.
 //!
-//! [`RoundTrip`], the requester side, is shared with `direct`, whose requests go to a peer user
-//! instead. The server answers in order, so each requester keeps its outstanding requests
+//! [`RoundTrip`] is the workload of `echo` and of `direct`, whose requests go to a peer user
+//! that bounces them back ([`Bouncer`]). The server answers in order, so each requester keeps its outstanding requests
 //! oldest first: an answer to request *n* means every older one still outstanding was dropped
 //! (`replies_missing`). Expected answers are the requests sent; latency is from each request's
 //! intended send time.
@@ -16,6 +16,7 @@ use crate::plan::{Adapter, Plan, Share};
 use crate::report::Traffic;
 use crate::schedule::Schedule;
 
+use super::direct::Bouncer;
 use super::open_loop::OpenLoop;
 use super::probe::{write_probe, Probe};
 use super::tally::Tally;
@@ -42,9 +43,11 @@ struct Requester {
     outstanding: VecDeque<(u64, u64)>,
 }
 
-/// The requesters of one thread, by tag (a tag without one is not a requester).
+/// The requesters of one thread, by tag; a tag without one is a bouncer (direct).
 pub struct RoundTrip {
     requesters: Vec<Option<Requester>>,
+    /// The other half of each `direct` pair; none for `echo`.
+    bouncer: Option<Bouncer>,
     request: Request,
     /// Requests per second of each requester; 0 for closed loop.
     rate: f64,
@@ -58,13 +61,28 @@ pub struct RoundTrip {
 }
 
 impl RoundTrip {
-    /// Requesters with the given global indices by tag (`None`: not a requester), sending
+    /// `echo`: every connection of this thread's `share` a requester.
+    pub fn echo(plan: &Plan, share: &Share) -> Self {
+        let request = match plan.adapter {
+            Adapter::Hub => Request::Ping,
+            Adapter::Raw => Request::Probe,
+        };
+        let rate = if plan.conns > 0 {
+            plan.rate / plan.conns as f64
+        } else {
+            0.0
+        };
+        Self::new(plan, share.conns.clone().map(Some), request, rate, None)
+    }
+
+    /// Requesters with the given global indices by tag (`None`: a tag of `bouncer`), sending
     /// `request`s at `rate` each (0: closed loop) among `plan.conns` connections in total.
     pub fn new(
         plan: &Plan,
         requesters: impl Iterator<Item = Option<usize>>,
         request: Request,
         rate: f64,
+        bouncer: Option<Bouncer>,
     ) -> Self {
         Self {
             requesters: requesters
@@ -76,6 +94,7 @@ impl RoundTrip {
                     })
                 })
                 .collect(),
+            bouncer,
             request,
             rate,
             conns: plan.conns,
@@ -86,18 +105,8 @@ impl RoundTrip {
         }
     }
 
-    /// Connections (tags), requesters or not.
-    pub fn len(&self) -> usize {
-        self.requesters.len()
-    }
-
-    /// Whether there is no connection at all.
-    pub fn is_empty(&self) -> bool {
-        self.requesters.is_empty()
-    }
-
     /// Whether `tag` is a requester.
-    pub fn is_requester(&self, tag: usize) -> bool {
+    pub(super) fn is_requester(&self, tag: usize) -> bool {
         matches!(self.requesters.get(tag), Some(Some(_)))
     }
 
@@ -138,7 +147,7 @@ impl RoundTrip {
     }
 
     /// The common start: open-loop schedules, or every requester's first closed-loop request.
-    pub fn begin(&mut self, ctx: &mut Ctx<'_>, start: u64, end: u64) {
+    fn start(&mut self, ctx: &mut Ctx<'_>, start: u64, end: u64) {
         let conns = self.conns.max(1);
         if self.rate > 0.0 {
             for (tag, r) in self.requesters.iter().enumerate() {
@@ -156,7 +165,7 @@ impl RoundTrip {
     }
 
     /// Sends every open-loop request that is due; returns when the next one is.
-    pub fn tick(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
+    fn send_due(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
         let now = ctx.now;
         let mut sends = std::mem::take(&mut self.sends);
         sends.run_due(now, |tag, t| self.send(ctx, tag, t, now));
@@ -165,7 +174,7 @@ impl RoundTrip {
     }
 
     /// The answer to `tag`'s request `seq` arrived.
-    pub fn answered(&mut self, ctx: &mut Ctx<'_>, tag: usize, seq: u64) {
+    fn answered(&mut self, ctx: &mut Ctx<'_>, tag: usize, seq: u64) {
         let Some(Some(r)) = self.requesters.get_mut(tag) else {
             return;
         };
@@ -196,82 +205,56 @@ impl RoundTrip {
             self.send(ctx, tag, ctx.now, ctx.now);
         }
     }
+}
 
-    /// `tag`'s connection is gone: its requests will never be answered. They are no longer in
-    /// flight (and still count as lost).
-    pub fn closed(&mut self, tag: usize) {
+impl Workload for RoundTrip {
+    fn setup_conns(&self) -> usize {
+        self.requesters.len()
+    }
+
+    fn user(&self, tag: usize) -> Option<String> {
+        self.bouncer.as_ref().map(|b| b.user(tag))
+    }
+
+    fn begin(&mut self, ctx: &mut Ctx<'_>, start: u64, end: u64) {
+        self.start(ctx, start, end);
+    }
+
+    fn tick(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
+        self.send_due(ctx)
+    }
+
+    fn on_frame(&mut self, ctx: &mut Ctx<'_>, tag: usize, frame: Frame) {
+        match frame {
+            Frame::Raw(p) | Frame::Direct(p) if self.is_requester(tag) => {
+                self.answered(ctx, tag, p.s)
+            }
+            Frame::Pong(seq) => self.answered(ctx, tag, seq),
+            Frame::Direct(p) => {
+                if let Some(b) = &mut self.bouncer {
+                    b.bounce(ctx, tag, p);
+                }
+            }
+            Frame::Raw(_) | Frame::Message(_) => {}
+        }
+    }
+
+    fn on_closed(&mut self, _ctx: &mut Ctx<'_>, tag: usize, _failure: Option<&Failure>) {
+        // Its requests will never be answered: no longer in flight (and still counted lost).
         if let Some(Some(r)) = self.requesters.get_mut(tag) {
             self.in_flight -= r.outstanding.len();
             r.outstanding.clear();
         }
     }
 
-    /// Whether every request sent was answered or given up on.
-    pub fn all_answered(&self) -> bool {
+    fn all_answered(&self) -> bool {
         self.in_flight == 0
     }
 
-    /// Expected answers are the requests sent; unique ones are those received.
-    pub fn account(&self, tally: &Tally, traffic: &mut Traffic) {
+    fn account(&self, tally: &Tally, traffic: &mut Traffic) {
+        // Expected answers are the requests sent; unique ones are those received.
         traffic.expected = tally.sent_total();
         traffic.unique = tally.received_total();
-    }
-}
-
-/// Every connection a requester.
-pub struct Echo {
-    rt: RoundTrip,
-}
-
-impl Echo {
-    /// This thread's `share` of `plan`.
-    pub fn new(plan: &Plan, share: &Share) -> Self {
-        let request = match plan.adapter {
-            Adapter::Hub => Request::Ping,
-            Adapter::Raw => Request::Probe,
-        };
-        let rate = if plan.conns > 0 {
-            plan.rate / plan.conns as f64
-        } else {
-            0.0
-        };
-        Self {
-            rt: RoundTrip::new(plan, share.conns.clone().map(Some), request, rate),
-        }
-    }
-}
-
-impl Workload for Echo {
-    fn setup_conns(&self) -> usize {
-        self.rt.len()
-    }
-
-    fn begin(&mut self, ctx: &mut Ctx<'_>, start: u64, end: u64) {
-        self.rt.begin(ctx, start, end);
-    }
-
-    fn tick(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
-        self.rt.tick(ctx)
-    }
-
-    fn on_frame(&mut self, ctx: &mut Ctx<'_>, tag: usize, frame: Frame) {
-        match frame {
-            Frame::Raw(p) | Frame::Direct(p) => self.rt.answered(ctx, tag, p.s),
-            Frame::Pong(seq) => self.rt.answered(ctx, tag, seq),
-            Frame::Message(_) => {}
-        }
-    }
-
-    fn on_closed(&mut self, _ctx: &mut Ctx<'_>, tag: usize, _failure: Option<&Failure>) {
-        self.rt.closed(tag);
-    }
-
-    fn all_answered(&self) -> bool {
-        self.rt.all_answered()
-    }
-
-    fn account(&self, tally: &Tally, traffic: &mut Traffic) {
-        self.rt.account(tally, traffic);
     }
 }
 
@@ -280,14 +263,13 @@ mod tests {
     use super::*;
     use crate::plan::Scenario;
     use crate::scenario::runner::Stage;
-    use crate::scenario::testbed::Bed;
-    use crate::target::Target;
+    use crate::scenario::testbed::{plan, Bed};
 
-    fn echo(rate: f64) -> Echo {
-        let mut plan = Plan::new(Scenario::Echo, Target::parse("ws://127.0.0.1:1/").unwrap());
+    fn echo(rate: f64) -> RoundTrip {
+        let mut plan = plan(Scenario::Echo);
         plan.conns = 2;
         plan.rate = rate;
-        Echo::new(&plan, &plan.thread_share(0))
+        RoundTrip::echo(&plan, &plan.thread_share(0))
     }
 
     #[test]
@@ -296,10 +278,10 @@ mod tests {
         let mut bed = Bed::new(2);
         bed.stage = Stage::Running;
         // Pretend tag 0 sent requests 0..4 at 1, 2, 3, 4 ms (the bed has no socket to send on).
-        let r = e.rt.requesters[0].as_mut().unwrap();
+        let r = e.requesters[0].as_mut().unwrap();
         r.outstanding
             .extend((0..4).map(|s| (s, (s + 1) * 1_000_000)));
-        e.rt.in_flight = 4;
+        e.in_flight = 4;
         e.on_frame(&mut bed.ctx(5_000_000), 0, Frame::Pong(0));
         e.on_frame(&mut bed.ctx(5_000_000), 0, Frame::Pong(2));
         assert_eq!(

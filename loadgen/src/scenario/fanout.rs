@@ -253,15 +253,11 @@ mod tests {
     use super::*;
     use crate::plan::Scenario;
     use crate::scenario::runner::Stage;
-    use crate::scenario::testbed::Bed;
-    use crate::target::Target;
+    use crate::scenario::testbed::{plan, Bed};
 
     /// 2 publishers and 4 subscribers in 2 rooms, all on one thread.
     fn fanout(adapter: Adapter) -> (Plan, Fanout) {
-        let mut plan = Plan::new(
-            Scenario::Fanout,
-            Target::parse("ws://127.0.0.1:1/ws").unwrap(),
-        );
+        let mut plan = plan(Scenario::Fanout);
         plan.adapter = adapter;
         plan.conns = 4;
         plan.rooms = 2;

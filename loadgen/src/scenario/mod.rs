@@ -122,8 +122,8 @@ pub fn workload(plan: &Plan, share: &Share, origin: u64) -> Box<dyn Workload> {
     match plan.scenario {
         Scenario::Connect => Box::new(connect::Connect::new(share)),
         Scenario::Fanout => Box::new(fanout::Fanout::new(plan, share)),
-        Scenario::Echo => Box::new(echo::Echo::new(plan, share)),
-        Scenario::Direct => Box::new(direct::Direct::new(plan, share, origin)),
+        Scenario::Echo => Box::new(echo::RoundTrip::echo(plan, share)),
+        Scenario::Direct => Box::new(direct::pairs(plan, share, origin)),
         Scenario::Churn => Box::new(churn::Churn::new(plan, share)),
     }
 }

@@ -4,10 +4,12 @@
 use std::sync::mpsc;
 
 use crate::net::ConnId;
+use crate::plan::{Plan, Scenario};
 use crate::report::Sample;
 
 use super::runner::{Ctx, Link, Stage, Wire};
 use super::tally::Tally;
+use crate::target::Target;
 
 /// Records what a workload does to its connections; every connection it holds accepts.
 #[derive(Default)]
@@ -81,4 +83,12 @@ impl Bed {
             end_ns: self.end_ns,
         }
     }
+}
+
+/// A plan of `scenario` with the defaults, aimed at a loopback port nothing listens on.
+pub(crate) fn plan(scenario: Scenario) -> Plan {
+    Plan::new(
+        scenario,
+        Target::parse("ws://127.0.0.1:1/ws").expect("loopback url"),
+    )
 }
