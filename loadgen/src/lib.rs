@@ -6,7 +6,7 @@
 //! framing in [`ws`]) driven by a [`scenario::Runner`] (the stages every scenario shares) and the
 //! scenario's [`scenario::Workload`] (what its connections send and count) → per-thread
 //! [`report::RunSummary`] parts → merged by adding raw counts and HdrHistograms ([`hist`]) →
-//! printed, written as JSON or `.hgrm`, or rendered to HTML ([`html`]). [`procs`] runs the same
+//! printed, written as JSON or `.hgrm`, or rendered to HTML ([`html`], plots drawn by `chart`). [`procs`] runs the same
 //! thing as several worker processes and merges their JSON.
 //!
 //! Layering: `ws`, `schedule`, `seq`, `hist`, `target` are pure and unit-tested; `net` owns all
@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chart;
 pub mod error;
 pub mod hist;
 pub mod html;
