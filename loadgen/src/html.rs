@@ -1,7 +1,7 @@
 //! Self-contained HTML reports (inline SVG, inline CSS, no script, no external resource): the
 //! latency-by-percentile plot on HdrHistogram's log percentile axis (x = 1/(1-p)), throughput and
 //! connections over time, and the summary table; and the same for several runs side by side,
-//! with a markdown table of ratios to the first run. The plots are [`crate::chart`]'s; this
+//! with a markdown table of ratios to the first run. The plots are `chart`'s; this
 //! module decides what goes on each page.
 
 use std::fmt::Write as _;
