@@ -5,8 +5,9 @@
 //! [`Workload`] as a [`Frame`], samples the [`Tally`] every second, and builds the thread's part
 //! of the summary.
 //!
-//! The workload never sees a socket or a `ConnId`: it names its connections by tag (their index
-//! in this thread) and acts through a [`Ctx`].
+//! The workload never sees a socket: it names its connections by tag (their index in this
+//! thread) and acts through a [`Ctx`]. A tag's `ConnId` only serves to tell a connection from a
+//! later one on the same tag (churn).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -88,11 +89,6 @@ impl Ctx<'_> {
             Some(id) => self.net.send_text(id, msg),
             None => false,
         }
-    }
-
-    /// Whether connection `tag` is connected (or connecting).
-    pub fn is_open(&self, tag: usize) -> bool {
-        self.links.get(tag).is_some_and(|l| l.id.is_some())
     }
 
     /// The connection `tag` holds now, to tell it apart from a later one on the same tag.
@@ -447,5 +443,98 @@ impl Handler for Runner {
             }
             Stage::Done => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plan::Scenario;
+    use crate::scenario::testbed::plan;
+    use crate::target::Target;
+
+    /// A workload with no connection that logs what the runner asks of it.
+    #[derive(Default)]
+    struct Log {
+        calls: Vec<String>,
+        answered: bool,
+    }
+
+    /// Shares the log with the test while the runner owns the workload.
+    struct Shared(std::rc::Rc<std::cell::RefCell<Log>>);
+
+    impl Workload for Shared {
+        fn setup_conns(&self) -> usize {
+            0
+        }
+        fn begin(&mut self, ctx: &mut Ctx<'_>, start: u64, end: u64) {
+            let running = ctx.measuring();
+            self.0
+                .borrow_mut()
+                .calls
+                .push(format!("begin {start} {end} {running}"));
+        }
+        fn tick(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
+            self.0.borrow_mut().calls.push(format!("tick {}", ctx.now));
+            Some(ctx.now + 7)
+        }
+        fn on_frame(&mut self, _ctx: &mut Ctx<'_>, _tag: usize, _frame: Frame) {}
+        fn all_answered(&self) -> bool {
+            self.0.borrow().answered
+        }
+    }
+
+    #[test]
+    fn stages_from_setup_to_done() {
+        let mut p = plan(Scenario::Echo);
+        p.duration = Duration::from_nanos(100);
+        p.grace = Duration::from_secs(1);
+        let log = std::rc::Rc::new(std::cell::RefCell::new(Log::default()));
+        let coord = Arc::new(Coord::default());
+        let (tx, rx) = mpsc::channel();
+        let tally = Tally::new(tx, 0, 0);
+        let work = Box::new(Shared(log.clone()));
+        let mut r = Runner::new(&p, 0.0, coord.clone(), tally, work, 0);
+        let target = Target::parse("ws://127.0.0.1:1/").unwrap();
+        let mut net = Net::new(target, Vec::new(), Duration::from_secs(1), 1).unwrap();
+        // Nothing to open: set up at once, then waiting for the common start.
+        assert_eq!(r.tick(&mut net, 0), Some(1_000_000_000), "the next sample");
+        assert_eq!(
+            (r.stage, coord.ready.load(Ordering::Acquire)),
+            (Stage::Waiting, 1)
+        );
+        assert_eq!(r.tick(&mut net, 5), Some(2_000_005), "polls for the start");
+        coord.start_ns.store(10, Ordering::Release);
+        assert_eq!(r.tick(&mut net, 12), Some(12));
+        assert_eq!(r.tick(&mut net, 13), Some(20), "the workload's next send");
+        assert_eq!(
+            r.tick(&mut net, 105),
+            Some(110),
+            "the end of the measurement"
+        );
+        assert_eq!(r.tick(&mut net, 110), Some(110), "draining");
+        assert_eq!(r.stage, Stage::Draining);
+        assert_eq!(r.tick(&mut net, 111), Some(1_000_000_000), "grace not over");
+        log.borrow_mut().answered = true;
+        assert_eq!(
+            r.tick(&mut net, 112),
+            None,
+            "all answered: done before the grace"
+        );
+        let calls = log.borrow().calls.clone();
+        assert_eq!(
+            calls,
+            ["begin 10 110 true", "tick 13", "tick 105", "tick 110"]
+        );
+        assert_eq!(
+            rx.try_recv().map(|s| s.t_s),
+            Ok(0),
+            "the last, partial second"
+        );
+        let s = r.into_summary(&p, &net);
+        assert_eq!(s.traffic.map(|t| t.sent), Some(0));
     }
 }
