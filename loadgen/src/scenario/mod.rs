@@ -16,7 +16,8 @@
 //! * [`tally`], [`open_loop`], [`probe`]: what scenarios count, open-loop send schedules, and
 //!   the probe payload's encoding.
 //! * [`connect`], [`fanout`], [`echo`], [`direct`], [`churn`]: what each scenario's connections
-//!   do and count. [`maxrate`] is a search over fanout runs.
+//!   do and count (`echo` and `direct` share the round-trip workload, `direct` adding the peers
+//!   that bounce; `churn` wraps a fan-out). [`maxrate`] is a search over fanout runs.
 
 pub mod churn;
 pub mod connect;
