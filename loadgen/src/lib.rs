@@ -3,20 +3,22 @@
 //!
 //! Data flow: [`plan::Plan`] (validated request) → [`scenario::run`] spawns one thread per
 //! `--threads`, each a [`net::Net`] (mio poller + slab of client connections, own RFC 6455 client
-//! framing in [`ws`]) driven by a [`scenario::Runner`] (the scenario's state machine) → per-thread
+//! framing in [`ws`]) driven by a [`scenario::Runner`] (the stages every scenario shares) and the
+//! scenario's [`scenario::Workload`] (what its connections send and count) → per-thread
 //! [`report::RunSummary`] parts → merged by adding raw counts and HdrHistograms ([`hist`]) →
-//! printed, written as JSON or `.hgrm`, or rendered to HTML ([`html`]). [`procs`] runs the same
+//! printed, written as JSON or `.hgrm`, or rendered to HTML ([`html`], plots drawn by `chart`). [`procs`] runs the same
 //! thing as several worker processes and merges their JSON.
 //!
 //! Layering: `ws`, `schedule`, `seq`, `hist`, `target` are pure and unit-tested; `net` owns all
-//! socket IO; `scenario` owns timing policy; `sys` owns all `unsafe`.
+//! socket IO; `scenario` owns timing policy (one module per scenario, see its docs); `sys` owns
+//! all `unsafe`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chart;
 pub mod error;
 pub mod hist;
 pub mod html;
-pub mod maxrate;
 pub mod net;
 pub mod plan;
 pub mod procs;

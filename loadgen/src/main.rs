@@ -1,16 +1,20 @@
-//! The `shardhub-loadgen` command line: parse arguments into a [`Plan`], run it in-process or as
-//! worker processes, and write the outputs. All the work is in the library.
+//! The `shardhub-loadgen` command line. Every measuring command goes the same way: its arguments
+//! become a [`Job`] (one [`Plan`], or a max-rate search over fanout plans), [`execute`] runs each
+//! plan in this process or as `--procs` worker processes, and [`emit`] writes the outputs
+//! (`--out`, `--hgrm`, the summary on stdout). `report` and `compare` render stored runs. All
+//! the work is in the library.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shardhub_loadgen::plan::{Adapter, Plan, Scenario};
 use shardhub_loadgen::report::{self, RunSummary};
+use shardhub_loadgen::scenario::maxrate;
 use shardhub_loadgen::target::{parse_sources, Target};
-use shardhub_loadgen::{hist, html, maxrate, procs, run, Gate, RunError};
+use shardhub_loadgen::{hist, html, procs, run, Gate, RunError};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +29,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    #[command(flatten)]
+    Measure(Box<Measure>),
+    /// Render a run (from --out) as a self-contained HTML report.
+    Report {
+        /// Run JSON.
+        run: PathBuf,
+        /// Output HTML file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Compare runs: one HTML page and a markdown table on stdout (ratios to the first).
+    Compare {
+        /// Run JSON files; the first is the baseline.
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<PathBuf>,
+        /// Output HTML file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+/// The commands that measure: each becomes a [`Job`].
+#[derive(Subcommand)]
+enum Measure {
     /// Ramp to N connections at R/s, hold them, report handshake latency and failures.
     Connect {
         #[command(flatten)]
@@ -103,23 +131,6 @@ enum Cmd {
         /// Most steps (runs) in total.
         #[arg(long, default_value_t = 12)]
         max_steps: usize,
-    },
-    /// Render a run (from --out) as a self-contained HTML report.
-    Report {
-        /// Run JSON.
-        run: PathBuf,
-        /// Output HTML file.
-        #[arg(short, long)]
-        output: PathBuf,
-    },
-    /// Compare runs: one HTML page and a markdown table on stdout (ratios to the first).
-    Compare {
-        /// Run JSON files; the first is the baseline.
-        #[arg(required = true, num_args = 1..)]
-        runs: Vec<PathBuf>,
-        /// Output HTML file.
-        #[arg(short, long)]
-        output: PathBuf,
     },
 }
 
@@ -277,11 +288,8 @@ fn round_trip_plan(scenario: Scenario, c: &Common, rt: &RoundTripArgs) -> Result
     Ok(p)
 }
 
-fn fanout_plan(c: &Common, f: &FanoutArgs, rate: f64, duration: f64) -> Result<Plan, RunError> {
-    fanout_like(Scenario::Fanout, c, f, rate, duration, |_| Ok(()))
-}
-
-fn fanout_like(
+/// A fanout-shaped plan (fanout, churn, max-rate steps); `extra` sets what churn adds.
+fn fanout_plan(
     scenario: Scenario,
     c: &Common,
     f: &FanoutArgs,
@@ -352,13 +360,117 @@ fn worker_args(plan: &Plan, c: &Common) -> Vec<String> {
     a
 }
 
-/// Runs a plan as asked: a worker part, K worker processes, or in this process.
+/// What a measuring command asks for: one run, or a search over fanout runs.
+enum Job {
+    /// Run this plan once.
+    Run(Plan),
+    /// `max-rate`: fanout runs from `base.rate` up, see [`maxrate::search`].
+    MaxRate {
+        base: Plan,
+        p99_ms: f64,
+        max_steps: usize,
+    },
+}
+
+/// What a job produced.
+enum Outcome {
+    Run(RunSummary),
+    MaxRate(maxrate::MaxRate),
+}
+
+impl Outcome {
+    /// The run whose files `--out` and `--hgrm` write: the run, or the search's best step.
+    fn run(&self) -> Option<&RunSummary> {
+        match self {
+            Self::Run(s) => Some(s),
+            Self::MaxRate(m) => m.best_run.as_ref(),
+        }
+    }
+}
+
+/// The job of a measuring command, and its common options.
+fn job(cmd: Measure) -> Result<(Job, Common), RunError> {
+    let no_extra = |_: &mut Plan| Ok(());
+    Ok(match cmd {
+        Measure::Connect {
+            common,
+            conns,
+            rate,
+            hold,
+        } => {
+            let mut p = base_plan(Scenario::Connect, &common)?;
+            p.conns = conns;
+            p.connect_rate = rate;
+            p.duration = secs(hold, "--hold")?;
+            p.grace = Duration::ZERO;
+            finish_plan(&mut p, &common)?;
+            (Job::Run(p), common)
+        }
+        Measure::Fanout {
+            common,
+            fan,
+            rate,
+            duration,
+        } => {
+            let p = fanout_plan(Scenario::Fanout, &common, &fan, rate, duration, no_extra)?;
+            (Job::Run(p), common)
+        }
+        Measure::Echo { common, rt } => {
+            let p = round_trip_plan(Scenario::Echo, &common, &rt)?;
+            (Job::Run(p), common)
+        }
+        Measure::Direct { common, rt } => {
+            let p = round_trip_plan(Scenario::Direct, &common, &rt)?;
+            (Job::Run(p), common)
+        }
+        Measure::Churn {
+            common,
+            fan,
+            rate,
+            duration,
+            churn_rate,
+            churn_life,
+        } => {
+            let p = fanout_plan(Scenario::Churn, &common, &fan, rate, duration, |p| {
+                p.churn_rate = churn_rate;
+                p.churn_life = secs(churn_life, "--churn-life")?;
+                Ok(())
+            })?;
+            (Job::Run(p), common)
+        }
+        Measure::MaxRate {
+            common,
+            fan,
+            p99_ms,
+            start_rate,
+            step_duration,
+            max_steps,
+        } => {
+            let base = fanout_plan(
+                Scenario::Fanout,
+                &common,
+                &fan,
+                start_rate,
+                step_duration,
+                no_extra,
+            )?;
+            let job = Job::MaxRate {
+                base,
+                p99_ms,
+                max_steps,
+            };
+            (job, common)
+        }
+    })
+}
+
+/// Runs a plan as asked: a worker part, K worker processes, or in this process. A worker part
+/// hands its result to its parent on stdout and returns `None`.
 fn execute(plan: &Plan, c: &Common) -> Result<Option<RunSummary>, RunError> {
     if c.worker_part.is_some() {
         let s = run(plan, Gate::Stdio)?;
-        let json = serde_json::to_string(&s).map_err(|e| RunError::Worker(e.to_string()))?;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}{json}", procs::RESULT_PREFIX)?;
+        writeln!(out, "{}{}", procs::RESULT_PREFIX, to_json(&s, false)?)?;
         out.flush()?;
         return Ok(None);
     }
@@ -372,117 +484,63 @@ fn execute(plan: &Plan, c: &Common) -> Result<Option<RunSummary>, RunError> {
     run(plan, Gate::Local).map(Some)
 }
 
-fn emit(s: &RunSummary, c: &Common) -> Result<(), RunError> {
-    let json = serde_json::to_string_pretty(s).map_err(|e| RunError::Worker(e.to_string()))?;
-    if let Some(path) = &c.out {
-        std::fs::write(path, &json)?;
+/// Runs a job: its one plan, or every step of a search.
+fn perform(job: &Job, c: &Common) -> Result<Option<Outcome>, RunError> {
+    match job {
+        Job::Run(plan) => Ok(execute(plan, c)?.map(Outcome::Run)),
+        Job::MaxRate {
+            base,
+            p99_ms,
+            max_steps,
+        } => {
+            let step =
+                |plan: &Plan| execute(plan, c)?.ok_or_else(|| RunError::Worker("no result".into()));
+            maxrate::search(base, *p99_ms, *max_steps, step).map(|m| Some(Outcome::MaxRate(m)))
+        }
     }
-    if let Some(path) = &c.hgrm {
-        let l = s.latency.as_ref().unwrap_or(&s.handshake);
-        std::fs::write(path, hist::hgrm(&l.hist()?))?;
+}
+
+/// Writes what a job produced: `--out` (the run's JSON), `--hgrm` (its main latency
+/// distribution), then the summary on stdout, as text or (`--json`) as JSON.
+fn emit(o: &Outcome, c: &Common) -> Result<(), RunError> {
+    if let Some(s) = o.run() {
+        if let Some(path) = &c.out {
+            std::fs::write(path, to_json(s, true)?)?;
+        }
+        if let Some(path) = &c.hgrm {
+            let l = s.latency.as_ref().unwrap_or(&s.handshake);
+            std::fs::write(path, hist::hgrm(&l.hist()?))?;
+        }
     }
-    let mut out = std::io::stdout().lock();
-    if c.json {
-        writeln!(out, "{json}")?;
+    let text = match (o, c.json) {
+        (Outcome::Run(s), true) => to_json(s, true)? + "\n",
+        (Outcome::MaxRate(m), true) => to_json(m, true)? + "\n",
+        (Outcome::Run(s), false) => s.text(),
+        (Outcome::MaxRate(m), false) => m.text(),
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn to_json(v: &impl serde::Serialize, pretty: bool) -> Result<String, RunError> {
+    let json = if pretty {
+        serde_json::to_string_pretty(v)
     } else {
-        write!(out, "{}", s.text())?;
-    }
+        serde_json::to_string(v)
+    };
+    json.map_err(|e| RunError::Worker(e.to_string()))
+}
+
+/// Writes a rendered page and says where.
+fn write_page(path: &Path, page: &str) -> Result<(), RunError> {
+    std::fs::write(path, page)?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 
 fn real_main() -> Result<(), RunError> {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Connect {
-            common,
-            conns,
-            rate,
-            hold,
-        } => {
-            let mut p = base_plan(Scenario::Connect, &common)?;
-            p.conns = conns;
-            p.connect_rate = rate;
-            p.duration = secs(hold, "--hold")?;
-            p.grace = Duration::ZERO;
-            finish_plan(&mut p, &common)?;
-            if let Some(s) = execute(&p, &common)? {
-                emit(&s, &common)?;
-            }
-        }
-        Cmd::Fanout {
-            common,
-            fan,
-            rate,
-            duration,
-        } => {
-            let p = fanout_plan(&common, &fan, rate, duration)?;
-            if let Some(s) = execute(&p, &common)? {
-                emit(&s, &common)?;
-            }
-        }
-        Cmd::Echo { common, rt } => {
-            let p = round_trip_plan(Scenario::Echo, &common, &rt)?;
-            if let Some(s) = execute(&p, &common)? {
-                emit(&s, &common)?;
-            }
-        }
-        Cmd::Direct { common, rt } => {
-            let p = round_trip_plan(Scenario::Direct, &common, &rt)?;
-            if let Some(s) = execute(&p, &common)? {
-                emit(&s, &common)?;
-            }
-        }
-        Cmd::Churn {
-            common,
-            fan,
-            rate,
-            duration,
-            churn_rate,
-            churn_life,
-        } => {
-            let p = fanout_like(Scenario::Churn, &common, &fan, rate, duration, |p| {
-                p.churn_rate = churn_rate;
-                p.churn_life = secs(churn_life, "--churn-life")?;
-                Ok(())
-            })?;
-            if let Some(s) = execute(&p, &common)? {
-                emit(&s, &common)?;
-            }
-        }
-        Cmd::MaxRate {
-            common,
-            fan,
-            p99_ms,
-            start_rate,
-            step_duration,
-            max_steps,
-        } => {
-            let base = fanout_plan(&common, &fan, start_rate, step_duration)?;
-            let mut quiet = common.clone();
-            quiet.json = true;
-            let result = maxrate::search(&base, p99_ms, max_steps, |plan| {
-                execute(plan, &quiet)?.ok_or_else(|| RunError::Worker("no result".into()))
-            })?;
-            if common.json {
-                let json = serde_json::to_string_pretty(&result)
-                    .map_err(|e| RunError::Worker(e.to_string()))?;
-                println!("{json}");
-            } else {
-                print!("{}", result.text());
-            }
-            if let Some(path) = &common.out {
-                if let Some(best) = &result.best_run {
-                    let json = serde_json::to_string_pretty(best)
-                        .map_err(|e| RunError::Worker(e.to_string()))?;
-                    std::fs::write(path, json)?;
-                }
-            }
-        }
-        Cmd::Report { run, output } => {
-            let s = report::load(&run)?;
-            std::fs::write(&output, html::report(&s)?)?;
-            eprintln!("wrote {}", output.display());
-        }
+    match Cli::parse().cmd {
+        Cmd::Report { run, output } => write_page(&output, &html::report(&report::load(&run)?)?),
         Cmd::Compare { runs, output } => {
             let all = runs
                 .iter()
@@ -494,12 +552,18 @@ fn real_main() -> Result<(), RunError> {
                 .zip(&runs)
                 .map(|(s, p)| s.label.clone().unwrap_or_else(|| p.display().to_string()))
                 .collect();
-            std::fs::write(&output, html::compare(&all, &names)?)?;
+            let page = html::compare(&all, &names)?;
             print!("{}", html::markdown_table(&all, &names));
-            eprintln!("wrote {}", output.display());
+            write_page(&output, &page)
+        }
+        Cmd::Measure(cmd) => {
+            let (job, common) = job(*cmd)?;
+            match perform(&job, &common)? {
+                Some(outcome) => emit(&outcome, &common),
+                None => Ok(()),
+            }
         }
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {

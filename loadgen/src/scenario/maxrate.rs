@@ -157,7 +157,7 @@ mod tests {
     use crate::hist::{self, Latency};
     use crate::plan::Scenario;
     use crate::report::Traffic;
-    use crate::target::Target;
+    use crate::scenario::testbed::plan;
 
     /// A model server whose p99 is fine below 1000 publishes/s and not above.
     fn model(plan: &Plan) -> Result<RunSummary, RunError> {
@@ -177,10 +177,7 @@ mod tests {
 
     #[test]
     fn doubles_then_bisects() {
-        let mut plan = Plan::new(
-            Scenario::Fanout,
-            Target::parse("ws://127.0.0.1:1/").unwrap(),
-        );
+        let mut plan = plan(Scenario::Fanout);
         plan.rate = 100.0;
         let r = search(&plan, 10.0, 30, model).unwrap();
         let best = r.best_rate.unwrap();

@@ -9,45 +9,39 @@
 //! Invariants:
 //! * Tokens carry a generation next to the slab key ([`ConnId`]); an event or a handler call for a
 //!   key whose occupant changed is ignored, never applied to the new occupant.
-//! * Reads are bounded per event ([`READ_BUDGET`]); a connection that still has data goes on a
-//!   backlog serviced before the next blocking poll, because mio is edge-triggered and will not
-//!   report it again.
-//! * Every connection ends through [`Net::finish`], which counts its failure cause once.
+//! * Reads are bounded per event (`READ_BUDGET` in [`drive`]); a connection that still has data
+//!   goes on a backlog serviced before the next blocking poll, because mio is edge-triggered and
+//!   will not report it again.
+//! * Every connection ends through `Net::finish`, which counts its failure cause once.
+//!
+//! Files: this one holds the connections ([`Net`]) and what a scenario sees of them; `conn`
+//! one connection's state and input parsing; `drive` the event loop.
+
+mod conn;
+mod drive;
+
+pub use drive::drive;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::io::{self, Write};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use slab::Slab;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::hist;
-use crate::sys::{monotonic_ns, set_bind_address_no_port, TimerFd};
 use crate::target::Target;
 use crate::ws::{self, opcode, WsError};
 
-/// Reads of [`READ_CHUNK`] bytes per connection per event before moving on to others.
-const READ_BUDGET: usize = 8;
-/// One read's size: large enough that a subscriber flooded by fan-out drains in few calls.
-const READ_CHUNK: usize = 64 * 1024;
-/// Largest message accepted from the server; larger is reported as a protocol failure instead of
-/// buffered.
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+use conn::{connect, Conn, Phase};
+
 /// Unsent bytes one connection may queue before it is failed: the server has stopped reading it.
 const MAX_OUTBOX: usize = 64 * 1024 * 1024;
 /// How long a connection we closed may take to answer our close frame.
 const CLOSE_WAIT_NS: u64 = 1_000_000_000;
-/// Token of the wakeup timer: generation 0 is never given to a connection.
-const TIMER: Token = Token(u32::MAX as usize);
-
-/// Longest blocking poll, so progress samples and deadlines are checked at least this often.
-const MAX_POLL_NS: u64 = 50_000_000;
 
 /// A handle to one connection: slab key plus generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +51,21 @@ pub struct ConnId {
 }
 
 impl ConnId {
+    /// A handle for tests of code that only passes handles around: key `key`, generation 1.
+    #[cfg(test)]
+    pub(crate) fn for_test(key: usize) -> Self {
+        Self {
+            key: key as u32,
+            gen: 1,
+        }
+    }
+
+    /// The key of a handle made by [`ConnId::for_test`].
+    #[cfg(test)]
+    pub(crate) fn key_for_test(self) -> usize {
+        self.key as usize
+    }
+
     fn token(self) -> Token {
         Token(((self.gen as usize) << 32) | self.key as usize)
     }
@@ -133,39 +142,6 @@ impl Failure {
             WsError::BadResponse(r) | WsError::Frame(r) => Self::Protocol(r),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Connecting,
-    Handshaking,
-    Open,
-}
-
-struct Conn {
-    stream: TcpStream,
-    gen: u32,
-    tag: usize,
-    phase: Phase,
-    started_ns: u64,
-    ready: bool,
-    accept: String,
-    inbuf: Vec<u8>,
-    rpos: usize,
-    out: Vec<u8>,
-    wpos: usize,
-    dirty: bool,
-    /// A fragmented message being reassembled: its opcode and bytes so far.
-    frag: Option<(u8, Vec<u8>)>,
-    /// We sent a close frame: whatever ends the connection now is not a failure.
-    close_sent: bool,
-}
-
-/// What one step of parsing a connection's input produced.
-enum Got {
-    Upgraded,
-    Text,
-    Nothing,
 }
 
 /// Connection counters of one thread (summed across threads and processes).
@@ -388,7 +364,7 @@ impl Net {
     }
 
     /// Starts a clean close (1000); the connection is dropped when the server answers or after
-    /// [`CLOSE_WAIT_NS`]. Not counted as a failure.
+    /// `CLOSE_WAIT_NS` (1 s). Not counted as a failure.
     pub fn close(&mut self, id: ConnId, now: u64) {
         let mask = (self.rand() as u32).to_ne_bytes();
         let Some(c) = self.get(id) else { return };
@@ -552,294 +528,4 @@ impl Net {
             self.flush(id);
         }
     }
-}
-
-fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    // Small request/response frames must not wait for Nagle.
-    sock.set_tcp_nodelay(true)?;
-    if let Some(src) = source {
-        if src.is_ipv4() {
-            set_bind_address_no_port(&sock)?;
-        }
-        sock.bind(&SocketAddr::new(src, 0).into())?;
-    }
-    match sock.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(sock.into()))
-}
-
-impl Conn {
-    /// Parses the next thing in the input. Text payloads are copied into `scratch`.
-    fn next(&mut self, scratch: &mut Vec<u8>, mask: [u8; 4]) -> Result<Got, Failure> {
-        let buf = &self.inbuf[self.rpos..];
-        match self.phase {
-            Phase::Connecting => Ok(Got::Nothing),
-            Phase::Handshaking => match ws::parse_upgrade_response(buf, &self.accept) {
-                Ok(None) => Ok(Got::Nothing),
-                Ok(Some(n)) => {
-                    self.rpos += n;
-                    self.phase = Phase::Open;
-                    Ok(Got::Upgraded)
-                }
-                Err(e) => Err(Failure::from_ws(e)),
-            },
-            Phase::Open => loop {
-                let buf = &self.inbuf[self.rpos..];
-                let Some(f) = ws::parse_frame(buf, MAX_MESSAGE).map_err(Failure::from_ws)? else {
-                    return Ok(Got::Nothing);
-                };
-                let payload = &buf[f.payload.clone()];
-                let consumed = f.payload.end;
-                let got = match f.op {
-                    opcode::PING => {
-                        if !self.close_sent {
-                            ws::encode_frame(&mut self.out, opcode::PONG, payload, mask);
-                        }
-                        None
-                    }
-                    opcode::PONG => None,
-                    opcode::CLOSE => {
-                        let code = ws::close_code(payload);
-                        if !self.close_sent {
-                            // Echo the close as RFC 6455 asks; the caller flushes and drops.
-                            ws::encode_frame(
-                                &mut self.out,
-                                opcode::CLOSE,
-                                &payload[..payload.len().min(2)],
-                                mask,
-                            );
-                        }
-                        self.rpos += consumed;
-                        return Err(Failure::Close(code));
-                    }
-                    opcode::TEXT | opcode::BINARY if self.frag.is_some() => {
-                        return Err(Failure::Protocol("new message inside a fragmented one"));
-                    }
-                    opcode::TEXT | opcode::BINARY if f.fin => {
-                        scratch.clear();
-                        scratch.extend_from_slice(payload);
-                        Some(f.op)
-                    }
-                    opcode::TEXT | opcode::BINARY => {
-                        self.frag = Some((f.op, payload.to_vec()));
-                        None
-                    }
-                    _ => {
-                        // Continuation.
-                        let Some((op, mut acc)) = self.frag.take() else {
-                            return Err(Failure::Protocol("continuation without a start"));
-                        };
-                        if acc.len() + payload.len() > MAX_MESSAGE {
-                            return Err(Failure::Protocol("message over the maximum size"));
-                        }
-                        acc.extend_from_slice(payload);
-                        if f.fin {
-                            *scratch = acc;
-                            Some(op)
-                        } else {
-                            self.frag = Some((op, acc));
-                            None
-                        }
-                    }
-                };
-                self.rpos += consumed;
-                match got {
-                    Some(opcode::TEXT) => return Ok(Got::Text),
-                    // Binary messages are not part of any scenario: consumed and skipped.
-                    _ => continue,
-                }
-            },
-        }
-    }
-
-    fn compact(&mut self) {
-        if self.rpos == self.inbuf.len() {
-            self.inbuf.clear();
-            self.rpos = 0;
-        } else if self.rpos > READ_CHUNK {
-            self.inbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
-    }
-}
-
-/// Runs `h` on `net` until the handler says it is done or `hard_deadline` passes, then closes
-/// every connection and waits (bounded) for the closes to complete.
-pub fn drive<H: Handler>(net: &mut Net, h: &mut H, hard_deadline: u64) -> io::Result<()> {
-    let mut events = Events::with_capacity(1024);
-    let mut scratch = Vec::with_capacity(4096);
-    let mut tmp = vec![0u8; READ_CHUNK];
-    let mut backlog: Vec<ConnId> = Vec::new();
-    let mut closing_until: Option<u64> = None;
-    let mut timer = TimerFd::new()?;
-    net.poll.registry().register(
-        &mut mio::unix::SourceFd(&timer.as_raw_fd()),
-        TIMER,
-        Interest::READABLE,
-    )?;
-    loop {
-        let now = monotonic_ns();
-        net.expire(now);
-        deliver_closed(net, h, now);
-        let wake = if closing_until.is_some() {
-            Some(now + MAX_POLL_NS)
-        } else {
-            h.tick(net, now)
-        };
-        net.flush_dirty();
-        deliver_closed(net, h, now);
-        match (wake, closing_until) {
-            (_, Some(until)) if net.is_empty() || now >= until => return Ok(()),
-            (_, Some(_)) => {}
-            (None, None) => {
-                net.close_all(now);
-                net.flush_dirty();
-                deliver_closed(net, h, now);
-                closing_until = Some(now + CLOSE_WAIT_NS);
-                continue;
-            }
-            (Some(_), None) if now >= hard_deadline => {
-                net.close_all(now);
-                net.flush_dirty();
-                deliver_closed(net, h, now);
-                closing_until = Some(now + CLOSE_WAIT_NS);
-                continue;
-            }
-            (Some(_), None) => {}
-        }
-        let until = wake
-            .unwrap_or(u64::MAX)
-            .min(now + MAX_POLL_NS)
-            .min(net.next_deadline())
-            .min(hard_deadline);
-        let timeout = if backlog.is_empty() {
-            // Precise wakeup via the timerfd for the scenario's next send; the poll timeout
-            // (rounded up to whole ms by epoll) backs it up and covers the coarse deadlines
-            // (connect timeouts, samples), which need no better than a millisecond.
-            if let Some(w) = wake.filter(|&w| w > now && w <= until) {
-                timer.arm_at(w)?;
-            }
-            Duration::from_nanos(until.saturating_sub(now))
-        } else {
-            Duration::ZERO
-        };
-        match net.poll.poll(&mut events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        let now = monotonic_ns();
-        let mut work = std::mem::take(&mut backlog);
-        for ev in events.iter() {
-            if ev.token() == TIMER {
-                timer.drain();
-                continue;
-            }
-            let id = ConnId::from_token(ev.token());
-            // Stale events (slot reused, generation differs) are dropped here.
-            let Some(c) = net.get(id) else { continue };
-            if c.phase == Phase::Connecting {
-                net.check_connect(id);
-                if net.get(id).is_none() {
-                    continue;
-                }
-            } else if ev.is_writable() {
-                net.flush_one(id);
-            }
-            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                work.push(id);
-            }
-        }
-        for id in work {
-            if service(net, h, id, now, &mut tmp, &mut scratch) {
-                backlog.push(id);
-            }
-        }
-        deliver_closed(net, h, now);
-    }
-}
-
-fn deliver_closed<H: Handler>(net: &mut Net, h: &mut H, now: u64) {
-    while !net.closed.is_empty() {
-        let closed = std::mem::take(&mut net.closed);
-        for (tag, f) in &closed {
-            h.on_closed(net, *tag, f.as_ref(), now);
-        }
-    }
-}
-
-/// Reads what a connection has (within budget) and dispatches it. Returns true when data may be
-/// left unread.
-fn service<H: Handler>(
-    net: &mut Net,
-    h: &mut H,
-    id: ConnId,
-    now: u64,
-    tmp: &mut [u8],
-    scratch: &mut Vec<u8>,
-) -> bool {
-    let Some(c) = net.get(id) else { return false };
-    if c.phase == Phase::Connecting {
-        return false;
-    }
-    let mut more = false;
-    let mut eof = None;
-    for i in 0..=READ_BUDGET {
-        if i == READ_BUDGET {
-            more = true;
-            break;
-        }
-        match c.stream.read(tmp) {
-            Ok(0) => {
-                eof = Some(Failure::Eof);
-                break;
-            }
-            Ok(n) => c.inbuf.extend_from_slice(&tmp[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                eof = Some(Failure::from_io(&e));
-                break;
-            }
-        }
-    }
-    loop {
-        let mask = (net.rand() as u32).to_ne_bytes();
-        let Some(c) = net.get(id) else { return false };
-        let tag = c.tag;
-        match c.next(scratch, mask) {
-            Ok(Got::Nothing) => break,
-            Ok(Got::Upgraded) => h.on_upgraded(net, id, tag, now),
-            Ok(Got::Text) => h.on_text(net, id, tag, scratch, now),
-            Err(f) => {
-                // Flush a close echo or anything queued before the failure, best effort.
-                if let Some(c) = net.get(id) {
-                    c.dirty = false;
-                }
-                net.flush(id);
-                net.finish(id, Some(f));
-                return false;
-            }
-        }
-    }
-    let Some(c) = net.get(id) else { return false };
-    c.compact();
-    if c.wpos < c.out.len() && !c.dirty {
-        c.dirty = true;
-        net.dirty.push(id);
-    }
-    if let Some(f) = eof {
-        net.flush(id);
-        net.finish(id, Some(f));
-        return false;
-    }
-    more
 }

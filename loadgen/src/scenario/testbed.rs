@@ -1,0 +1,94 @@
+//! A runner's context without a runner, for testing workloads without sockets: a [`Wire`] that
+//! records what is sent, opened and closed, and a tally. Tests only.
+
+use std::sync::mpsc;
+
+use crate::net::ConnId;
+use crate::plan::{Plan, Scenario};
+use crate::report::Sample;
+
+use super::runner::{Ctx, Link, Stage, Wire};
+use super::tally::Tally;
+use crate::target::Target;
+
+/// Records what a workload does to its connections; every connection it holds accepts.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    /// (tag, message) of every text sent.
+    pub(crate) sent: Vec<(usize, String)>,
+    /// Tags opened.
+    pub(crate) opened: Vec<usize>,
+    /// Tags closed.
+    pub(crate) closed: Vec<usize>,
+}
+
+impl Wire for Recorder {
+    fn open(&mut self, tag: usize, _now: u64, _user: Option<&str>) -> Option<ConnId> {
+        self.opened.push(tag);
+        Some(ConnId::for_test(tag))
+    }
+    fn send_text(&mut self, id: ConnId, msg: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(msg).into_owned();
+        self.sent.push((id.key_for_test(), text));
+        true
+    }
+    fn close(&mut self, id: ConnId, _now: u64) {
+        self.closed.push(id.key_for_test());
+    }
+}
+
+pub(crate) struct Bed {
+    pub(crate) wire: Recorder,
+    links: Vec<Link>,
+    pub(crate) tally: Tally,
+    pub(crate) stage: Stage,
+    pub(crate) end_ns: u64,
+    _samples: mpsc::Receiver<Sample>,
+}
+
+impl Bed {
+    /// A bed for `conns` tags, none connected, in `Setup`, with no end time yet.
+    pub(crate) fn new(conns: usize) -> Self {
+        let (tx, rx) = mpsc::channel();
+        Self {
+            wire: Recorder::default(),
+            links: vec![Link::default(); conns],
+            tally: Tally::new(tx, 0, 0),
+            stage: Stage::Setup,
+            end_ns: u64::MAX,
+            _samples: rx,
+        }
+    }
+
+    /// Gives `tags` a connection each.
+    pub(crate) fn connect(&mut self, tags: std::ops::Range<usize>) {
+        for tag in tags {
+            self.links[tag].id = Some(ConnId::for_test(tag));
+        }
+    }
+
+    /// Takes `tag`'s connection away, as the runner does when it closes.
+    pub(crate) fn disconnect(&mut self, tag: usize) {
+        self.links[tag].id = None;
+    }
+
+    /// The context at `now`.
+    pub(crate) fn ctx(&mut self, now: u64) -> Ctx<'_> {
+        Ctx {
+            net: &mut self.wire,
+            links: &mut self.links,
+            tally: &mut self.tally,
+            now,
+            stage: self.stage,
+            end_ns: self.end_ns,
+        }
+    }
+}
+
+/// A plan of `scenario` with the defaults, aimed at a loopback port nothing listens on.
+pub(crate) fn plan(scenario: Scenario) -> Plan {
+    Plan::new(
+        scenario,
+        Target::parse("ws://127.0.0.1:1/ws").expect("loopback url"),
+    )
+}
