@@ -129,9 +129,13 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
     {
+        // RFC 9110: 1*DIGIT. `str::parse` alone would also take `+5` (and `trim` a Unicode
+        // space), which a proxy in front may read differently: a smuggling vector.
         let n = std::str::from_utf8(h.value)
             .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok());
+            .map(|v| v.trim_matches([' ', '\t']))
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<usize>().ok());
         match n {
             // Two different lengths are a request-smuggling attempt or a broken client.
             Some(n) if length == 0 || n == length => length = n,

@@ -594,6 +594,10 @@ impl Shard {
         let now = self.conns.now;
         for _ in 0..READ_BUDGET {
             let Some(c) = self.conns.get(id) else { return };
+            // Only the queued close frame is left to send (see `on_ws_error`).
+            if c.drop_when_flushed {
+                return;
+            }
             let Wire::Ws(ws) = &mut c.wire else { return };
             let result = ws.read();
             // tungstenite may have queued a pong or close reply into the outbox.
@@ -670,6 +674,15 @@ impl Shard {
         }
         self.report_error(id, &SessionError::Protocol(reason.clone()));
         self.close_with(id, code, &reason);
+        if matches!(e, tungstenite::Error::Capacity(_)) {
+            // tungstenite keeps the header of a frame over the limit, and the next read trips
+            // its internal assertion (a panic in debug builds) or takes its full buffer for a
+            // reset: nothing after that header can be parsed. Send the 1009 and drop the socket
+            // (found by the frame_reader fuzz target).
+            if let Some(c) = self.conns.get(id) {
+                c.drop_when_flushed = true;
+            }
+        }
     }
 
     fn report_error(&mut self, id: SessionId, err: &SessionError) {
