@@ -123,7 +123,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
             "chunked request bodies are not supported; send Content-Length",
         ));
     }
-    let mut length = 0usize;
+    let mut length = None;
     for h in req
         .headers
         .iter()
@@ -138,7 +138,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
             .and_then(|v| v.parse::<usize>().ok());
         match n {
             // Two different lengths are a request-smuggling attempt or a broken client.
-            Some(n) if length == 0 || n == length => length = n,
+            Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
             _ => {
                 return Parsed::Refuse(Response::error(
                     400,
@@ -148,6 +148,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
             }
         }
     }
+    let length = length.unwrap_or(0);
     if length > limits.max_body_bytes {
         return Parsed::Refuse(Response::error(
             413,
@@ -279,6 +280,43 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(status(&parse(raw.as_bytes(), L)), want, "{raw:?}");
         }
+    }
+
+    /// Found by the `http_request` fuzz target: `Content-Length: +0` was read as 0, because
+    /// `str::parse` takes a sign. RFC 9110 allows digits only, and a proxy that reads the
+    /// header differently would frame the body differently (request smuggling).
+    #[test]
+    fn a_content_length_is_digits_only() {
+        for bad in ["+0", "+5", "-0", "5 5", "0x5", "\u{a0}5", ""] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
+            assert_eq!(status(&parse(raw.as_bytes(), L)), 400, "{bad:?}");
+        }
+        for good in ["5", " 5", "5\t", "005"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {good}\r\n\r\nhello");
+            let Parsed::Complete(r, _) = parse(raw.as_bytes(), L) else {
+                panic!("{good:?} refused")
+            };
+            assert_eq!(r.body, b"hello");
+        }
+    }
+
+    /// Found by the `http_request` fuzz target: `Content-Length: 0` followed by
+    /// `Content-Length: 01` was read as a body of one byte, because 0 stood for "no length
+    /// yet". Two lengths must agree whatever the first one is.
+    #[test]
+    fn two_content_lengths_must_agree_even_when_the_first_is_zero() {
+        for (a, b) in [("0", "01"), ("0", "5"), ("5", "0"), ("3", "4")] {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\nhello"
+            );
+            assert_eq!(status(&parse(raw.as_bytes(), L)), 400, "{a} then {b}");
+        }
+        let same = "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 005\r\n\r\nhello";
+        assert_eq!(
+            status(&parse(same.as_bytes(), L)),
+            200,
+            "the same length twice"
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
-            PEAK.fetch_max(LIVE.fetch_add(layout.size(), Relaxed) + layout.size(), Relaxed);
+            PEAK.fetch_max(
+                LIVE.fetch_add(layout.size(), Relaxed) + layout.size(),
+                Relaxed,
+            );
         }
         p
     }
@@ -127,9 +130,15 @@ enum Payload {
     Bytes(Vec<u8>),
     Text(String),
     /// A byte repeated: payloads around and beyond the limit from a few input bytes.
-    Repeat { byte: u8, count: u16 },
+    Repeat {
+        byte: u8,
+        count: u16,
+    },
     /// A close payload: code and reason.
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 impl Payload {

@@ -44,13 +44,16 @@ struct Req {
     /// The path: `/` and segments.
     path: Vec<Seg>,
     /// `?` and `key=value` pairs joined by `&`.
-    query: Option<Vec<(Vec<Seg>, Option<Vec<Seg>>)>>,
+    query: Option<Vec<Pair>>,
     version: Version,
     headers: Vec<Header>,
     body: Vec<u8>,
     /// `\n` instead of `\r\n` as the line end.
     bare_lf: bool,
 }
+
+/// A query pair: a key and, after `=`, a value (none: the key alone).
+type Pair = (Vec<Seg>, Option<Vec<Seg>>);
 
 #[derive(Arbitrary, Debug)]
 enum Method {
@@ -72,8 +75,18 @@ enum Version {
 
 /// Path and query words the router knows.
 const WORDS: [&str; 12] = [
-    "api", "v1", "rooms", "publish", "sessions", "send", "broadcast", "health", "sse", "room",
-    "user", "metrics",
+    "api",
+    "v1",
+    "rooms",
+    "publish",
+    "sessions",
+    "send",
+    "broadcast",
+    "health",
+    "sse",
+    "room",
+    "user",
+    "metrics",
 ];
 
 #[derive(Arbitrary, Debug)]
@@ -82,7 +95,10 @@ enum Seg {
     Word(u8),
     Text(String),
     /// `%XX` of any byte, hex case chosen.
-    Escape { byte: u8, upper: bool },
+    Escape {
+        byte: u8,
+        upper: bool,
+    },
     /// An overlong UTF-8 encoding of `/` or NUL (`%C0%AF`, `%C0%80`), or a lone `%ff`.
     Overlong(u8),
     /// `%` and two arbitrary bytes: `%zz`, `%+1`, `%4` at the end.
@@ -101,7 +117,9 @@ enum Header {
     Host,
     Named(String, String),
     /// A value of `size` bytes.
-    Huge { size: u16 },
+    Huge {
+        size: u16,
+    },
     /// A continuation line (obs-fold) after a header.
     Folded(String),
     /// Any bytes as a header line.
@@ -133,9 +151,9 @@ impl Seg {
                 };
                 out.extend_from_slice(s.as_bytes());
             }
-            Self::Overlong(i) => {
-                out.extend_from_slice(["%C0%AF", "%c0%80", "%ff", "%00"][usize::from(i % 4)].as_bytes())
-            }
+            Self::Overlong(i) => out.extend_from_slice(
+                ["%C0%AF", "%c0%80", "%ff", "%00"][usize::from(i % 4)].as_bytes(),
+            ),
             Self::Broken(b) => {
                 out.push(b'%');
                 out.extend_from_slice(b);
@@ -317,11 +335,21 @@ fn check_complete(req: &Request, used: usize, buf: &[u8], limits: Limits) {
     let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     match route(&req.method, &req.path) {
         Ok(Route::Room(p)) | Ok(Route::Publish(p)) => {
-            assert_eq!(strict_decode(segs[3], false).as_deref(), Some(p.as_str()), "{}", req.path);
+            assert_eq!(
+                strict_decode(segs[3], false).as_deref(),
+                Some(p.as_str()),
+                "{}",
+                req.path
+            );
             assert!(!p.is_empty());
         }
         Ok(Route::CloseSession(p)) => {
-            assert_eq!(strict_decode(segs[3], false).as_deref(), Some(p.as_str()), "{}", req.path);
+            assert_eq!(
+                strict_decode(segs[3], false).as_deref(),
+                Some(p.as_str()),
+                "{}",
+                req.path
+            );
             assert!(!p.is_empty());
         }
         _ => {}
@@ -338,7 +366,10 @@ fn check_refusal(resp: &shardhub::http::response::Response) {
             assert_eq!(r.code, Some(resp.status));
             assert_eq!(&bytes[n..], &resp.body[..]);
         }
-        other => panic!("refusal is not HTTP ({other:?}): {:?}", String::from_utf8_lossy(&bytes)),
+        other => panic!(
+            "refusal is not HTTP ({other:?}): {:?}",
+            String::from_utf8_lossy(&bytes)
+        ),
     }
 }
 

@@ -300,7 +300,11 @@ fuzz_target!(|input: Input| {
     let checked = json::check(&text, max_depth);
     if !facts.structure_unknown {
         if facts.depth > max_depth {
-            assert!(checked.is_err(), "depth {} passed a limit of {max_depth}", facts.depth);
+            assert!(
+                checked.is_err(),
+                "depth {} passed a limit of {max_depth}",
+                facts.depth
+            );
         } else {
             assert_ne!(
                 checked,
@@ -329,9 +333,15 @@ fuzz_target!(|input: Input| {
         Ok(v) => v,
         Err(e) => return oracle::assert_refusal_valid(None, &e),
     };
-    assert!(checked.is_ok(), "parse_value accepted what json::check refused");
+    assert!(
+        checked.is_ok(),
+        "parse_value accepted what json::check refused"
+    );
     let depth = oracle::dom_depth(&v);
-    assert!(depth <= max_depth, "a DOM of depth {depth} under a limit of {max_depth}");
+    assert!(
+        depth <= max_depth,
+        "a DOM of depth {depth} under a limit of {max_depth}"
+    );
 
     match parse_envelope(&v, max_name) {
         Err(e) => oracle::assert_refusal_valid(Some(&v), &e),

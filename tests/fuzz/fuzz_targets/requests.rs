@@ -182,7 +182,9 @@ impl Val {
 
 /// Raw spelling leaves `"`, `\` and control characters unescaped: not a valid literal.
 fn valid_spelling(s: &str, spelling: Spelling) -> Ty {
-    let raw_breaks = s.chars().any(|c| c == '"' || c == '\\' || (c as u32) < 0x20);
+    let raw_breaks = s
+        .chars()
+        .any(|c| c == '"' || c == '\\' || (c as u32) < 0x20);
     if matches!(spelling, Spelling::Raw) && raw_breaks {
         Ty::BadStr
     } else {
@@ -195,7 +197,9 @@ fn render(t: &Text, max_name: usize) -> (Vec<u8>, Vec<(String, Ty)>) {
     let mut fields: Vec<(String, &Val)> = Vec::new();
     let mut kind_text = None;
     match &t.kind {
-        Kind::Known(i) => kind_text = Some((KINDS[usize::from(i % 7)].to_string(), Spelling::Minimal)),
+        Kind::Known(i) => {
+            kind_text = Some((KINDS[usize::from(i % 7)].to_string(), Spelling::Minimal))
+        }
         Kind::Unknown(s, spelling) => kind_text = Some((s.clone(), *spelling)),
         Kind::Missing => {}
         Kind::NotString(v) => fields.push(("type".into(), v)),

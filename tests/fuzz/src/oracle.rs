@@ -57,7 +57,10 @@ pub fn name_ok(name: &str, max: usize) -> bool {
 /// A name the server accepted: valid by the rule, by `check_name`, and unchanged through
 /// `reply::write_str` and a strict parse.
 pub fn assert_name_accepted(what: &str, name: &str, max: usize) {
-    assert!(name_ok(name, max), "{what} {name:?} accepted against the rule (max {max})");
+    assert!(
+        name_ok(name, max),
+        "{what} {name:?} accepted against the rule (max {max})"
+    );
     assert_eq!(check_name(what, name, max), Ok(()), "{what} {name:?}");
     let mut out = Vec::new();
     reply::write_str(&mut out, name);
@@ -142,7 +145,9 @@ pub fn assert_replies_valid(env: &Envelope<'_>, max_name: usize) {
         }
         Request::Publish { room, data, .. } => {
             assert_name_accepted("room", room, max_name);
-            check("a publish ack", &|o| reply::ack(o, id, Ack::Publish { room }));
+            check("a publish ack", &|o| {
+                reply::ack(o, id, Ack::Publish { room })
+            });
             check("a room delivery", &|o| {
                 reply::delivery(o, "message", Some(room), room, SESSION, data)
             });
@@ -250,5 +255,8 @@ pub fn check_binary(frame: &[u8], max_name: usize) {
     };
     let (from, data) = rest.split_at(usize::from(*m));
     assert_eq!(*k, kind as u8);
-    assert_eq!((room, from, data), (target.as_bytes(), target.as_bytes(), payload));
+    assert_eq!(
+        (room, from, data),
+        (target.as_bytes(), target.as_bytes(), payload)
+    );
 }

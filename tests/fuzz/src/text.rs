@@ -48,9 +48,17 @@ pub enum Piece {
     /// `\u` with fewer than four hex digits (then the string goes on or ends).
     Truncated { digits: u8 },
     /// A character repeated, escaped or not: long strings from a few input bytes.
-    Repeat { c: char, times: u16, spelling: Spelling },
+    Repeat {
+        c: char,
+        times: u16,
+        spelling: Spelling,
+    },
     /// A base letter and a run of combining marks (U+0300..U+036F).
-    Combining { base: u8, marks: u8, spelling: Spelling },
+    Combining {
+        base: u8,
+        marks: u8,
+        spelling: Spelling,
+    },
     /// A raw byte, UTF-8 or not (NUL, 0x7f, 0xff, a lone continuation byte …).
     Byte(u8),
 }
@@ -70,7 +78,9 @@ pub fn write_char(out: &mut Vec<u8>, c: char, spelling: Spelling) {
             '\t' => out.extend_from_slice(b"\\t"),
             '\u{8}' => out.extend_from_slice(b"\\b"),
             '\u{c}' => out.extend_from_slice(b"\\f"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => write_char(out, c, Spelling::Raw),
         },
         Spelling::Unicode { upper } => {
@@ -230,7 +240,9 @@ impl Odd {
             Self::C0(n) => char::from(1 + n % 0x1f),
             Self::Del => '\u{7f}',
             Self::C1(n) => char::from(0x80 + n % 0x20),
-            Self::Tricky(n) => ['\u{2028}', '\u{feff}', '\u{200d}', '"', '\\', '/', ' '][usize::from(n % 7)],
+            Self::Tricky(n) => {
+                ['\u{2028}', '\u{feff}', '\u{200d}', '"', '\\', '/', ' '][usize::from(n % 7)]
+            }
         }
     }
 }
