@@ -109,3 +109,24 @@ fn violations_are_counted() {
     assert_eq!(c.expect_close(), 1002);
     wait_until("counted", || s.hub.stats().protocol_errors == 1);
 }
+
+/// Found by the `frame_reader` fuzz target. A frame header over the limit leaves tungstenite
+/// holding that header: the next read trips its `capacity > len` assertion (a panic in debug
+/// builds, contained as a 1011) or reads into an empty buffer and reports a reset (release).
+/// After a 1009 the server must stop reading: here the victim's close reply and the rest of
+/// the oversized frame arrive after the close, and nothing panics.
+#[test]
+fn reading_after_an_oversized_frame_header_does_not_panic() {
+    let s = TestServer::start(|c| c.max_message_bytes = 1024);
+    let mut victim = Client::connect(&s, Some("victim"));
+    let big = raw_frame(true, 0, 2, &[7; 4000], true);
+    raw(&mut victim, &big[..700]);
+    assert_eq!(victim.expect_close(), 1009);
+    let _ = victim.ws.get_mut().write_all(&big[700..]);
+    let _ = victim
+        .ws
+        .get_mut()
+        .write_all(&raw_frame(true, 0, 8, &1009u16.to_be_bytes(), true));
+    wait_until("the victim is gone", || !s.hub.is_online("victim"));
+    assert_eq!(s.hub.stats().panics, 0, "a read after the 1009 panicked");
+}

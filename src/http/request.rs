@@ -337,6 +337,43 @@ mod tests {
         }
     }
 
+    /// Found by the `http_request` fuzz target: `Content-Length: +0` was read as 0, because
+    /// `str::parse` takes a sign. RFC 9110 allows digits only, and a proxy that reads the
+    /// header differently would frame the body differently (request smuggling).
+    #[test]
+    fn a_content_length_is_digits_only() {
+        for bad in ["+0", "+5", "-0", "5 5", "0x5", "\u{a0}5", ""] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
+            assert_eq!(status(&parse(raw.as_bytes(), L)), 400, "{bad:?}");
+        }
+        for good in ["5", " 5", "5\t", "005"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {good}\r\n\r\nhello");
+            let Parsed::Complete(r, _) = parse(raw.as_bytes(), L) else {
+                panic!("{good:?} refused")
+            };
+            assert_eq!(r.body, b"hello");
+        }
+    }
+
+    /// Found by the `http_request` fuzz target: `Content-Length: 0` followed by
+    /// `Content-Length: 01` was read as a body of one byte, because 0 stood for "no length
+    /// yet". Two lengths must agree whatever the first one is.
+    #[test]
+    fn two_content_lengths_must_agree_even_when_the_first_is_zero() {
+        for (a, b) in [("0", "01"), ("0", "5"), ("5", "0"), ("3", "4")] {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\nhello"
+            );
+            assert_eq!(status(&parse(raw.as_bytes(), L)), 400, "{a} then {b}");
+        }
+        let same = "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 005\r\n\r\nhello";
+        assert_eq!(
+            status(&parse(same.as_bytes(), L)),
+            200,
+            "the same length twice"
+        );
+    }
+
     #[test]
     fn query_parameters_are_decoded() {
         let Parsed::Complete(r, _) = parse(b"GET /sse?room=a%20b&n=1 HTTP/1.1\r\n\r\n", L) else {

@@ -408,4 +408,112 @@ mod tests {
             let _ = parse_envelope(&v, 16);
         }
     }
+
+    /// `data` nested as `depth` levels of one of three shapes (the envelope is one more level).
+    fn nested_publish(depth: usize, shape: u8, tail: &str) -> Vec<u8> {
+        let (open, close) = match shape {
+            0 => ("[", "]"),
+            1 => ("{\"k\":", "}"),
+            _ => ("[{\"k\":", "}]"),
+        };
+        let levels = if shape < 2 { depth } else { depth / 2 };
+        format!(
+            r#"{{"type":"publish","room":"r","data":{}1{}}}{tail}"#,
+            open.repeat(levels),
+            close.repeat(levels)
+        )
+        .into_bytes()
+    }
+
+    proptest! {
+        // Inputs of up to 1 MiB and 200,000 levels: fewer cases keep the debug build quick.
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A request whose data nests far beyond any allowed limit (up to ~200,000 levels), of
+        /// any shape, whatever follows it: refused by the depth check, before simd-json builds
+        /// a DOM by recursion.
+        #[test]
+        fn deep_data_is_refused_before_parsing(
+            depth in 1_026usize..200_000,
+            max in 1usize..=crate::protocol::json::MAX_DEPTH_LIMIT,
+            shape in 0u8..3,
+            tail in "[\\[\\]{}\",a-z0-9]{0,16}",
+        ) {
+            let mut b = nested_publish(depth, shape, &tail);
+            let mut bufs = simd_json::Buffers::default();
+            let err = parse_value(&mut b, &mut bufs, max).expect_err("too deep");
+            prop_assert!(err.0.contains(&format!("deeper than {max} levels")), "{}", err);
+        }
+
+        /// Nesting up to the limit parses, into a request whose DOM is exactly that deep.
+        #[test]
+        fn nesting_within_the_limit_parses(
+            depth in 0usize..crate::protocol::json::MAX_DEPTH_LIMIT,
+            slack in 0usize..64,
+            shape in 0u8..2,
+        ) {
+            let max = (depth + 1 + slack).min(crate::protocol::json::MAX_DEPTH_LIMIT);
+            let mut b = nested_publish(depth, shape, " ");
+            let mut bufs = simd_json::Buffers::default();
+            let v = parse_value(&mut b, &mut bufs, max).expect("within the limit");
+            let env = parse_envelope(&v, 16).expect("a publish");
+            let publish = matches!(env.request, Request::Publish { .. });
+            prop_assert!(publish, "{:?}", env.request);
+        }
+
+        /// Messages of up to 1 MiB with names of up to 2 KiB, one to four bytes a character:
+        /// valid JSON always parses, and the request is refused exactly when its name is empty
+        /// or longer than `max_name` bytes, saying so.
+        #[test]
+        fn oversized_messages_and_names_get_a_clean_answer(
+            data_len in 0usize..(1 << 20),
+            units in 0usize..512,
+            unit in prop_oneof![Just("r"), Just("\u{e9}"), Just("\u{20ac}"), Just("\u{1F600}")],
+            max_name in 1usize..=255,
+            kind in prop_oneof![Just("join"), Just("send"), Just("publish"), Just("members")],
+        ) {
+            let name = unit.repeat(units);
+            let text = format!(
+                r#"{{"type":"{kind}","room":"{name}","to":"{name}","data":"{}"}}"#,
+                "x".repeat(data_len)
+            );
+            let mut b = text.into_bytes();
+            let mut bufs = simd_json::Buffers::default();
+            let v = parse_value(&mut b, &mut bufs, 64).expect("valid JSON");
+            match parse_envelope(&v, max_name) {
+                Ok(_) => prop_assert!((1..=max_name).contains(&name.len())),
+                Err(e) if name.is_empty() => prop_assert!(e.0.contains("must not be empty"), "{}", e),
+                Err(e) => {
+                    prop_assert!(name.len() > max_name, "{}", e);
+                    prop_assert!(e.0.contains(&format!("longer than {max_name} bytes")), "{}", e);
+                }
+            }
+        }
+
+        /// Binary frames with payloads of up to 1 MiB and targets of every length the length
+        /// byte can state: routed when the target is a valid name (or ignored, for
+        /// broadcasts), refused with the reason otherwise, the payload untouched.
+        #[test]
+        fn oversized_binary_frames_get_a_clean_answer(
+            op in 1u8..=5,
+            target_len in 0usize..=255,
+            payload_len in 0usize..(1 << 20),
+            max_name in 1usize..=255,
+        ) {
+            let mut frame = vec![op, target_len as u8];
+            frame.resize(2 + target_len, b't');
+            frame.resize(2 + target_len + payload_len, 0xff);
+            let named = !matches!(op, 3 | 4);
+            match parse_binary(&frame, max_name) {
+                Ok(r) => {
+                    prop_assert!(!named || (1..=max_name).contains(&target_len));
+                    prop_assert_eq!(r.payload.len(), payload_len);
+                }
+                Err(e) => {
+                    prop_assert!(named, "{}", e);
+                    prop_assert!(target_len == 0 || target_len > max_name, "{}", e);
+                }
+            }
+        }
+    }
 }
