@@ -6,11 +6,17 @@ measures every revision in turn, --rounds times with the order rotated each roun
 is shared and noisy), the server pinned to core 0 with one shard and shardhub-loadgen (built
 from the current tree, the same neutral client for all) pinned to core 1:
 
-  echo   hub-protocol echo: --echo-conns clients, closed loop, round trips/s
+  echo   hub-protocol echo: --echo-conns clients, closed loop, round trips/s and server CPU per
+         round trip
   fanmax fan-out to --subs subscribers in one room: the highest delivered rate with p99 under
-         --p99-ms and no loss (loadgen max-rate), deliveries/s
-  cpu    server CPU per delivery at --subs subscribers x --rate publishes/s: the server's
-         utime+stime over deliveries (/metrics), both sampled over the steady part of the run
+         --p99-ms and no loss (loadgen max-rate), deliveries/s; coarse (the search's steps)
+  fansat fan-out to --subs subscribers offered more than the server delivers (--sat-rate
+         publishes/s): deliveries/s at saturation, a finer measure of the same ceiling
+  cpu    server CPU per delivery at --subs subscribers x --rate publishes/s
+
+Server CPU is the server's utime+stime over its own counter (messages in, deliveries; from
+/metrics), both sampled every 0.5 s over the steady part of the run: steadier than the rates,
+which the shared machine and the client also move.
 
 Prints the medians per revision and each revision's ratio to the first, and writes the raw
 numbers to OUT/results.json.
@@ -73,21 +79,63 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def deliveries(port):
+def counter(port, name):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-               if l.startswith("shardhub_deliveries_total{"))
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(f"shardhub_{name}{{"))
+
+
+def sampled(binary, args, unit, out):
+    """Runs one loadgen scenario against a fresh server while sampling the server's CPU time and
+    its `unit` counter every 0.5 s; returns the loadgen summary and the server's µs of CPU per
+    unit over the steady part of the run (from the second sample where the counter moves to
+    the one before it stops)."""
+    srv, port = server(binary)
+    samples = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.5):
+            try:
+                samples.append((cpu_ticks(srv.pid), counter(port, unit)))
+            except OSError:
+                pass
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        summary = loadgen([*args, "--url", f"ws://127.0.0.1:{port}/ws"], out)
+    finally:
+        stop.set()
+        t.join()
+        srv.terminate()
+        srv.wait()
+    moving = [i for i in range(1, len(samples)) if samples[i][1] > samples[i - 1][1]]
+    if len(moving) < 4:
+        # An overloaded server answers /metrics late: too few samples to say.
+        return summary, float("nan")
+    first, last = samples[moving[1]], samples[moving[-2]]
+    cpu = (last[0] - first[0]) / CLK_TCK / (last[1] - first[1]) * 1e6
+    return summary, cpu
+
+
+def fanout_args(a, rate):
+    return ["fanout", "--conns", str(a.subs), "--rooms", "1", "--publishers", "1", "--rate", str(rate),
+            "--duration", str(a.duration), "--connect-rate", "5000"]
 
 
 def echo(binary, a, out):
-    srv, port = server(binary)
-    try:
-        s = loadgen(["echo", "--url", f"ws://127.0.0.1:{port}/ws", "--conns", str(a.echo_conns),
-                     "--rate", "0", "--duration", str(a.duration), "--connect-rate", "0"], out)
-        return s["traffic"]["received_per_s"]
-    finally:
-        srv.terminate()
-        srv.wait()
+    s, cpu = sampled(binary, ["echo", "--conns", str(a.echo_conns), "--rate", "0", "--duration",
+                              str(a.duration), "--connect-rate", "0"], "messages_in_total", out)
+    return {"rate": s["traffic"]["received_per_s"], "cpu_us": cpu}
+
+
+def fansat(binary, a, out):
+    s, cpu = sampled(binary, fanout_args(a, a.sat_rate), "deliveries_total", out)
+    return {"rate": s["traffic"]["received_per_s"], "cpu_us": cpu}
+
+
+def cpu_per_delivery(binary, a, out):
+    s, cpu = sampled(binary, fanout_args(a, a.rate), "deliveries_total", out)
+    return {"rate": s["traffic"]["received_per_s"], "cpu_us": cpu}
 
 
 def fanmax(binary, a, out):
@@ -96,45 +144,18 @@ def fanmax(binary, a, out):
         s = loadgen(["max-rate", "--url", f"ws://127.0.0.1:{port}/ws", "--conns", str(a.subs), "--rooms", "1",
                      "--publishers", "1", "--p99-ms", str(a.p99_ms), "--start-rate", "500",
                      "--step-duration", "3", "--max-steps", "10", "--connect-rate", "5000"], out)
-        return s["traffic"]["received_per_s"]
+        return {"rate": s["traffic"]["received_per_s"]}
     finally:
         srv.terminate()
         srv.wait()
 
 
-def cpu_per_delivery(binary, a, out):
-    srv, port = server(binary)
-    samples = []
-    stop = threading.Event()
-
-    def sample():
-        while not stop.wait(0.5):
-            try:
-                samples.append((cpu_ticks(srv.pid), deliveries(port)))
-            except OSError:
-                pass
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        loadgen(["fanout", "--url", f"ws://127.0.0.1:{port}/ws", "--conns", str(a.subs), "--rooms", "1",
-                 "--publishers", "1", "--rate", str(a.rate), "--duration", str(a.duration),
-                 "--connect-rate", "5000"], out)
-    finally:
-        stop.set()
-        t.join()
-        srv.terminate()
-        srv.wait()
-    # The steady part: from the second sample with deliveries to the last one before they stop.
-    moving = [i for i in range(1, len(samples)) if samples[i][1] > samples[i - 1][1]]
-    if len(moving) < 4:
-        raise SystemExit("too few samples with deliveries")
-    first, last = samples[moving[1]], samples[moving[-2]]
-    secs = (last[0] - first[0]) / CLK_TCK
-    return secs / (last[1] - first[1]) * 1e6  # µs per delivery
-
-
-MEASURES = {"echo": echo, "fanmax": fanmax, "cpu": cpu_per_delivery}
-UNITS = {"echo": "round trips/s", "fanmax": "deliveries/s", "cpu": "µs of server CPU per delivery"}
+MEASURES = {"echo": echo, "fanmax": fanmax, "fansat": fansat, "cpu": cpu_per_delivery}
+# What each measure reports: (key, unit) pairs, rate first.
+UNITS = {"echo": [("rate", "round trips/s"), ("cpu_us", "µs of server CPU per round trip")],
+         "fanmax": [("rate", "deliveries/s under the p99 bound")],
+         "fansat": [("rate", "deliveries/s at saturation"), ("cpu_us", "µs of server CPU per delivery")],
+         "cpu": [("cpu_us", "µs of server CPU per delivery at --rate")]}
 
 
 def main():
@@ -148,6 +169,7 @@ def main():
     p.add_argument("--subs", type=int, default=1000)
     p.add_argument("--rate", type=int, default=200)
     p.add_argument("--p99-ms", type=int, default=50)
+    p.add_argument("--sat-rate", type=int, default=10000)
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     sh("cargo", "build", "--release", "-q", "-p", "shardhub-loadgen", cwd=ROOT)
@@ -160,7 +182,8 @@ def main():
             for sha, binary in order:
                 v = MEASURES[m](binary, a, os.path.join(a.out, f"{m}-{sha}-{rnd}.json"))
                 results[m][sha].append(v)
-                print(f"round {rnd} {m:6} {sha}: {v:,.2f}", flush=True)
+                shown = ", ".join(f"{k} {x:,.2f}" for k, x in v.items())
+                print(f"round {rnd} {m:6} {sha}: {shown}", flush=True)
     meta = {"revs": [sha for sha, _ in bins], "args": vars(a), "date": time.strftime("%Y-%m-%d %H:%M"),
             "kernel": os.uname().release, "results": results}
     with open(os.path.join(a.out, "results.json"), "w") as f:
@@ -169,9 +192,11 @@ def main():
     print(f"\n| measure | {' | '.join(sha for sha, _ in bins)} |")
     print(f"| --- |{' ---: |' * len(bins)}")
     for m in measures:
-        med = {sha: statistics.median(v) for sha, v in results[m].items()}
-        cells = [f"{med[sha]:,.2f} ({med[sha] / med[base]:.3f}x)" for sha, _ in bins]
-        print(f"| {m}: {UNITS[m]} | {' | '.join(cells)} |")
+        for key, unit in UNITS[m]:
+            med = {sha: statistics.median(r[key] for r in v if r[key] == r[key])
+                   for sha, v in results[m].items()}
+            cells = [f"{med[sha]:,.2f} ({med[sha] / med[base]:.3f}x)" for sha, _ in bins]
+            print(f"| {m}: {unit} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ pub mod rooms;
 pub mod router;
 pub mod timer;
 
-#[cfg(test)]
-mod sim;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod sim;
 
 pub(crate) use hooks::panic_message;
 use std::collections::{HashMap, VecDeque};

@@ -6,8 +6,13 @@
 //! engines and flushes their output until everything is quiet, and [`Sim::advance`] moves the
 //! clock and fires the timers that came due. A heartbeat timeout of 45 s takes no wall time.
 //! A client's pipe can stop taking bytes ([`Client::stop_reading`]) to play a slow consumer.
+//!
+//! Built for the crate's tests, and for the fuzz targets (`--cfg fuzzing`, as cargo-fuzz
+//! builds), which drive whole engines with hostile bytes through it.
 
+#[cfg(test)]
 mod model;
+#[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;
@@ -55,7 +60,7 @@ impl Bus for Arc<Queues> {
 /// The server's end of a client's connection: what it wrote, and how much more the client
 /// takes before its side is full.
 #[derive(Debug, Default)]
-pub(crate) struct Pipe {
+pub struct Pipe {
     /// Bytes written by the server, not yet read by the client.
     to_client: Vec<u8>,
     /// Bytes the client still takes (`None`: unlimited).
@@ -65,7 +70,7 @@ pub(crate) struct Pipe {
 }
 
 /// The socket type the simulated engines hold.
-pub(crate) type Socket = Rc<RefCell<Pipe>>;
+pub type Socket = Rc<RefCell<Pipe>>;
 
 struct PipeWriter<'a>(&'a mut Pipe);
 
@@ -88,25 +93,25 @@ impl Write for PipeWriter<'_> {
 }
 
 /// A server of `engines.len()` shards on a virtual clock.
-pub(crate) struct Sim {
+pub struct Sim {
     /// Nanoseconds since the epoch.
-    pub(crate) clock: u64,
-    pub(crate) hub: Hub,
-    pub(crate) engines: Vec<Engine<Socket>>,
+    pub clock: u64,
+    pub hub: Hub,
+    pub engines: Vec<Engine<Socket>>,
     queues: Arc<Queues>,
 }
 
 /// One simulated client.
-pub(crate) struct Client {
-    pub(crate) shard: usize,
-    pub(crate) id: SessionId,
-    pub(crate) user: String,
+pub struct Client {
+    pub shard: usize,
+    pub id: SessionId,
+    pub user: String,
     pipe: Socket,
     ws: WebSocketContext,
     /// Bytes the client's tungstenite wrote (pongs, close replies) not yet sent.
     tx: Vec<u8>,
     /// Messages received and not yet taken.
-    pub(crate) inbox: VecDeque<Message>,
+    pub inbox: VecDeque<Message>,
 }
 
 struct ClientIo<'a> {
@@ -140,7 +145,7 @@ impl Write for ClientIo<'_> {
 impl Sim {
     /// A server of `shards` shards with the test defaults (no rate limits unless `tweak` sets
     /// them) and `hooks`.
-    pub(crate) fn with_hooks(shards: usize, hooks: Hooks, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub fn with_hooks(shards: usize, hooks: Hooks, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             shards,
             ..Config::default()
@@ -166,18 +171,18 @@ impl Sim {
         }
     }
 
-    pub(crate) fn new(shards: usize, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub fn new(shards: usize, tweak: impl FnOnce(&mut Config)) -> Self {
         Self::with_hooks(shards, Hooks::default(), tweak)
     }
 
     /// Limits every inbox to `cap` messages (to overload a shard).
-    pub(crate) fn set_inbox_capacity(&self, cap: usize) {
+    pub fn set_inbox_capacity(&self, cap: usize) {
         self.queues.cap.store(cap, Ordering::Relaxed);
     }
 
     /// Opens a raw connection to `shard` (every client comes from 127.0.0.1); nothing is sent
     /// yet. A refusal comes back as the response the server wrote.
-    pub(crate) fn try_open(&mut self, shard: usize) -> Result<(SessionId, Socket), String> {
+    pub fn try_open(&mut self, shard: usize) -> Result<(SessionId, Socket), String> {
         let pipe: Socket = Rc::default();
         let addr = format!("127.0.0.1:{}", 10_000 + self.engines[shard].len())
             .parse()
@@ -189,18 +194,24 @@ impl Sim {
     }
 
     /// [`try_open`](Self::try_open), which must be accepted.
-    pub(crate) fn open(&mut self, shard: usize) -> (SessionId, Socket) {
+    pub fn open(&mut self, shard: usize) -> (SessionId, Socket) {
         self.try_open(shard).expect("accepted")
     }
 
     /// Sends raw bytes on a connection, then lets everything settle.
-    pub(crate) fn raw(&mut self, shard: usize, id: SessionId, bytes: &[u8]) {
+    pub fn raw(&mut self, shard: usize, id: SessionId, bytes: &[u8]) {
         self.engines[shard].handle_input(id, Input::Bytes(bytes), self.clock);
         self.step();
     }
 
+    /// The peer of a connection ends its stream, then everything settles.
+    pub fn eof(&mut self, shard: usize, id: SessionId) {
+        self.engines[shard].handle_input(id, Input::Eof, self.clock);
+        self.step();
+    }
+
     /// Connects `user` on `shard` and reads its welcome.
-    pub(crate) fn connect(&mut self, shard: usize, user: &str) -> Client {
+    pub fn connect(&mut self, shard: usize, user: &str) -> Client {
         let (id, pipe) = self.open(shard);
         let req = format!(
             "GET /ws?user={user} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\n\
@@ -235,12 +246,12 @@ impl Sim {
     }
 
     /// Sends a text message from a client.
-    pub(crate) fn send(&mut self, c: &mut Client, v: Value) {
+    pub fn send(&mut self, c: &mut Client, v: Value) {
         self.send_message(c, Message::text(v.to_string()));
     }
 
     /// Sends any message from a client (its frames are masked, as a client's must be).
-    pub(crate) fn send_message(&mut self, c: &mut Client, m: Message) {
+    pub fn send_message(&mut self, c: &mut Client, m: Message) {
         let mut io = ClientIo {
             rx: &mut Vec::new(),
             tx: &mut c.tx,
@@ -259,7 +270,7 @@ impl Sim {
     }
 
     /// Carries routed messages between engines and flushes every engine until all is quiet.
-    pub(crate) fn step(&mut self) {
+    pub fn step(&mut self) {
         loop {
             let mut moved = false;
             for (i, e) in self.engines.iter_mut().enumerate() {
@@ -284,7 +295,7 @@ impl Sim {
     }
 
     /// Moves the clock by `d`, one tick at a time, firing timers and settling after each.
-    pub(crate) fn advance(&mut self, d: Duration) {
+    pub fn advance(&mut self, d: Duration) {
         let tick = self.hub.config().tick.as_nanos() as u64;
         let end = self.clock + d.as_nanos() as u64;
         while self.clock < end {
@@ -298,7 +309,7 @@ impl Sim {
 
     /// Reads what the server sent a client: decodes its frames (answering pings, as a client
     /// that reads does) into the client's inbox.
-    pub(crate) fn read(&mut self, c: &mut Client) {
+    pub fn read(&mut self, c: &mut Client) {
         let mut rx = std::mem::take(&mut c.pipe.borrow_mut().to_client);
         loop {
             let mut io = ClientIo {
@@ -316,7 +327,7 @@ impl Sim {
 
     /// The next text message of `kind` the client received, skipping control frames and
     /// presence events unless asked for.
-    pub(crate) fn expect(&mut self, c: &mut Client, kind: &str) -> Value {
+    pub fn expect(&mut self, c: &mut Client, kind: &str) -> Value {
         self.read(c);
         while let Some(m) = c.inbox.pop_front() {
             if let Message::Text(t) = m {
@@ -333,7 +344,7 @@ impl Sim {
     }
 
     /// Every text message the client received since the last look, parsed.
-    pub(crate) fn texts(&mut self, c: &mut Client) -> Vec<Value> {
+    pub fn texts(&mut self, c: &mut Client) -> Vec<Value> {
         self.read(c);
         c.inbox
             .drain(..)
@@ -345,19 +356,19 @@ impl Sim {
     }
 
     /// The client reads again: its socket is writable.
-    pub(crate) fn resume_reading(&mut self, c: &Client) {
+    pub fn resume_reading(&mut self, c: &Client) {
         c.pipe.borrow_mut().window = None;
         self.resume_writes(c);
     }
 
     /// The client's socket can take bytes again (after [`Client::window`]).
-    pub(crate) fn resume_writes(&mut self, c: &Client) {
+    pub fn resume_writes(&mut self, c: &Client) {
         self.engines[c.shard].handle_writable(c.id);
         self.step();
     }
 
     /// The close code the client received, if a close frame arrived.
-    pub(crate) fn close_code(&mut self, c: &mut Client) -> Option<u16> {
+    pub fn close_code(&mut self, c: &mut Client) -> Option<u16> {
         self.read(c);
         c.inbox.iter().find_map(|m| match m {
             Message::Close(f) => Some(f.as_ref().map_or(1005, |f| u16::from(f.code))),
@@ -367,18 +378,23 @@ impl Sim {
 }
 
 impl Client {
+    /// Forgets what the server sent (a fuzz target that never reads keeps memory flat).
+    pub fn discard_output(&self) {
+        self.pipe.borrow_mut().to_client.clear();
+    }
+
     /// The client stops reading: the server can write nothing more to it.
-    pub(crate) fn stop_reading(&self) {
+    pub fn stop_reading(&self) {
         self.pipe.borrow_mut().window = Some(0);
     }
 
     /// The client's side takes `bytes` more without the client reading them (a kernel buffer).
-    pub(crate) fn window(&self, bytes: usize) {
+    pub fn window(&self, bytes: usize) {
         self.pipe.borrow_mut().window = Some(bytes);
     }
 
     /// Whether the server dropped the connection, and whether with a reset.
-    pub(crate) fn dropped(&self) -> Option<bool> {
+    pub fn dropped(&self) -> Option<bool> {
         self.pipe.borrow().closed
     }
 }
