@@ -150,6 +150,11 @@ def fanmax(binary, a, out):
         srv.wait()
 
 
+def median(xs):
+    """The median, NaN when no sample was usable."""
+    return statistics.median(xs) if xs else float("nan")
+
+
 MEASURES = {"echo": echo, "fanmax": fanmax, "fansat": fansat, "cpu": cpu_per_delivery}
 # What each measure reports: (key, unit) pairs, rate first.
 UNITS = {"echo": [("rate", "round trips/s"), ("cpu_us", "µs of server CPU per round trip")],
@@ -193,7 +198,7 @@ def main():
     print(f"| --- |{' ---: |' * len(bins)}")
     for m in measures:
         for key, unit in UNITS[m]:
-            med = {sha: statistics.median(r[key] for r in v if r[key] == r[key])
+            med = {sha: median([r[key] for r in v if r[key] == r[key]])
                    for sha, v in results[m].items()}
             cells = [f"{med[sha]:,.2f} ({med[sha] / med[base]:.3f}x)" for sha, _ in bins]
             print(f"| {m}: {unit} | {' | '.join(cells)} |")
