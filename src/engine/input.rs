@@ -51,10 +51,10 @@ impl<S> super::Engine<S> {
             Stage::Ws(_) => self.ws_input(id, bytes, eof),
             Stage::Closing(Closing { ws: Some(_), .. }) => self.ws_input(id, bytes, eof),
             // Streams only send, and a closing connection has nothing more to hear: the input
-            // is dropped, and its end ends the connection.
-            Stage::Sse(_) | Stage::Closing(_) if eof => {
-                self.drop_conn(id, Disconnect::new(1006, "stream closed"))
-            }
+            // is dropped. The end of a stream's input ends it; a closing connection still
+            // writes what it queued (the answer to a request sent just before a half-close).
+            Stage::Sse(_) if eof => self.drop_conn(id, Disconnect::new(1006, "stream closed")),
+            Stage::Closing(_) if eof => self.finish(id, Disconnect::new(1006, "peer closed")),
             Stage::Sse(_) | Stage::Closing(_) => {}
         }
     }

@@ -320,3 +320,19 @@ fn an_answered_close_ends_the_connection_at_once() {
         "closed cleanly, with no time passing"
     );
 }
+
+/// A client that sends its request and half-closes at once (`Connection: close`, then the end
+/// of its stream, read in two turns) still gets the answer.
+#[test]
+fn an_answer_goes_out_after_the_peer_half_closes() {
+    let mut sim = Sim::new(1, |_| {});
+    let (id, pipe) = sim.open(0);
+    sim.engines[0].handle_input(
+        id,
+        crate::engine::Input::Bytes(b"GET /health HTTP/1.0\r\n\r\n"),
+        sim.clock,
+    );
+    sim.eof(0, id);
+    assert!(pipe.borrow().to_client.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(pipe.borrow().closed, Some(false));
+}
