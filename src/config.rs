@@ -155,6 +155,14 @@ pub struct Config {
     /// Recent `message` events a room keeps for SSE clients reconnecting with `Last-Event-ID`,
     /// once it has had an SSE subscriber. Default 64; 0 keeps none.
     pub sse_history: usize,
+
+    // ----- cluster mode (docs/cluster.md) -----
+    /// The bus that joins this node to others, `nats://HOST:PORT` or `redis://HOST:PORT`.
+    /// Default none: a single node, and no bus code runs.
+    pub cluster: Option<String>,
+    /// This node's name in the cluster, unique in it. Default: the host name and the process
+    /// id.
+    pub node: Option<String>,
 }
 
 impl Default for Config {
@@ -208,6 +216,8 @@ impl Default for Config {
             max_request_body_bytes: 64 * 1024,
             sse_heartbeat: Duration::from_secs(15),
             sse_history: 64,
+            cluster: None,
+            node: None,
         }
     }
 }
@@ -311,6 +321,21 @@ impl Config {
                     "{name} must be at least one tick ({:?})",
                     self.tick
                 ));
+            }
+        }
+        if let Some(url) = &self.cluster {
+            if !["nats://", "tls://", "redis://", "rediss://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+            {
+                return bad(format!(
+                    "cluster must be a nats:// or redis:// URL, not {url:?}"
+                ));
+            }
+        }
+        if let Some(node) = &self.node {
+            if node.is_empty() || node.len() > 255 || node.chars().any(char::is_control) {
+                return bad("node must be 1-255 bytes without control characters".into());
             }
         }
         crate::auth::validate_config(self)

@@ -59,11 +59,13 @@ pub enum HubError {
     NoSuchSession(SessionId),
     /// No room has this name.
     NoSuchRoom(String),
-    /// Some shards' inboxes were full (the server is overloaded): their recipients did not get
-    /// the message; the others did. The bit mask names the shards.
+    /// Some shards' inboxes were full (the server is overloaded), or the queue to the cluster
+    /// bus was: their recipients did not get the message; the others did.
     Overloaded {
         /// The shards that missed it, as a bit mask.
         shards: u64,
+        /// Whether the other nodes of the cluster missed it.
+        bus: bool,
     },
 }
 
@@ -72,11 +74,18 @@ impl std::fmt::Display for HubError {
         match self {
             Self::NoSuchSession(id) => write!(f, "no session {id}"),
             Self::NoSuchRoom(r) => write!(f, "no room {r}"),
-            Self::Overloaded { shards } => write!(
-                f,
-                "server overloaded: shard(s) {} did not take the message",
-                router::shard_list(*shards)
-            ),
+            Self::Overloaded { shards, bus } => {
+                f.write_str("server overloaded: ")?;
+                if *shards != 0 {
+                    let list = router::shard_list(*shards);
+                    write!(f, "shard(s) {list} did not take the message")?;
+                }
+                if *bus {
+                    let and = if *shards != 0 { "; " } else { "" };
+                    write!(f, "{and}the cluster bus did not take it")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -102,25 +111,41 @@ pub(crate) struct Shared {
     /// Each shard's last timer tick, in milliseconds since `started`: `/ready` checks that
     /// every reactor is still turning.
     pub(crate) heartbeats: Vec<std::sync::atomic::AtomicU64>,
+    /// The cluster link, in cluster mode.
+    pub(crate) cluster: Option<Arc<crate::cluster::Link>>,
 }
 
 impl Shared {
+    /// This node's tag in session ids (0 outside a cluster).
+    pub(crate) fn node_tag(&self) -> u16 {
+        self.cluster.as_ref().map_or(0, |l| l.tag)
+    }
+
     /// The shared state of a server with `config`, `hooks` and shards reached through `bus`.
     pub(crate) fn new(
         config: Config,
         hooks: Hooks,
         bus: Box<dyn Bus>,
+        cluster: Option<Arc<crate::cluster::Link>>,
     ) -> Result<Self, crate::ConfigError> {
         let n = bus.shards();
         let directory =
             Directory::new(config.default_room_capacity, config.room_capacities.clone())
                 .with_sse_history(config.sse_history);
+        if let Some(link) = &cluster {
+            let wake = link.wake.clone();
+            directory.watch(Arc::new(move || wake.notify_one()));
+        }
         let gate = crate::auth::Gate::new(&config, hooks.authenticate.clone())?;
+        let remote = cluster
+            .clone()
+            .map(|l| l as Arc<dyn crate::engine::router::Remote>);
         Ok(Self {
             config,
             gate,
             hooks,
-            router: Router::new(directory, bus),
+            router: Router::new(directory, bus, remote),
+            cluster,
             stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
             open: Default::default(),
             histograms: (0..n).map(|_| Default::default()).collect(),
@@ -141,19 +166,21 @@ impl Hub {
         self.shared.router.directory()
     }
 
-    /// Routes from outside the shards; a shard that missed it is an error.
+    /// Routes from outside the shards; a shard (or the cluster bus) that missed it is an
+    /// error.
     fn route(&self, route: Route<'_>) -> Result<Routed, HubError> {
         let routed = self.shared.router.route(None, route);
-        match routed.missed {
-            0 => Ok(routed),
-            shards => Err(HubError::Overloaded { shards }),
+        match (routed.missed, routed.bus_dropped) {
+            (0, false) => Ok(routed),
+            (shards, bus) => Err(HubError::Overloaded { shards, bus }),
         }
     }
 
     fn session_exists(&self, id: SessionId) -> Result<(), HubError> {
-        match self.directory().session(id) {
-            Some(_) => Ok(()),
-            None => Err(HubError::NoSuchSession(id)),
+        if self.shared.router.has_session(id) {
+            Ok(())
+        } else {
+            Err(HubError::NoSuchSession(id))
         }
     }
 
@@ -212,10 +239,14 @@ impl Hub {
     }
 
     pub(crate) fn publish_frame(&self, room: &str, frame: Frame) -> Result<u64, HubError> {
-        let shared = self
-            .directory()
-            .room(room)
-            .ok_or_else(|| HubError::NoSuchRoom(room.into()))?;
+        let shared = match self.directory().room(room) {
+            Some(shared) => shared,
+            // Members on other nodes only: the publication goes to them through the bus.
+            None if self.shared.router.remote_members(room) > 0 => {
+                crate::engine::directory::RoomShared::elsewhere(room)
+            }
+            None => return Err(HubError::NoSuchRoom(room.into())),
+        };
         let route = Route::Publish {
             room: &shared,
             frame,
@@ -255,23 +286,40 @@ impl Hub {
         self.directory().create_room(room, capacity);
     }
 
-    /// A room's members: (session, user).
+    /// A room's members on every node: (session, user).
     pub fn room_members(&self, room: &str) -> Option<Vec<(SessionId, Arc<str>)>> {
-        self.directory().members(room)
+        self.shared.router.members(room)
     }
 
-    /// A room's member count and capacity.
+    /// A room's member count (on every node) and this node's capacity for it.
     pub fn room(&self, room: &str) -> Option<RoomInfo> {
-        self.directory().room_info(room)
+        let remote = self.shared.router.remote_members(room);
+        match self.directory().room_info(room) {
+            Some(mut r) => {
+                r.members += remote;
+                Some(r)
+            }
+            None if remote > 0 => Some(RoomInfo {
+                name: room.to_string(),
+                members: remote,
+                capacity: 0,
+            }),
+            None => None,
+        }
     }
 
-    /// Every room.
+    /// Every room, on every node.
     pub fn rooms(&self) -> Vec<RoomInfo> {
-        self.directory().rooms()
+        self.shared.router.rooms()
     }
 
-    /// Open sessions.
+    /// Open sessions on every node.
     pub fn session_count(&self) -> usize {
+        self.shared.router.session_count()
+    }
+
+    /// Open sessions on this node.
+    pub fn session_count_local(&self) -> usize {
         self.directory().session_count()
     }
 
@@ -280,19 +328,24 @@ impl Hub {
         self.directory().sessions()
     }
 
-    /// One session, if open.
+    /// One session of this node, if open.
     pub fn session(&self, id: SessionId) -> Option<SessionInfo> {
         self.directory().session(id)
     }
 
-    /// Whether a user has at least one session.
+    /// Whether a user has at least one session, on any node.
     pub fn is_online(&self, user: &str) -> bool {
         self.directory().user_shards(user).1 > 0
+            || self
+                .shared
+                .router
+                .remote()
+                .is_some_and(|r| r.users().iter().any(|(u, _)| &**u == user))
     }
 
-    /// Distinct users online, with their session counts, sorted by user id.
+    /// Distinct users online on every node, with their session counts, sorted by user id.
     pub fn users(&self) -> Vec<(Arc<str>, usize)> {
-        self.directory().users()
+        self.shared.router.users()
     }
 
     /// Counters summed over shards (cross-shard drops included).
@@ -303,6 +356,18 @@ impl Hub {
         }
         s.add_drops(self.shared.router.drops());
         s
+    }
+
+    /// The cluster bus counters (`None` outside a cluster).
+    pub fn bus_stats(&self) -> Option<crate::cluster::BusCounters> {
+        self.shared.cluster.as_ref().map(|l| l.stats.snapshot())
+    }
+
+    /// This node's name and the other nodes of its cluster as last heard (`None` outside a
+    /// cluster).
+    pub fn cluster_nodes(&self) -> Option<(String, Vec<crate::cluster::view::NodeInfo>)> {
+        let link = self.shared.cluster.as_ref()?;
+        Some((link.node.clone(), link.view().nodes(link.now())))
     }
 
     /// Each shard's counters, with the messages its inbox refused.

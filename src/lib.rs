@@ -22,6 +22,8 @@
 //!   rendering, the Server-Sent Events wire format.
 //! * [`auth`]: who may connect and what they may do: origins, the authenticator (the built-in
 //!   JWT scheme or the application's), permissions.
+//! * [`cluster`]: one hub across several nodes over NATS or Redis (`--cluster`): the bus
+//!   thread, the envelopes, the view of the other nodes.
 //! * [`Hub`]: the thread-safe handle; [`Hooks`]: the application's callbacks; [`Server`]:
 //!   binding, running and shutting down.
 //!
@@ -47,6 +49,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod hooks;

@@ -161,6 +161,13 @@ struct Args {
     /// Recent events a room keeps for SSE Last-Event-ID replay [default: 64].
     #[arg(long, env = "SHARDHUB_SSE_HISTORY")]
     sse_history: Option<usize>,
+    /// Join a cluster over this bus: nats://HOST:PORT or redis://HOST:PORT [default: none, a
+    /// single node].
+    #[arg(long, env = "SHARDHUB_CLUSTER")]
+    cluster: Option<String>,
+    /// This node's name in the cluster, unique in it [default: host name and process id].
+    #[arg(long, env = "SHARDHUB_NODE")]
+    node: Option<String>,
     /// On shutdown, write the server's latency histograms (fanout.hgrm, tick.hgrm,
     /// timer_lag.hgrm) and counters (stats.json) to this directory.
     #[arg(long, env = "SHARDHUB_HISTOGRAMS_DIR")]
@@ -221,7 +228,9 @@ impl Args {
             jwt_algorithm,
             jwt_audience,
             jwt_issuer,
-            allowed_origins
+            allowed_origins,
+            cluster,
+            node
         );
         c.echo |= self.echo;
         // HTTP API and SSE.

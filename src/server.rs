@@ -23,12 +23,15 @@ pub enum StartError {
     Config(ConfigError),
     /// Binding, polling or spawning failed.
     Io(io::Error),
+    /// The cluster bus is unreachable, or this node cannot join (its name or tag is taken).
+    Cluster(String),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Config(e) => e.fmt(f),
+            Self::Cluster(e) => write!(f, "cannot join the cluster: {e}"),
             Self::Io(e) => write!(f, "cannot start: {e}"),
         }
     }
@@ -99,13 +102,37 @@ impl ServerBuilder {
             parts.push((poll, l, admin.take(), inbox));
         }
         let bus = Box::new(Mailboxes(mailboxes.clone()));
-        let shared = Shared::new(config, self.hooks, bus).map_err(StartError::Config)?;
+        // Cluster mode: the link exists before the hub (the router forwards through it), the
+        // bus thread after it (it routes what arrives); the node has joined when this returns.
+        let cluster_url = config.cluster.clone();
+        let node = config
+            .node
+            .clone()
+            .unwrap_or_else(crate::cluster::default_node_name);
+        let (link, outbound) = match &cluster_url {
+            Some(_) => {
+                let (link, rx) = crate::cluster::Link::new(&node);
+                (Some(link), Some(rx))
+            }
+            None => (None, None),
+        };
+        let shared =
+            Shared::new(config, self.hooks, bus, link.clone()).map_err(StartError::Config)?;
+        let hub = Hub {
+            shared: Arc::new(shared),
+        };
+        let cluster = match (cluster_url, link, outbound) {
+            (Some(url), Some(link), Some(rx)) => Some(
+                crate::cluster::bus::start(&url, link, rx, hub.clone())
+                    .map_err(StartError::Cluster)?,
+            ),
+            _ => None,
+        };
         Ok(Server {
-            hub: Hub {
-                shared: Arc::new(shared),
-            },
+            hub,
             parts,
             mailboxes,
+            cluster,
             local_addr,
             admin_addr,
         })
@@ -119,6 +146,8 @@ pub struct Server {
     /// Each shard's mailbox, for the shutdown message (everything else goes through the
     /// router).
     mailboxes: Vec<Mailbox>,
+    /// The bus thread, in cluster mode.
+    cluster: Option<crate::cluster::bus::Running>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
 }
@@ -205,6 +234,7 @@ impl Server {
             hub: self.hub,
             threads,
             mailboxes: self.mailboxes,
+            cluster: self.cluster,
             local_addr: self.local_addr,
             ended,
         })
@@ -286,6 +316,7 @@ pub struct RunningServer {
     hub: Hub,
     threads: Vec<JoinHandle<io::Result<()>>>,
     mailboxes: Vec<Mailbox>,
+    cluster: Option<crate::cluster::bus::Running>,
     local_addr: SocketAddr,
     /// How each shard thread ended (`report_end`).
     ended: Receiver<ShardEnd>,
@@ -324,6 +355,10 @@ impl RunningServer {
                 Ok(Err(e)) => result = Err(e),
                 Err(_) => result = Err(io::Error::other("a shard thread panicked")),
             }
+        }
+        // Last: the others forget this node at once (its sessions are closed by now).
+        if let Some(bus) = self.cluster {
+            bus.stop();
         }
         result
     }

@@ -29,5 +29,7 @@ mod auth;
 mod permissions;
 // Abuse limits: message and byte rates, per-address connections and handshakes.
 mod limits;
+// Cluster mode: three nodes over a real NATS and a real Redis server.
+mod cluster;
 // Hostile input: a matrix of attacks, each followed by a check that a bystander is still served.
 mod hostile;

@@ -48,6 +48,12 @@ impl RoomShared {
         }
     }
 
+    /// A room this node holds no member of, to route to the members other nodes have: no
+    /// shard bit, no log.
+    pub fn elsewhere(name: &str) -> Arc<Self> {
+        Arc::new(Self::new(name.into(), 0))
+    }
+
     /// Shards with members, as a bit mask.
     pub fn shards(&self) -> u64 {
         // Acquire pairs with the Release in `set_shard`: a shard that saw a member's join ack
@@ -112,6 +118,90 @@ struct Inner {
     sessions: HashMap<SessionId, SessionInfo>,
     users: HashMap<Arc<str>, Vec<SessionId>>,
     rooms: HashMap<Arc<str>, RoomEntry>,
+    /// Changes kept for the cluster bus, while one watches (`watch`).
+    journal: Option<Journal>,
+}
+
+/// One change to this node's sessions and memberships, for the other nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A session opened.
+    Up {
+        /// The session.
+        id: SessionId,
+        /// Its user.
+        user: Arc<str>,
+    },
+    /// A session ended.
+    Down {
+        /// The session.
+        id: SessionId,
+    },
+    /// A session joined a room.
+    Join {
+        /// The session.
+        id: SessionId,
+        /// The room.
+        room: Arc<str>,
+    },
+    /// A session left a room.
+    Leave {
+        /// The session.
+        id: SessionId,
+        /// The room.
+        room: Arc<str>,
+    },
+}
+
+/// What the cluster bus takes from the directory: the changes in the order they happened, and
+/// the rooms whose local membership went from none to some or back (their bus subscription
+/// must follow).
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The changes.
+    pub changes: Vec<Change>,
+    /// Rooms to subscribe to or unsubscribe from: ask [`Directory::has_members`].
+    pub interest: Vec<Arc<str>>,
+}
+
+struct Journal {
+    taken: Taken,
+    /// Wakes the bus thread: a room's interest changed, or the journal grew large.
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("taken", &self.taken)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Changes kept before the bus thread is woken anyway (it also takes them every few ms).
+const JOURNAL_WAKE_AT: usize = 1024;
+
+impl Inner {
+    /// A room's interest changed without a session change (an SSE stream came or went).
+    fn note_interest(&mut self, room: &Arc<str>) {
+        if let Some(j) = &mut self.journal {
+            j.taken.interest.push(room.clone());
+            (j.wake)();
+        }
+    }
+}
+
+impl Inner {
+    fn note(&mut self, change: Change, interest: Option<&Arc<str>>) {
+        let Some(j) = &mut self.journal else { return };
+        j.taken.changes.push(change);
+        if let Some(room) = interest {
+            j.taken.interest.push(room.clone());
+        }
+        if interest.is_some() || j.taken.changes.len() == JOURNAL_WAKE_AT {
+            (j.wake)();
+        }
+    }
 }
 
 /// The control-plane index. See the module docs.
@@ -148,11 +238,68 @@ impl Directory {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Starts keeping a journal of changes for a cluster bus, which `wake` rouses.
+    pub fn watch(&self, wake: Arc<dyn Fn() + Send + Sync>) {
+        self.lock().journal = Some(Journal {
+            taken: Taken::default(),
+            wake,
+        });
+    }
+
+    /// The changes since the last call (see [`Taken`]).
+    pub fn take(&self) -> Taken {
+        self.lock()
+            .journal
+            .as_mut()
+            .map(|j| std::mem::take(&mut j.taken))
+            .unwrap_or_default()
+    }
+
+    /// Every session with its user and rooms, and the changes not yet taken (which a snapshot
+    /// already includes: they are dropped, so that the next delta does not repeat them).
+    pub fn snapshot(&self) -> Vec<(SessionId, Arc<str>, Vec<Arc<str>>)> {
+        let mut g = self.lock();
+        let mut rooms: HashMap<SessionId, Vec<Arc<str>>> = HashMap::new();
+        for (name, e) in &g.rooms {
+            for s in e.members.keys() {
+                rooms.entry(*s).or_default().push(name.clone());
+            }
+        }
+        let all = g
+            .sessions
+            .values()
+            .map(|s| {
+                (
+                    s.id,
+                    s.user.clone(),
+                    rooms.remove(&s.id).unwrap_or_default(),
+                )
+            })
+            .collect();
+        if let Some(j) = &mut g.journal {
+            j.taken.changes.clear();
+        }
+        all
+    }
+
+    /// Whether `room` has members on this node (its bus subscription follows this).
+    pub fn has_members(&self, room: &str) -> bool {
+        self.lock()
+            .rooms
+            .get(room)
+            .is_some_and(|e| !e.members.is_empty())
+    }
+
     /// Adds an open session.
     pub fn add_session(&self, info: SessionInfo) {
         let mut g = self.lock();
         g.users.entry(info.user.clone()).or_default().push(info.id);
+        let change = Change::Up {
+            id: info.id,
+            user: info.user.clone(),
+        };
         g.sessions.insert(info.id, info);
+        g.note(change, None);
     }
 
     /// Removes a session (its rooms must have been left first).
@@ -161,6 +308,7 @@ impl Directory {
         let Some(info) = g.sessions.remove(&id) else {
             return;
         };
+        g.note(Change::Down { id }, None);
         if let Some(list) = g.users.get_mut(&info.user) {
             list.retain(|s| *s != id);
             if list.is_empty() {
@@ -247,11 +395,24 @@ impl Directory {
             return Err(JoinError::Full { capacity });
         }
         e.members.insert(session, user.clone());
-        Ok(Joined {
+        let joined = Joined {
             room: e.shared.clone(),
             members: e.members.len(),
             already: false,
-        })
+        };
+        let first = joined.members == 1;
+        let name = joined.room.name.clone();
+        if g.sessions.contains_key(&session) {
+            let change = Change::Join {
+                id: session,
+                room: name.clone(),
+            };
+            g.note(change, first.then_some(&name));
+        } else if first {
+            // A stream (not a session, so not announced) that makes the room worth receiving.
+            g.note_interest(&name);
+        }
+        Ok(joined)
     }
 
     /// Removes `session` from `room`; returns the members left, or `None` if it was not one.
@@ -261,8 +422,19 @@ impl Directory {
         let e = g.rooms.get_mut(room)?;
         e.members.remove(&session)?;
         let left = e.members.len();
+        let name = e.shared.name.clone();
         if left == 0 && !e.persistent {
             g.rooms.remove(room);
+        }
+        let last = (left == 0).then_some(&name);
+        if g.sessions.contains_key(&session) {
+            let change = Change::Leave {
+                id: session,
+                room: name.clone(),
+            };
+            g.note(change, last);
+        } else if let Some(name) = last {
+            g.note_interest(name);
         }
         Some(left)
     }

@@ -40,6 +40,28 @@ impl SessionId {
     pub fn key(self) -> usize {
         (self.0 & Self::MAX_KEY as u64) as usize
     }
+
+    /// Bits of the sequence that carry the node's tag in cluster mode.
+    pub const TAG_BITS: u32 = 12;
+
+    /// The sequence part of a session id on a node with tag `tag` (1 to 4095, or 0 outside a
+    /// cluster): in a cluster the low [`TAG_BITS`](Self::TAG_BITS) say which node the session
+    /// lives on, so that any node can route to it, and the per-shard count keeps 26 bits
+    /// (it wraps after 67 million sessions on one shard, harmlessly: a live session is still
+    /// told apart by its slot). Outside a cluster the count has all 38 bits.
+    pub fn sequence(count: u64, tag: u16) -> u64 {
+        if tag == 0 {
+            count
+        } else {
+            let bits = 64 - Self::KEY_BITS - Self::SHARD_BITS - Self::TAG_BITS;
+            (count & ((1 << bits) - 1)) << Self::TAG_BITS | u64::from(tag)
+        }
+    }
+
+    /// The node tag of a cluster session id (see [`sequence`](Self::sequence)).
+    pub fn node_tag(self) -> u16 {
+        ((self.0 >> (Self::KEY_BITS + Self::SHARD_BITS)) & ((1 << Self::TAG_BITS) - 1)) as u16
+    }
 }
 
 impl fmt::Display for SessionId {
@@ -77,6 +99,12 @@ mod tests {
         assert_eq!((id.shard(), id.key()), (63, SessionId::MAX_KEY));
         let id = SessionId::new(1, 0, 0);
         assert_ne!(id.0, 0);
+        let tagged = SessionId::new(SessionId::sequence(u64::MAX, 4095), 5, 9);
+        assert_eq!(
+            (tagged.node_tag(), tagged.shard(), tagged.key()),
+            (4095, 5, 9)
+        );
+        assert_eq!(SessionId::new(SessionId::sequence(3, 0), 0, 0).0 >> 26, 3);
         assert_eq!(id.to_string().parse::<SessionId>().unwrap(), id);
     }
 }

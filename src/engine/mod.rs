@@ -244,7 +244,8 @@ impl<S> Engine<S> {
         }
         let entry = self.conns.vacant_entry();
         self.seq += 1;
-        let id = SessionId::new(self.seq, self.shard, entry.key());
+        let seq = SessionId::sequence(self.seq, self.hub.shared.node_tag());
+        let id = SessionId::new(seq, self.shard, entry.key());
         let due = self
             .wheel
             .schedule(id.0, self.now + self.timeouts.handshake);

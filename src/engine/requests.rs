@@ -155,8 +155,7 @@ impl<S> Engine<S> {
                 if !self.permit(id, Act::Members(room), req_id, false) {
                     return;
                 }
-                let directory = self.hub.shared.router.directory();
-                let list = directory.members(room).unwrap_or_default();
+                let list = self.hub.shared.router.members(room).unwrap_or_default();
                 let out = self.fb.start();
                 reply::members(out, req_id, room, list.iter().map(|(s, u)| (s.0, &**u)));
                 let f = self.fb.finish(OpCode::Text);
@@ -275,7 +274,8 @@ impl<S> Engine<S> {
                     }
                     self.rooms.add(&j.room, id);
                 }
-                let members = j.members;
+                // Members on every node (this node's count is exact, the others' as last heard).
+                let members = j.members + self.hub.shared.router.remote_members(room);
                 self.ack(id, req_id, Ack::Join { room, members });
                 if presence && !j.already {
                     self.announce(&j.room, true, &user, id);
@@ -339,13 +339,17 @@ impl<S> Engine<S> {
         routed: &Routed,
         context: Option<(&str, &str)>,
     ) -> bool {
-        if routed.missed == 0 {
-            return false;
-        }
-        let msg = format!(
-            "delivery dropped on shard(s) {}: inbox full; members there did not get it",
-            router::shard_list(routed.missed)
-        );
+        let msg = match (routed.missed, routed.bus_dropped) {
+            (0, false) => return false,
+            (0, true) => "delivery dropped on the cluster bus (its queue is full): recipients on \
+                          other nodes did not get it"
+                .to_string(),
+            (shards, bus) => format!(
+                "delivery dropped on shard(s) {}: inbox full; members there did not get it{}",
+                router::shard_list(shards),
+                if bus { "; nor did other nodes" } else { "" }
+            ),
+        };
         self.error(id, req_id, "overloaded", &msg, context);
         true
     }

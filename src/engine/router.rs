@@ -177,6 +177,8 @@ pub struct Routed {
     pub sessions: usize,
     /// For a room publication: its position in the room's log (0: none kept).
     pub seq: u64,
+    /// The other nodes' part was refused: the queue to the cluster bus is full.
+    pub bus_dropped: bool,
     /// The calling shard's own part, to apply at once (see the module docs).
     pub local: Option<ShardMsg>,
 }
@@ -190,28 +192,135 @@ pub struct Drops {
     pub gone: AtomicU64,
 }
 
+/// What a route achieved on the other nodes of a cluster.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// For a user: that user's sessions on other nodes.
+    pub sessions: usize,
+    /// The queue to the cluster bus refused it.
+    pub dropped: bool,
+}
+
+/// The other nodes of a cluster, as the router sees them (`crate::cluster` implements it over
+/// NATS or Redis; without a cluster there is none and nothing below is asked).
+pub trait Remote: Send + Sync + fmt::Debug {
+    /// Sends a route that started on this node to the nodes that need it.
+    fn forward(&self, route: &Route<'_>) -> Forwarded;
+    /// Whether `id` is another node's session (its tag is not this node's).
+    fn is_remote(&self, id: SessionId) -> bool;
+    /// Whether another node has the session open, as far as this node knows.
+    fn has_session(&self, id: SessionId) -> bool;
+    /// A room's members on other nodes.
+    fn members(&self, room: &str) -> Vec<(SessionId, Arc<str>)>;
+    /// Users on other nodes, with their session counts there.
+    fn users(&self) -> Vec<(Arc<str>, usize)>;
+    /// Rooms with members on other nodes, with their member counts there.
+    fn rooms(&self) -> Vec<(Arc<str>, usize)>;
+    /// Sessions on other nodes.
+    fn session_count(&self) -> usize;
+}
+
 /// The router: the directory it reads and the bus it posts to. See the module docs.
 #[derive(Debug)]
 pub struct Router {
     directory: Directory,
     bus: Box<dyn Bus>,
     drops: Vec<Drops>,
+    remote: Option<Arc<dyn Remote>>,
 }
 
 impl Router {
-    /// A router over a directory and a bus.
-    pub fn new(directory: Directory, bus: Box<dyn Bus>) -> Self {
+    /// A router over a directory and a bus, with the other nodes of a cluster if there are.
+    pub fn new(directory: Directory, bus: Box<dyn Bus>, remote: Option<Arc<dyn Remote>>) -> Self {
         let drops = (0..bus.shards()).map(|_| Drops::default()).collect();
         Self {
             directory,
             bus,
             drops,
+            remote,
         }
     }
 
-    /// The server-wide index of sessions, users and rooms.
+    /// The other nodes, in cluster mode.
+    pub fn remote(&self) -> Option<&dyn Remote> {
+        self.remote.as_deref()
+    }
+
+    /// Routes a delivery that came from another node: to this node's recipients only.
+    pub fn route_from_bus(&self, route: Route<'_>) -> Routed {
+        self.route_here(None, route)
+    }
+
+    /// This node's index of sessions, users and rooms.
     pub fn directory(&self) -> &Directory {
         &self.directory
+    }
+
+    // ----- the whole cluster's answers (this node's alone without one) -----
+
+    /// A room's members on every node, ordered by session id; `None` if no node has the room.
+    pub fn members(&self, room: &str) -> Option<Vec<(SessionId, Arc<str>)>> {
+        let here = self.directory.members(room);
+        let there = self
+            .remote
+            .as_ref()
+            .map(|r| r.members(room))
+            .unwrap_or_default();
+        if here.is_none() && there.is_empty() {
+            return None;
+        }
+        let mut all = here.unwrap_or_default();
+        all.extend(there);
+        all.sort_by_key(|(s, _)| *s);
+        Some(all)
+    }
+
+    /// A room's member count on the other nodes.
+    pub fn remote_members(&self, room: &str) -> usize {
+        self.remote.as_ref().map_or(0, |r| r.members(room).len())
+    }
+
+    /// Users online anywhere, with their session counts, sorted by user id.
+    pub fn users(&self) -> Vec<(Arc<str>, usize)> {
+        let mut all: std::collections::BTreeMap<Arc<str>, usize> =
+            self.directory.users().into_iter().collect();
+        for (u, n) in self.remote.as_ref().map(|r| r.users()).unwrap_or_default() {
+            *all.entry(u).or_default() += n;
+        }
+        all.into_iter().collect()
+    }
+
+    /// Every room with members anywhere (and the application's empty ones here): name, members,
+    /// this node's capacity for it.
+    pub fn rooms(&self) -> Vec<super::directory::RoomInfo> {
+        let mut all: std::collections::BTreeMap<String, super::directory::RoomInfo> = self
+            .directory
+            .rooms()
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+        for (name, n) in self.remote.as_ref().map(|r| r.rooms()).unwrap_or_default() {
+            let e = all
+                .entry(name.to_string())
+                .or_insert_with(|| super::directory::RoomInfo {
+                    name: name.to_string(),
+                    members: 0,
+                    capacity: 0,
+                });
+            e.members += n;
+        }
+        all.into_values().collect()
+    }
+
+    /// Whether a session is open on any node (as far as this node knows).
+    pub fn has_session(&self, id: SessionId) -> bool {
+        self.directory.session(id).is_some()
+            || self.remote.as_ref().is_some_and(|r| r.has_session(id))
+    }
+
+    /// Open sessions on every node.
+    pub fn session_count(&self) -> usize {
+        self.directory.session_count() + self.remote.as_ref().map_or(0, |r| r.session_count())
     }
 
     /// The number of shards.
@@ -224,8 +333,26 @@ impl Router {
         &self.drops
     }
 
-    /// Routes `route`, called from shard `from` (or from outside the shards: `None`).
+    /// Routes `route`, called from shard `from` (or from outside the shards: `None`), to its
+    /// recipients on this node and, in a cluster, on the others.
     pub fn route(&self, from: Option<usize>, route: Route<'_>) -> Routed {
+        let Some(remote) = &self.remote else {
+            return self.route_here(from, route);
+        };
+        let forwarded = remote.forward(&route);
+        let elsewhere = matches!(&route, Route::Session(m) if m.session().is_some_and(|id| remote.is_remote(id)));
+        let mut routed = if elsewhere {
+            Routed::default()
+        } else {
+            self.route_here(from, route)
+        };
+        routed.sessions += forwarded.sessions;
+        routed.bus_dropped = forwarded.dropped;
+        routed
+    }
+
+    /// The route's part on this node.
+    fn route_here(&self, from: Option<usize>, route: Route<'_>) -> Routed {
         let mut routed = Routed::default();
         let (mask, msg) = match route {
             Route::Publish {
@@ -350,7 +477,7 @@ mod tests {
             q: (0..shards).map(|_| Mutex::default()).collect(),
         });
         let d = Directory::new(0, Default::default());
-        (Router::new(d, Box::new(q.clone())), q)
+        (Router::new(d, Box::new(q.clone()), None), q)
     }
 
     fn frame() -> Frame {

@@ -156,7 +156,8 @@ impl Sim {
             cap: AtomicUsize::new(1024),
             q: (0..shards).map(|_| Mutex::default()).collect(),
         });
-        let shared = Shared::new(config, hooks, Box::new(queues.clone())).expect("shared state");
+        let shared =
+            Shared::new(config, hooks, Box::new(queues.clone()), None).expect("shared state");
         let hub = Hub {
             shared: Arc::new(shared),
         };

@@ -1,0 +1,403 @@
+//! The bus thread: the one bus client of the process, on a current-thread runtime of its own.
+//!
+//! It moves four things, in this order of priority:
+//! 1. the directory's journal: subscriptions follow local membership (a room's channel is
+//!    subscribed while the node has members there), and the changes go out as a numbered
+//!    delta, at the latest every [`DELTA_EVERY`];
+//! 2. envelopes the shards queued ([`super::Link::send`]), after the journal, so that a
+//!    subscription always precedes a publication that announces it (a `joined` event);
+//! 3. envelopes from the bus: control messages update the [`View`], deliveries go through the
+//!    router exactly as local ones do;
+//! 4. a heartbeat every [`HEARTBEAT`], and forgetting nodes silent for [`DEAD_AFTER`].
+//!
+//! Startup is synchronous for the server: [`start`] returns once the bus answered and the
+//! node listened for [`JOIN_WINDOW`] (so it knows the others, and refuses to run if its name
+//! or tag is taken), or with the reason it cannot run.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::transport::{Inbound, Transport};
+use super::view::{Ask, DEAD_AFTER, HEARTBEAT};
+use super::wire::{self, Body, Channel, Control, Data, Op};
+use super::{Link, Outbound};
+use crate::engine::directory::Change;
+use crate::engine::router::{Route, ShardMsg};
+use crate::hub::Hub;
+use crate::protocol::frame::Frame;
+
+/// The longest a change waits before it goes out in a delta.
+pub const DELTA_EVERY: Duration = Duration::from_millis(20);
+
+/// Sessions per snapshot part (NATS's default payload limit is 1 MB).
+const SNAPSHOT_PART: usize = 2_000;
+
+/// How long a starting node listens before it serves: every running node answers its sync
+/// request with a snapshot at once, so this is several bus round trips; a name or tag taken
+/// by a running node shows in that time.
+const JOIN_WINDOW: Duration = Duration::from_secs(1);
+
+/// The running bus thread.
+#[derive(Debug)]
+pub struct Running {
+    thread: std::thread::JoinHandle<()>,
+    stop: oneshot::Sender<()>,
+}
+
+impl Running {
+    /// Says goodbye on the bus (the others forget this node at once) and ends the thread.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the bus thread for `url`; returns once the node has joined the cluster, or why it
+/// cannot.
+pub fn start(
+    url: &str,
+    link: Arc<Link>,
+    rx: mpsc::Receiver<Outbound>,
+    hub: Hub,
+) -> Result<Running, String> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop, stop_rx) = oneshot::channel();
+    let url = url.to_string();
+    let thread = std::thread::Builder::new()
+        .name("cluster-bus".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => rt.block_on(run(url, link, rx, hub, ready_tx, stop_rx)),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot start the bus runtime: {e}")));
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the bus thread: {e}"))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(Running { thread, stop }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err("the bus thread ended during startup".into()),
+    }
+}
+
+struct Bus {
+    t: Transport,
+    link: Arc<Link>,
+    hub: Hub,
+    /// The number of the last delta sent.
+    seq: u64,
+    /// Room channels subscribed to.
+    rooms: HashSet<String>,
+}
+
+async fn run(
+    url: String,
+    link: Arc<Link>,
+    mut rx: mpsc::Receiver<Outbound>,
+    hub: Hub,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let t = match Transport::connect(&url, &link.node, link.stats.clone()).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut bus = Bus {
+        t,
+        link,
+        hub,
+        seq: 0,
+        rooms: HashSet::new(),
+    };
+    let fixed = [
+        Channel::Control.name(),
+        Channel::All.name(),
+        Channel::Node(bus.link.tag).name(),
+    ];
+    if let Err(e) = bus.t.subscribe(&fixed).await {
+        let _ = ready.send(Err(e));
+        return;
+    }
+    // Ask everyone for their state, say who we are, and listen for their snapshots.
+    bus.control(Body::Sync { target: None }).await;
+    bus.heartbeat().await;
+    let window = tokio::time::Instant::now() + JOIN_WINDOW;
+    while let Ok(Some(m)) = tokio::time::timeout_at(window, bus.t.recv()).await {
+        if let Err(e) = bus.inbound(m).await {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    }
+    let _ = ready.send(Ok(()));
+    log::info!(
+        "cluster: node {} (tag {}) joined over {url}; {} other node(s)",
+        bus.link.node,
+        bus.link.tag,
+        bus.link.view().nodes(0).len()
+    );
+    let mut deltas = tokio::time::interval(DELTA_EVERY);
+    let mut beats = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => {
+                bus.flush_journal().await;
+                bus.control(Body::Bye).await;
+                return;
+            }
+            _ = bus.link.wake.notified() => bus.flush_journal().await,
+            out = rx.recv() => {
+                let Some(out) = out else { return };
+                bus.flush_journal().await;
+                bus.publish(&out.channel.name(), out.payload).await;
+                while let Ok(out) = rx.try_recv() {
+                    bus.publish(&out.channel.name(), out.payload).await;
+                }
+            }
+            m = bus.t.recv() => match m {
+                Some(m) => {
+                    if let Err(e) = bus.inbound(m).await {
+                        log::error!("cluster: {e}");
+                    }
+                }
+                None => bus.t.reconnect().await,
+            },
+            _ = deltas.tick() => bus.flush_journal().await,
+            _ = beats.tick() => {
+                bus.heartbeat().await;
+                let now = bus.now();
+                for node in bus.link.view().expire(now, DEAD_AFTER) {
+                    log::warn!("cluster: node {node} unheard of for {DEAD_AFTER:?}: forgotten");
+                }
+            }
+        }
+    }
+}
+
+impl Bus {
+    fn now(&self) -> u64 {
+        self.link.now()
+    }
+
+    async fn publish(&mut self, channel: &str, payload: Vec<u8>) {
+        let len = payload.len() as u64;
+        match self.t.publish(channel, payload).await {
+            Ok(()) => {
+                self.link.stats.published.fetch_add(1, Relaxed);
+                self.link.stats.bytes_out.fetch_add(len, Relaxed);
+            }
+            Err(_) => {
+                self.link.stats.publish_errors.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    async fn control(&mut self, body: Body) {
+        let msg = Control {
+            node: self.link.node.clone(),
+            tag: self.link.tag,
+            epoch: self.link.epoch,
+            body,
+        };
+        self.publish(&Channel::Control.name(), msg.to_bytes()).await;
+    }
+
+    async fn heartbeat(&mut self) {
+        let body = Body::Heartbeat {
+            seq: self.seq,
+            sessions: self.hub.session_count_local(),
+            published: self.link.stats.published.load(Relaxed),
+        };
+        self.control(body).await;
+    }
+
+    /// Takes the directory's journal: subscriptions follow membership, changes go out.
+    async fn flush_journal(&mut self) {
+        let taken = self.hub.shared.router.directory().take();
+        let mut seen = HashSet::new();
+        for room in taken.interest {
+            if !seen.insert(room.clone()) {
+                continue;
+            }
+            let channel = Channel::Room(room.to_string()).name();
+            let wanted = self.hub.shared.router.directory().has_members(&room);
+            if wanted && !self.rooms.contains(&channel) {
+                if let Err(e) = self.t.subscribe(std::slice::from_ref(&channel)).await {
+                    log::warn!("cluster: {e}");
+                    continue;
+                }
+                self.rooms.insert(channel);
+            } else if !wanted && self.rooms.remove(&channel) {
+                self.t.unsubscribe(&channel).await;
+            }
+        }
+        if taken.changes.is_empty() {
+            return;
+        }
+        let ops = taken.changes.into_iter().map(op).collect();
+        self.seq += 1;
+        let seq = self.seq;
+        self.control(Body::Delta { seq, ops }).await;
+    }
+
+    async fn snapshot(&mut self) {
+        self.flush_journal().await;
+        let all = self.hub.shared.router.directory().snapshot();
+        let mut parts: Vec<Vec<wire::SessionRecord>> = all
+            .chunks(SNAPSHOT_PART)
+            .map(|c| {
+                c.iter()
+                    .map(|(id, user, rooms)| {
+                        let rooms = rooms.iter().map(|r| r.to_string()).collect();
+                        (id.0, user.to_string(), rooms)
+                    })
+                    .collect()
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push(Vec::new());
+        }
+        let n = parts.len();
+        for (i, sessions) in parts.into_iter().enumerate() {
+            let last = i + 1 == n;
+            let seq = self.seq;
+            self.control(Body::Snapshot {
+                seq,
+                sessions,
+                last,
+            })
+            .await;
+        }
+    }
+
+    /// One message from the bus. `Err`: this node must not run (its name or tag is taken).
+    async fn inbound(&mut self, m: Inbound) -> Result<(), String> {
+        self.link.stats.received.fetch_add(1, Relaxed);
+        if m.channel == Channel::Control.name() {
+            let Ok(msg) = Control::from_bytes(&m.payload) else {
+                return Ok(());
+            };
+            if msg.node == self.link.node {
+                if msg.epoch != self.link.epoch {
+                    return Err(format!(
+                        "another node named {} is running in this cluster; choose another --node",
+                        msg.node
+                    ));
+                }
+                return Ok(());
+            }
+            let now = self.now();
+            let asks = self.link.view().on_control(msg, now);
+            for ask in asks {
+                match ask {
+                    Ask::Sync(node) => {
+                        let target = Some(node);
+                        self.control(Body::Sync { target }).await;
+                    }
+                    Ask::SendSnapshot => self.snapshot().await,
+                    Ask::TagTaken(other) => {
+                        return Err(format!(
+                            "node {other} has the same tag ({}) as this node {}; choose another \
+                             --node name",
+                            self.link.tag, self.link.node
+                        ))
+                    }
+                }
+            }
+            return Ok(());
+        }
+        match wire::decode(&m.payload) {
+            Ok((origin, _)) if origin == self.link.tag => {} // our own, echoed
+            Ok((_, data)) => self.deliver(data),
+            Err(e) => log::debug!("cluster: a bad envelope on {}: {}", m.channel, e.0),
+        }
+        Ok(())
+    }
+
+    /// Routes a delivery from another node on this one, as a local one would be.
+    fn deliver(&self, data: Data<'_>) {
+        let router = &self.hub.shared.router;
+        let route = match data {
+            Data::Room { room, frame } | Data::Presence { room, frame } => {
+                let Some(shared) = router.directory().room(room) else {
+                    return; // no members here (any more)
+                };
+                let frame: Frame = Frame::from(frame);
+                let route = if matches!(data, Data::Room { .. }) {
+                    Route::Publish {
+                        room: &shared,
+                        frame,
+                        exclude: None,
+                    }
+                } else {
+                    Route::Presence {
+                        room: &shared,
+                        frame,
+                        about: crate::engine::ids::SessionId(0),
+                    }
+                };
+                router.route_from_bus(route);
+                return;
+            }
+            Data::All { frame } => Route::Broadcast {
+                frame: Frame::from(frame),
+                exclude: None,
+            },
+            Data::User { user, frame } => {
+                let frame = Frame::from(frame);
+                router.route_from_bus(Route::User { user, frame });
+                return;
+            }
+            Data::Session { id, frame } => Route::Session(ShardMsg::Session {
+                id,
+                frame: Frame::from(frame),
+            }),
+            Data::Close { id, code, reason } => Route::Session(ShardMsg::Close {
+                id,
+                code,
+                reason: reason.to_string(),
+            }),
+            Data::Join { id, room } => Route::Session(ShardMsg::Join {
+                id,
+                room: room.to_string(),
+            }),
+            Data::Leave { id, room } => Route::Session(ShardMsg::Leave {
+                id,
+                room: room.to_string(),
+            }),
+        };
+        router.route_from_bus(route);
+    }
+}
+
+fn op(c: Change) -> Op {
+    match c {
+        Change::Up { id, user } => Op::Up {
+            session: id.0,
+            user: user.to_string(),
+        },
+        Change::Down { id } => Op::Down { session: id.0 },
+        Change::Join { id, room } => Op::Join {
+            session: id.0,
+            room: room.to_string(),
+        },
+        Change::Leave { id, room } => Op::Leave {
+            session: id.0,
+            room: room.to_string(),
+        },
+    }
+}

@@ -1,0 +1,92 @@
+//! The router's view of the other nodes ([`Remote`]), over the [`Link`]: which routes leave
+//! this node, to which channel, in which envelope; and the cluster-wide answers from the
+//! [`View`](super::view::View).
+//!
+//! A route leaves at most once per channel: a room's publication goes once to the room's
+//! channel (the bus fans it out to the nodes with members), a direct message once to each node
+//! holding the user, a command once to its session's node. Routes that came from the bus are
+//! never forwarded again (`Router::route_from_bus`).
+
+use std::sync::Arc;
+
+use super::wire::{self, Channel, Data};
+use super::Link;
+use crate::engine::ids::SessionId;
+use crate::engine::router::{Forwarded, Remote, Route, ShardMsg};
+
+impl Remote for Link {
+    fn forward(&self, route: &Route<'_>) -> Forwarded {
+        let mut f = Forwarded::default();
+        let mut send = |channel: Channel, data: Data<'_>| {
+            if !self.send(channel, wire::encode(self.tag, &data)) {
+                f.dropped = true;
+            }
+        };
+        match route {
+            Route::Publish { room, frame, .. } => {
+                let data = Data::Room {
+                    room: &room.name,
+                    frame,
+                };
+                send(Channel::Room(room.name.to_string()), data);
+            }
+            Route::Presence { room, frame, .. } => {
+                let data = Data::Presence {
+                    room: &room.name,
+                    frame,
+                };
+                send(Channel::Room(room.name.to_string()), data);
+            }
+            Route::Broadcast { frame, .. } => send(Channel::All, Data::All { frame }),
+            Route::User { user, frame } => {
+                let nodes = self.view().user_nodes(user);
+                for (tag, sessions) in nodes {
+                    f.sessions += sessions;
+                    send(Channel::Node(tag), Data::User { user, frame });
+                }
+            }
+            Route::Session(msg) => {
+                let Some(id) = msg.session().filter(|id| self.is_remote(*id)) else {
+                    return f;
+                };
+                let data = match msg {
+                    ShardMsg::Session { id, frame } => Data::Session { id: *id, frame },
+                    ShardMsg::Close { id, code, reason } => Data::Close {
+                        id: *id,
+                        code: *code,
+                        reason,
+                    },
+                    ShardMsg::Join { id, room } => Data::Join { id: *id, room },
+                    ShardMsg::Leave { id, room } => Data::Leave { id: *id, room },
+                    _ => return f,
+                };
+                send(Channel::Node(id.node_tag()), data);
+            }
+        }
+        f
+    }
+
+    fn is_remote(&self, id: SessionId) -> bool {
+        id.node_tag() != self.tag
+    }
+
+    fn has_session(&self, id: SessionId) -> bool {
+        self.view().has_session(id)
+    }
+
+    fn members(&self, room: &str) -> Vec<(SessionId, Arc<str>)> {
+        self.view().members(room)
+    }
+
+    fn users(&self) -> Vec<(Arc<str>, usize)> {
+        self.view().users()
+    }
+
+    fn rooms(&self) -> Vec<(Arc<str>, usize)> {
+        self.view().rooms()
+    }
+
+    fn session_count(&self) -> usize {
+        self.view().session_count()
+    }
+}

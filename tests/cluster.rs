@@ -1,0 +1,429 @@
+//! Cluster mode: three real nodes over a real NATS or Redis server, started for each test on a
+//! free loopback port. Every test runs once per bus; without `nats-server` (or
+//! `redis-server`) on the machine, that bus's tests say so in one line and pass
+//! (`.ci/run` installs both).
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Nats,
+    Redis,
+}
+
+/// A bus server of this test's own.
+struct Bus {
+    kind: Kind,
+    port: u16,
+    child: Child,
+}
+
+fn find(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"])
+        .map(|d| PathBuf::from(d).join(bin))
+        .find(|p| p.is_file());
+    found
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+static SKIP_NATS: Once = Once::new();
+static SKIP_REDIS: Once = Once::new();
+
+impl Bus {
+    /// Starts the bus, or says in one line (once per run) that its tests are skipped.
+    fn start(kind: Kind) -> Option<Self> {
+        let (bin, once) = match kind {
+            Kind::Nats => ("nats-server", &SKIP_NATS),
+            Kind::Redis => ("redis-server", &SKIP_REDIS),
+        };
+        let Some(path) = find(bin) else {
+            once.call_once(|| eprintln!("cluster tests: {bin} not found, its tests are skipped"));
+            return None;
+        };
+        let port = free_port();
+        let mut bus = Bus {
+            kind,
+            port,
+            child: spawn(&path, kind, port),
+        };
+        bus.wait_up();
+        Some(bus)
+    }
+
+    fn url(&self) -> String {
+        match self.kind {
+            Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn wait_up(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the bus did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the bus server and starts it again on the same port.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let bin = match self.kind {
+            Kind::Nats => "nats-server",
+            Kind::Redis => "redis-server",
+        };
+        self.child = spawn(&find(bin).unwrap(), self.kind, self.port);
+        self.wait_up();
+    }
+}
+
+fn spawn(path: &PathBuf, kind: Kind, port: u16) -> Child {
+    let mut cmd = Command::new(path);
+    match kind {
+        Kind::Nats => cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]),
+        Kind::Redis => cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]),
+    };
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three nodes of one cluster, started side by side.
+fn cluster(bus: &Bus) -> Vec<TestServer> {
+    let url = bus.url();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=3)
+            .map(|i| {
+                let url = url.clone();
+                s.spawn(move || {
+                    TestServer::start(move |c| {
+                        c.cluster = Some(url);
+                        c.node = Some(format!("n{i}"));
+                        c.rate_messages_per_sec = 0;
+                        c.rate_bytes_per_sec = 0;
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Waits until every node lists `n` members in `room`.
+fn members_everywhere(nodes: &[TestServer], room: &str, n: usize) {
+    wait_until(&format!("{n} members of {room} on every node"), || {
+        nodes
+            .iter()
+            .all(|s| s.hub.room_members(room).map_or(0, |m| m.len()) == n)
+    });
+}
+
+fn joined(c: &mut Client, room: &str) {
+    c.send_json(json!({"type":"join","room":room}));
+    c.expect("ack");
+}
+
+/// Reads up to the next message of `kind`, skipping presence events.
+fn next(c: &mut Client, kind: &str) -> serde_json::Value {
+    loop {
+        let v = c.recv_json();
+        if v["type"] == kind {
+            return v;
+        }
+        assert!(
+            matches!(v["type"].as_str(), Some("joined" | "left")),
+            "expected {kind}, got {v}"
+        );
+    }
+}
+
+macro_rules! on_both_buses {
+    ($($name:ident),* $(,)?) => {
+        mod nats {
+            $(#[test] fn $name() { if let Some(bus) = super::Bus::start(super::Kind::Nats) { super::$name(bus) } })*
+        }
+        mod redis {
+            $(#[test] fn $name() { if let Some(bus) = super::Bus::start(super::Kind::Redis) { super::$name(bus) } })*
+        }
+    };
+}
+
+on_both_buses!(
+    rooms_presence_and_members_span_the_nodes,
+    direct_messages_find_users_anywhere_and_not_online_is_cluster_wide,
+    broadcasts_reach_every_node,
+    the_http_api_answers_for_the_whole_cluster_from_any_node,
+    a_bus_restart_is_survived,
+    a_killed_node_leaves_no_ghosts,
+);
+
+fn rooms_presence_and_members_span_the_nodes(bus: Bus) {
+    let nodes = cluster(&bus);
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    let mut c = Client::connect(&nodes[2], Some("carol"));
+    joined(&mut a, "lobby");
+    members_everywhere(&nodes, "lobby", 1);
+    joined(&mut b, "lobby");
+    assert_eq!(
+        next(&mut a, "joined")["user"],
+        "bob",
+        "presence crosses nodes"
+    );
+    members_everywhere(&nodes, "lobby", 2);
+    c.send_json(json!({"type":"join","room":"lobby","id":1}));
+    let ack = c.expect("ack");
+    assert_eq!(
+        ack["members"], 3,
+        "the join ack counts members on every node"
+    );
+    for x in [&mut a, &mut b] {
+        assert_eq!(next(x, "joined")["user"], "carol");
+    }
+    members_everywhere(&nodes, "lobby", 3);
+    a.send_json(json!({"type":"publish","room":"lobby","data":"hi","exclude_self":true}));
+    for x in [&mut b, &mut c] {
+        let m = next(x, "message");
+        assert_eq!(
+            (m["from"].as_str(), m["data"].as_str()),
+            (Some("alice"), Some("hi"))
+        );
+    }
+    c.send_json(json!({"type":"members","room":"lobby","id":2}));
+    let list = next(&mut c, "members");
+    let mut users: Vec<&str> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob", "carol"]);
+    b.send_json(json!({"type":"leave","room":"lobby"}));
+    b.expect("ack");
+    for x in [&mut a, &mut c] {
+        assert_eq!(next(x, "left")["user"], "bob");
+    }
+    members_everywhere(&nodes, "lobby", 2);
+    // One publisher's messages arrive in order on another node.
+    for i in 0..50 {
+        a.send_json(json!({"type":"publish","room":"lobby","data":i,"exclude_self":true}));
+    }
+    for i in 0..50 {
+        assert_eq!(next(&mut c, "message")["data"], i);
+    }
+}
+
+fn direct_messages_find_users_anywhere_and_not_online_is_cluster_wide(bus: Bus) {
+    let nodes = cluster(&bus);
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let mut b1 = Client::connect(&nodes[1], Some("bob"));
+    let mut b2 = Client::connect(&nodes[2], Some("bob"));
+    wait_until("bob's two sessions are known on alice's node", || {
+        nodes[0]
+            .hub
+            .users()
+            .iter()
+            .any(|(u, n)| &**u == "bob" && *n == 2)
+    });
+    a.send_json(json!({"type":"send","to":"bob","data":"psst","id":"m"}));
+    let ack = a.expect("ack");
+    assert_eq!(ack["sessions"], 2, "{ack}");
+    for b in [&mut b1, &mut b2] {
+        let d = b.expect("direct");
+        assert_eq!(
+            (d["from"].as_str(), d["data"].as_str()),
+            (Some("alice"), Some("psst"))
+        );
+    }
+    a.send_json(json!({"type":"send","to":"nobody","data":1,"id":"x"}));
+    assert_eq!(a.expect("error")["code"], "not_online");
+    // Binary sends too.
+    let mut frame = vec![2u8, 3];
+    frame.extend_from_slice(b"bob");
+    frame.extend_from_slice(b"raw");
+    a.send_binary(&frame);
+    for b in [&mut b1, &mut b2] {
+        assert!(b.recv_binary().ends_with(b"raw"));
+    }
+}
+
+fn broadcasts_reach_every_node(bus: Bus) {
+    let nodes = cluster(&bus);
+    let mut cs: Vec<Client> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Client::connect(s, Some(&format!("u{i}"))))
+        .collect();
+    wait_until("every node knows three sessions", || {
+        nodes.iter().all(|s| s.hub.session_count() == 3)
+    });
+    cs[0].send_json(json!({"type":"broadcast","data":"all","id":1}));
+    for c in cs.iter_mut() {
+        assert_eq!(c.expect("broadcast")["data"], "all");
+    }
+    cs[0].expect("ack");
+    cs[1].send_json(json!({"type":"broadcast","data":"others","exclude_self":true}));
+    cs[0].expect("broadcast");
+    cs[2].expect("broadcast");
+    cs[1].expect_silence(Duration::from_millis(200));
+}
+
+fn the_http_api_answers_for_the_whole_cluster_from_any_node(bus: Bus) {
+    let nodes = cluster(&bus);
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    joined(&mut a, "lobby");
+    joined(&mut b, "lobby");
+    members_everywhere(&nodes, "lobby", 2);
+    let api = nodes[2].addr;
+    let online = http(api, "GET", "/api/v1/online", None).json();
+    assert_eq!(online["total"], 2, "{online}");
+    let room = http(api, "GET", "/api/v1/rooms/lobby", None).json();
+    assert_eq!(room["members"].as_array().unwrap().len(), 2, "{room}");
+    let r = http(
+        api,
+        "POST",
+        "/api/v1/rooms/lobby/publish",
+        Some(r#"{"data":"from the api"}"#),
+    );
+    assert_eq!(r.status, 200);
+    for x in [&mut a, &mut b] {
+        assert_eq!(next(x, "message")["data"], "from the api");
+    }
+    let r = http(
+        api,
+        "POST",
+        "/api/v1/send",
+        Some(r#"{"to":"bob","data":"dm"}"#),
+    );
+    assert_eq!((r.status, r.json()["sessions"].as_u64()), (200, Some(1)));
+    assert_eq!(next(&mut b, "direct")["data"], "dm");
+    let r = http(api, "POST", "/api/v1/broadcast", Some(r#"{"data":"bc"}"#));
+    assert_eq!(r.status, 200);
+    for x in [&mut a, &mut b] {
+        assert_eq!(next(x, "broadcast")["data"], "bc");
+    }
+    // A session on node 1 closed through node 3.
+    let r = http(
+        api,
+        "DELETE",
+        &format!("/api/v1/sessions/{}?code=4001&reason=bye", a.session),
+        None,
+    );
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(a.expect_close(), 4001);
+    wait_until("alice is gone everywhere", || {
+        nodes.iter().all(|s| !s.hub.is_online("alice"))
+    });
+}
+
+fn a_bus_restart_is_survived(mut bus: Bus) {
+    let nodes = cluster(&bus);
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    joined(&mut a, "r");
+    joined(&mut b, "r");
+    members_everywhere(&nodes, "r", 2);
+    bus.restart();
+    // Local delivery never stops; cross-node delivery comes back once the nodes reconnect.
+    a.send_json(json!({"type":"publish","room":"r","data":"local"}));
+    assert_eq!(next(&mut a, "message")["data"], "local");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut i = 0;
+    b.ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "cross-node delivery never resumed"
+        );
+        a.send_json(json!({"type":"publish","room":"r","data":i,"exclude_self":true}));
+        i += 1;
+        match b.ws.read() {
+            Ok(tungstenite::Message::Text(t)) if t.contains("\"message\"") => break,
+            _ => continue,
+        }
+    }
+    let stats = nodes[0].hub.bus_stats().expect("cluster mode");
+    assert!(stats.reconnects >= 1, "{stats:?}");
+}
+
+fn a_killed_node_leaves_no_ghosts(bus: Bus) {
+    let nodes = cluster(&bus);
+    let port = free_port();
+    let mut ghost_node = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shards",
+            "1",
+            "--cluster",
+            &bus.url(),
+            "--node",
+            "doomed",
+            "--log",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until("the fourth node listens", || {
+        TcpStream::connect(addr).is_ok()
+    });
+    let ws = connect_raw(&format!("ws://{addr}/ws?user=ghost")).expect("upgrade");
+    let mut ghost = Client::greeted(ws);
+    joined(&mut ghost, "haunt");
+    wait_until("the ghost is online everywhere", || {
+        nodes.iter().all(|s| s.hub.is_online("ghost"))
+    });
+    let killed = Instant::now();
+    // SIGKILL: no goodbye on the bus.
+    ghost_node.kill().unwrap();
+    let _ = ghost_node.wait();
+    let deadline = killed + Duration::from_secs(15);
+    while nodes
+        .iter()
+        .any(|s| s.hub.is_online("ghost") || s.hub.room("haunt").is_some())
+    {
+        assert!(Instant::now() < deadline, "ghosts left after 15 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(10), "forgotten after {took:?}");
+}
