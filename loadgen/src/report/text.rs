@@ -1,5 +1,5 @@
-//! The human summary of a run, printed on stdout: the plan, connections, latency lines, traffic,
-//! losses by room and counters.
+//! The human summary of a run, printed on stdout: the plan, connections, latency lines (with a
+//! table by URL when the run had several), traffic, losses by room and counters.
 
 use std::fmt::Write as _;
 
@@ -19,7 +19,10 @@ impl RunSummary {
         let _ = writeln!(
             s,
             "shardhub-loadgen {}{} -> {} ({} adapter)",
-            self.scenario, label, self.url, self.adapter
+            self.scenario,
+            label,
+            self.targets_text(),
+            self.adapter
         );
         let p = &self.params;
         let what = match self.scenario.as_str() {
@@ -82,6 +85,7 @@ impl RunSummary {
                 "delivery latency"
             };
             let _ = writeln!(s, "{}", latency_line(what, l));
+            s.push_str(&self.by_url_table(what));
         }
         if let Some(l) = &self.send_lag {
             let _ = writeln!(
@@ -123,6 +127,55 @@ impl RunSummary {
             for (k, v) in &t.counters {
                 let _ = writeln!(s, "  {k}: {v}");
             }
+        }
+        s
+    }
+
+    /// Where the run went: its URL, or its URLs and the publishers' one.
+    fn targets_text(&self) -> String {
+        if self.urls.len() <= 1 {
+            return self.url.clone();
+        }
+        let mut t = self.urls.join(", ");
+        if let Some(p) = &self.publisher_url {
+            let _ = write!(t, "; publishers on {p}");
+        }
+        t
+    }
+
+    /// The `latency_by_url` table, rows in `urls` order, the publishers' URL marked (same-node
+    /// delivery there, cross-node elsewhere); empty for a run of one URL.
+    fn by_url_table(&self, what: &str) -> String {
+        let mut s = String::new();
+        if self.latency_by_url.is_empty() {
+            return s;
+        }
+        let rows = self.latency_by_url_in_order();
+        let publishers = self.publisher_url.as_ref();
+        let by = match self.scenario.as_str() {
+            "echo" | "direct" => "requester",
+            "connect" => "connection",
+            _ => "subscriber",
+        };
+        let note = if rows.iter().any(|(u, _)| Some(*u) == publishers) {
+            "  (* the publishers' URL: same-node delivery)"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "{what} by {by} URL (ms):{note}");
+        let w = rows.iter().map(|(u, _)| u.len()).max().unwrap_or(0).max(3);
+        let _ = writeln!(
+            s,
+            "    {:<w$}  {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "url", "n", "p50", "p90", "p99", "max"
+        );
+        for (u, l) in rows {
+            let mark = if publishers == Some(u) { "*" } else { " " };
+            let _ = writeln!(
+                s,
+                "  {mark} {u:<w$}  {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            );
         }
         s
     }
