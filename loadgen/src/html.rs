@@ -41,9 +41,16 @@ fn main_latency(s: &RunSummary) -> Result<(String, hdrhistogram::Histogram<u64>)
 }
 
 fn summary_rows(s: &RunSummary) -> Vec<(String, String)> {
-    let mut rows = vec![
-        ("scenario".into(), s.scenario.clone()),
-        ("url".into(), s.url.clone()),
+    let mut rows = vec![("scenario".into(), s.scenario.clone())];
+    if s.urls.len() > 1 {
+        rows.push(("urls".into(), s.urls.join(", ")));
+        if let Some(p) = &s.publisher_url {
+            rows.push(("publishers' url".into(), p.clone()));
+        }
+    } else {
+        rows.push(("url".into(), s.url.clone()));
+    }
+    rows.extend([
         ("adapter".into(), s.adapter.clone()),
         (
             "connections established / target".into(),
@@ -57,7 +64,7 @@ fn summary_rows(s: &RunSummary) -> Vec<(String, String)> {
             "connect rate achieved (/s)".into(),
             format!("{:.1}", s.connections.connect_rate_per_s),
         ),
-    ];
+    ]);
     for (k, v) in &s.connections.failures {
         rows.push((format!("failed: {k}"), v.to_string()));
     }
@@ -72,14 +79,15 @@ fn summary_rows(s: &RunSummary) -> Vec<(String, String)> {
     };
     lat("handshake", &s.handshake);
     if let Some(l) = &s.latency {
-        lat(
-            if matches!(s.scenario.as_str(), "echo" | "direct") {
-                "round trip"
-            } else {
-                "delivery"
-            },
-            l,
-        );
+        let what = if matches!(s.scenario.as_str(), "echo" | "direct") {
+            "round trip"
+        } else {
+            "delivery"
+        };
+        lat(what, l);
+        for (url, l) in s.latency_by_url_in_order() {
+            lat(&format!("{what} @ {url}"), l);
+        }
     }
     if let Some(t) = &s.traffic {
         rows.push((
@@ -127,13 +135,18 @@ pub fn report(s: &RunSummary) -> Result<String, RunError> {
     }
     b.push_str("</table>");
     let (name, h) = main_latency(s)?;
-    let mut series = vec![Series::new(name, 0, percentile_points(&h))];
+    let mut series = vec![Series::new(name.clone(), 0, percentile_points(&h))];
     if s.latency.is_some() {
         series.push(Series::new(
             "handshake",
             1,
             percentile_points(&s.handshake.hist()?),
         ));
+    }
+    // Same-node and cross-node delivery side by side, in colours after the first two.
+    for (i, (url, l)) in s.latency_by_url_in_order().into_iter().enumerate() {
+        let points = percentile_points(&l.hist()?);
+        series.push(Series::new(format!("{name} @ {url}"), 2 + i, points));
     }
     b.push_str(&percentile_chart("Latency by percentile", series));
     b.push_str(&timeline_charts(
@@ -382,6 +395,19 @@ mod tests {
 
     #[test]
     fn report_is_self_contained() {
+        let mut two = run(1);
+        two.urls = vec!["ws://127.0.0.1:1/ws".into(), "ws://127.0.0.1:2/ws".into()];
+        two.latency_by_url = (two.urls.iter())
+            .map(|u| (u.clone(), two.handshake.clone()))
+            .collect();
+        let html = report(&two).unwrap();
+        assert!(html.contains("round trip @ ws://127.0.0.1:2/ws latency p50"));
+        let lat = svgs(&html)[0];
+        assert_eq!(
+            lat.matches("<polyline").count(),
+            4,
+            "main, handshake, two URLs"
+        );
         let html = report(&run(1)).unwrap();
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<svg") && html.contains("99.9%"));

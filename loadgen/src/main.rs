@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use shardhub_loadgen::plan::{Adapter, Plan, Scenario};
 use shardhub_loadgen::report::{self, RunSummary};
 use shardhub_loadgen::scenario::maxrate;
-use shardhub_loadgen::target::{parse_sources, Target};
+use shardhub_loadgen::target::{parse_sources, Targets};
 use shardhub_loadgen::{hist, html, procs, run, Gate, RunError};
 
 #[derive(Parser)]
@@ -176,6 +176,9 @@ struct FanoutArgs {
     /// Padding bytes per published payload.
     #[arg(long, default_value_t = 0)]
     payload: usize,
+    /// URL every publisher connects to (loopback only; default: the first --url).
+    #[arg(long)]
+    publisher_url: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -186,9 +189,14 @@ enum AdapterArg {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Target URL (loopback only).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    url: String,
+    /// Target URL (loopback only). Repeat it or give a comma list to spread connections (fanout:
+    /// subscribers) round-robin: connection i goes to URL i mod n.
+    #[arg(
+        long = "url",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    urls: Vec<String>,
     /// Server protocol: shardhub's JSON hub protocol, or a raw echo/broadcast server.
     #[arg(long, value_enum, default_value = "hub")]
     adapter: AdapterArg,
@@ -238,8 +246,15 @@ fn secs(v: f64, what: &str) -> Result<Duration, RunError> {
     })
 }
 
-fn base_plan(scenario: Scenario, c: &Common) -> Result<Plan, RunError> {
-    let mut p = Plan::new(scenario, Target::parse(&c.url)?);
+/// The plan's common part; `publisher_url` is fanout's `--publisher-url`.
+fn base_plan(
+    scenario: Scenario,
+    c: &Common,
+    publisher_url: Option<&str>,
+) -> Result<Plan, RunError> {
+    let targets = Targets::parse(&c.urls, publisher_url)?;
+    let mut p = Plan::new(scenario, targets.first().clone());
+    p.targets = targets;
     p.adapter = match c.adapter {
         AdapterArg::Hub => Adapter::Hub,
         AdapterArg::Raw => Adapter::Raw,
@@ -277,7 +292,7 @@ fn finish_plan(p: &mut Plan, c: &Common) -> Result<(), RunError> {
 }
 
 fn round_trip_plan(scenario: Scenario, c: &Common, rt: &RoundTripArgs) -> Result<Plan, RunError> {
-    let mut p = base_plan(scenario, c)?;
+    let mut p = base_plan(scenario, c, None)?;
     p.conns = rt.conns;
     p.rate = rt.rate;
     p.connect_rate = rt.connect_rate;
@@ -297,7 +312,7 @@ fn fanout_plan(
     duration: f64,
     extra: impl FnOnce(&mut Plan) -> Result<(), RunError>,
 ) -> Result<Plan, RunError> {
-    let mut p = base_plan(scenario, c)?;
+    let mut p = base_plan(scenario, c, f.publisher_url.as_deref())?;
     p.conns = f.conns;
     p.rooms = f.rooms;
     p.publishers = f.publishers;
@@ -319,7 +334,9 @@ fn worker_args(plan: &Plan, c: &Common) -> Vec<String> {
         a.push(k.into());
         a.push(v);
     };
-    push("--url", plan.target.url.clone());
+    for t in plan.targets.spread() {
+        push("--url", t.url.clone());
+    }
     push("--adapter", plan.adapter.name().into());
     push("--threads", plan.threads.to_string());
     push("--procs", plan.part.1.to_string());
@@ -351,6 +368,10 @@ fn worker_args(plan: &Plan, c: &Common) -> Vec<String> {
     if plan.scenario.is_fanout() {
         push("--rooms", plan.rooms.to_string());
         push("--publishers", plan.publishers.to_string());
+        push(
+            "--publisher-url",
+            plan.targets.publisher_target().url.clone(),
+        );
     }
     if plan.scenario == Scenario::Churn {
         push("--churn-rate", plan.churn_rate.to_string());
@@ -398,7 +419,7 @@ fn job(cmd: Measure) -> Result<(Job, Common), RunError> {
             rate,
             hold,
         } => {
-            let mut p = base_plan(Scenario::Connect, &common)?;
+            let mut p = base_plan(Scenario::Connect, &common, None)?;
             p.conns = conns;
             p.connect_rate = rate;
             p.duration = secs(hold, "--hold")?;

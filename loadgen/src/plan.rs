@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::report::Params;
 use crate::schedule::share;
-use crate::target::Target;
+use crate::target::{Target, Targets};
 
 /// The scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +74,8 @@ pub struct Plan {
     pub scenario: Scenario,
     /// Protocol spoken.
     pub adapter: Adapter,
-    /// Where to connect.
-    pub target: Target,
+    /// Where to connect: every URL, and which connection goes to which ([`Targets`]).
+    pub targets: Targets,
     /// Connections (connect, echo) or subscribers (fanout).
     pub conns: usize,
     /// New connections per second, all parts together; 0 opens them all at once.
@@ -115,12 +115,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// A plan with defaults for everything but the scenario and target.
+    /// A plan with defaults for everything but the scenario and target (one URL; set
+    /// [`Plan::targets`] for several).
     pub fn new(scenario: Scenario, target: Target) -> Self {
         Self {
             scenario,
             adapter: Adapter::Hub,
-            target,
+            targets: Targets::single(target),
             conns: 100,
             connect_rate: 1_000.0,
             duration: Duration::from_secs(10),

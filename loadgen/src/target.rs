@@ -1,6 +1,7 @@
-//! Where traffic goes and where it comes from: parsing `ws://` URLs and `--source` ranges, and
-//! the loopback-only rule. Host names other than `localhost` are refused rather than resolved, so
-//! no DNS answer can ever point this tool at another machine.
+//! Where traffic goes and where it comes from: parsing `ws://` URLs and `--source` ranges, the
+//! loopback-only rule, and which connection goes to which URL when a run has several
+//! ([`Targets`]). Host names other than `localhost` are refused rather than resolved, so no DNS
+//! answer can ever point this tool at another machine.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -74,6 +75,137 @@ impl Target {
             host: authority.to_string(),
             resource,
         })
+    }
+}
+
+/// Every URL of a run and the rule that assigns connections to them.
+///
+/// The rule, deterministic and independent of how the run is split into threads and processes
+/// (it uses the global indices that [`crate::plan::Plan::thread_share`] hands out), n being the
+/// number of `--url`s:
+/// * connection *i* of `connect`, `echo` and `direct` goes to `--url` number `i % n`;
+/// * fan-out subscribers (`fanout`, `churn`, `max-rate`) round-robin over the URLs within their
+///   room: subscriber *i* is member `i / rooms` of `room-(i % rooms)`, and member *k* of every
+///   room goes to URL `k % n`, so every room spans every URL (plain `i % n` would put each room
+///   on one node whenever the number of rooms is a multiple of n, e.g. the default 10 rooms over
+///   2 URLs, and no fan-out would cross nodes); with one room it is `i % n`;
+/// * every publisher goes to `--publisher-url` (default: the first `--url`), which need not be
+///   one of the `--url`s;
+/// * churn connections, numbered per thread, are subscribers of their rooms by the same rule.
+///
+/// Two URLs with the same address and path are the same node: giving one twice as `--url` is
+/// refused (it would silently weigh it double), and a `--publisher-url` equal to a `--url` is
+/// that entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// The `--url`s in order, then the publishers' URL if it is not one of them.
+    all: Vec<Target>,
+    /// How many of `all` (the first ones) connections are spread over: the `--url`s.
+    spread: usize,
+    /// Index in `all` of the publishers' URL.
+    publisher: usize,
+}
+
+impl Targets {
+    /// One URL for everything.
+    pub fn single(t: Target) -> Self {
+        Self {
+            all: vec![t],
+            spread: 1,
+            publisher: 0,
+        }
+    }
+
+    /// Connections spread over `urls` (at least one, no two the same node); publishers on
+    /// `publisher`, or on the first of `urls` if `None`.
+    pub fn new(urls: Vec<Target>, publisher: Option<Target>) -> Result<Self, ConfigError> {
+        if urls.is_empty() {
+            return Err(ConfigError::BadUrl("no URL given".into()));
+        }
+        for (i, t) in urls.iter().enumerate() {
+            if let Some(o) = urls[..i].iter().find(|o| o.same_node(t)) {
+                return Err(ConfigError::BadUrl(format!(
+                    "{} and {} are the same node; give each URL once",
+                    o.url, t.url
+                )));
+            }
+        }
+        let spread = urls.len();
+        let mut all = urls;
+        let publisher = match publisher {
+            None => 0,
+            Some(p) => match all.iter().position(|t| t.same_node(&p)) {
+                Some(i) => i,
+                None => {
+                    all.push(p);
+                    all.len() - 1
+                }
+            },
+        };
+        Ok(Self {
+            all,
+            spread,
+            publisher,
+        })
+    }
+
+    /// Parses every `--url` and the `--publisher-url`, each by the loopback rule of
+    /// [`Target::parse`], into [`Targets::new`].
+    pub fn parse(urls: &[String], publisher: Option<&str>) -> Result<Self, ConfigError> {
+        let urls = urls
+            .iter()
+            .map(|u| Target::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let publisher = publisher.map(Target::parse).transpose()?;
+        Self::new(urls, publisher)
+    }
+
+    /// Index (in [`Targets::all`]) of the URL of connection `i` (global index).
+    pub fn conn(&self, i: usize) -> usize {
+        i % self.spread
+    }
+
+    /// Index (in [`Targets::all`]) of the URL of fan-out subscriber `i` (global index) among
+    /// `rooms` rooms (subscriber *i* in `room-(i % rooms)`): round-robin within each room.
+    pub fn subscriber(&self, i: usize, rooms: usize) -> usize {
+        (i / rooms.max(1)) % self.spread
+    }
+
+    /// Index (in [`Targets::all`]) of the publishers' URL.
+    pub fn publisher(&self) -> usize {
+        self.publisher
+    }
+
+    /// The publishers' URL.
+    pub fn publisher_target(&self) -> &Target {
+        &self.all[self.publisher]
+    }
+
+    /// Every URL of the run: the `--url`s in order, then the publishers' if not among them.
+    pub fn all(&self) -> &[Target] {
+        &self.all
+    }
+
+    /// The `--url`s, over which connections are spread (the first entries of [`Targets::all`]).
+    pub fn spread(&self) -> &[Target] {
+        &self.all[..self.spread]
+    }
+
+    /// The first `--url`: the run's `url` in reports.
+    pub fn first(&self) -> &Target {
+        &self.all[0]
+    }
+
+    /// Whether the run talks to more than one URL.
+    pub fn is_multi(&self) -> bool {
+        self.all.len() > 1
+    }
+}
+
+impl Target {
+    /// Same address and request target: the same node, however the URL is spelled.
+    pub fn same_node(&self, other: &Target) -> bool {
+        self.addr == other.addr && self.resource == other.resource
     }
 }
 
@@ -217,5 +349,94 @@ mod tests {
             Err(ConfigError::BadSource(_))
         ));
         assert!(matches!(parse_sources(""), Err(ConfigError::BadSource(_))));
+    }
+
+    fn targets(urls: &[&str], publisher: Option<&str>) -> Result<Targets, ConfigError> {
+        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        Targets::parse(&urls, publisher)
+    }
+
+    #[test]
+    fn connections_round_robin_over_the_urls() {
+        let t = targets(
+            &[
+                "ws://127.0.0.1:8081/ws",
+                "ws://127.0.0.1:8082/ws",
+                "ws://127.0.0.1:8083/ws",
+            ],
+            None,
+        )
+        .unwrap();
+        let urls: Vec<usize> = (0..7).map(|i| t.conn(i)).collect();
+        assert_eq!(urls, [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(t.publisher(), 0, "publishers default to the first URL");
+        assert_eq!(t.all().len(), 3);
+        assert_eq!(t.spread().len(), 3);
+        assert!(t.is_multi());
+        // The rule uses global indices: thread shares of 9 connections over 2 threads (0..4,
+        // 4..9) land where one thread would have put them.
+        let split: Vec<usize> = (0..4).chain(4..9).map(|i| t.conn(i)).collect();
+        assert_eq!(split, (0..9).map(|i| i % 3).collect::<Vec<_>>());
+        // Subscribers in 2 rooms over 3 URLs: each room's members go round the URLs.
+        let subs: Vec<(usize, usize)> = (0..8).map(|i| (i % 2, t.subscriber(i, 2))).collect();
+        assert_eq!(
+            subs,
+            [
+                (0, 0),
+                (1, 0),
+                (0, 1),
+                (1, 1),
+                (0, 2),
+                (1, 2),
+                (0, 0),
+                (1, 0)
+            ]
+        );
+        let one_room: Vec<usize> = (0..4).map(|i| t.subscriber(i, 1)).collect();
+        assert_eq!(one_room, [0, 1, 2, 0], "one room: plain round-robin");
+        let one = Targets::single(Target::parse("ws://127.0.0.1:1/").unwrap());
+        assert_eq!(
+            (one.conn(5), one.publisher(), one.is_multi()),
+            (0, 0, false)
+        );
+    }
+
+    #[test]
+    fn the_publisher_url_is_one_of_the_urls_or_an_extra_one() {
+        let (a, b, c) = (
+            "ws://127.0.0.1:8081/ws",
+            "ws://127.0.0.1:8082/ws",
+            "ws://127.0.0.1:8083/ws",
+        );
+        let t = targets(&[a, b], Some(b)).unwrap();
+        assert_eq!((t.publisher(), t.all().len()), (1, 2));
+        // Spelled differently, the same node.
+        let t = targets(&[a, b], Some("ws://localhost:8082/ws")).unwrap();
+        assert_eq!((t.publisher(), t.all().len()), (1, 2));
+        // Not a subscriber URL: listed after them, and never given a connection.
+        let t = targets(&[a, b], Some(c)).unwrap();
+        assert_eq!(t.publisher(), 2);
+        assert_eq!(t.all()[2].url, c);
+        assert_eq!(t.spread().len(), 2);
+        assert!((0..10).all(|i| t.conn(i) < 2));
+        assert_eq!(t.first().url, a);
+    }
+
+    #[test]
+    fn every_url_is_checked() {
+        assert!(matches!(
+            targets(&["ws://127.0.0.1:1/ws", "ws://10.0.0.1:1/ws"], None),
+            Err(ConfigError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            targets(&["ws://127.0.0.1:1/ws"], Some("ws://8.8.8.8/ws")),
+            Err(ConfigError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            targets(&["ws://127.0.0.1:1/ws", "ws://localhost:1/ws"], None),
+            Err(ConfigError::BadUrl(_))
+        ));
+        assert!(matches!(targets(&[], None), Err(ConfigError::BadUrl(_))));
+        assert!(targets(&["ws://127.0.0.1:1/a", "ws://127.0.0.1:1/b"], None).is_ok());
     }
 }

@@ -2,18 +2,18 @@
 
 use std::time::Duration;
 
-use shardhub::{Config, RunningServer, Server};
+use shardhub::{Config, RunningServer, Server, Stats};
 use shardhub_loadgen::plan::{Plan, Scenario};
 use shardhub_loadgen::{run, Gate, RunSummary, Target};
 
 /// A shardhub server in this process: two shards (so cross-shard paths run), on port 0.
-struct Hub {
-    url: String,
+pub(crate) struct Hub {
+    pub(crate) url: String,
     running: Option<RunningServer>,
 }
 
 impl Hub {
-    fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) fn start(tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: 2,
@@ -32,6 +32,11 @@ impl Hub {
             running: Some(running),
         }
     }
+
+    /// The server's counters now, summed over its shards.
+    pub(crate) fn stats(&self) -> Stats {
+        self.running.as_ref().expect("running").hub().stats()
+    }
 }
 
 impl Drop for Hub {
@@ -42,7 +47,7 @@ impl Drop for Hub {
     }
 }
 
-fn plan(scenario: Scenario, hub: &Hub) -> Plan {
+pub(crate) fn plan(scenario: Scenario, hub: &Hub) -> Plan {
     let mut p = Plan::new(scenario, Target::parse(&hub.url).unwrap());
     p.duration = Duration::from_secs(1);
     p.grace = Duration::from_secs(1);
@@ -51,7 +56,7 @@ fn plan(scenario: Scenario, hub: &Hub) -> Plan {
     p
 }
 
-fn no_failures(s: &RunSummary) {
+pub(crate) fn no_failures(s: &RunSummary) {
     assert_eq!(s.connections.failed, 0, "{:?}", s.connections.failures);
     assert_eq!(s.connections.established, s.connections.target);
 }

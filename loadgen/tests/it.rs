@@ -4,4 +4,6 @@
 mod raw;
 // Scenarios against the real shardhub server, in-process.
 mod hub;
+// One run over several servers (`--url` given more than once): who goes where, latency by URL.
+mod nodes;
 mod util;

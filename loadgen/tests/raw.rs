@@ -226,3 +226,51 @@ fn cli_refuses_non_loopback() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only loopback"));
 }
+
+#[test]
+fn stored_runs_still_load_render_and_compare() {
+    // Every run recorded under bench/runs (format 1 as first written: one `url`, no `urls`)
+    // must still render after the format grew fields for several URLs.
+    use shardhub_loadgen::{html, report};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/runs");
+    let mut runs = Vec::new();
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            // Not runs: the summaries of a directory, the server's own counters.
+            if f.extension().is_some_and(|e| e == "json")
+                && !["results.json", "stats.json"].contains(&name.as_str())
+            {
+                runs.push(f);
+            }
+        }
+    }
+    assert!(
+        runs.len() > 100,
+        "{} runs under {}",
+        runs.len(),
+        root.display()
+    );
+    let mut loaded = Vec::new();
+    for path in &runs {
+        let s = report::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(s.urls, std::slice::from_ref(&s.url), "{}", path.display());
+        assert!(s.latency_by_url.is_empty());
+        assert!(
+            html::report(&s).unwrap().contains("<svg"),
+            "{}",
+            path.display()
+        );
+        loaded.push(s);
+    }
+    let names: Vec<String> = runs.iter().map(|p| p.display().to_string()).collect();
+    assert!(html::markdown_table(&loaded, &names).contains("| p99 ms |"));
+    assert!(html::compare(&loaded[..4], &names[..4])
+        .unwrap()
+        .contains("<svg"));
+}

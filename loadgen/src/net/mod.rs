@@ -182,7 +182,8 @@ pub struct Net {
     poll: Poll,
     conns: Slab<Conn>,
     next_gen: u32,
-    target: Target,
+    /// Every URL of the run; [`Net::open`] names one by index.
+    targets: Vec<Target>,
     sources: Vec<IpAddr>,
     next_source: usize,
     dirty: Vec<ConnId>,
@@ -196,9 +197,10 @@ pub struct Net {
 }
 
 impl Net {
-    /// A poller for connections to `target`, bound round-robin to `sources` if not empty.
+    /// A poller for connections to `targets` (each connection names its own), bound round-robin
+    /// to `sources` if not empty.
     pub fn new(
-        target: Target,
+        targets: Vec<Target>,
         sources: Vec<IpAddr>,
         connect_timeout: Duration,
         seed: u64,
@@ -207,7 +209,7 @@ impl Net {
             poll: Poll::new()?,
             conns: Slab::new(),
             next_gen: 1,
-            target,
+            targets,
             sources,
             next_source: 0,
             dirty: Vec::new(),
@@ -254,11 +256,12 @@ impl Net {
             .filter(|c| c.gen == id.gen)
     }
 
-    /// Starts a connection tagged `tag` (the scenario's own index). On immediate failure the
-    /// failure is counted and reported through [`Handler::on_closed`], and `None` is returned.
-    /// `user`, when given, is added to the URL's query as `user=` (ids made of URL-safe
-    /// characters only).
-    pub fn open(&mut self, tag: usize, now: u64, user: Option<&str>) -> Option<ConnId> {
+    /// Starts a connection tagged `tag` (the scenario's own index) to target number `url` of
+    /// those given to [`Net::new`] (an index the plan's [`crate::target::Targets`] handed out; any
+    /// other is a bug and panics). On immediate failure the failure is counted and reported
+    /// through [`Handler::on_closed`], and `None` is returned. `user`, when given, is added to
+    /// the URL's query as `user=` (ids made of URL-safe characters only).
+    pub fn open(&mut self, tag: usize, now: u64, user: Option<&str>, url: usize) -> Option<ConnId> {
         self.stats.attempted += 1;
         self.stats.first_start_ns.get_or_insert(now);
         let source = if self.sources.is_empty() {
@@ -268,7 +271,7 @@ impl Net {
             self.next_source += 1;
             Some(s)
         };
-        let stream = match connect(self.target.addr, source) {
+        let stream = match connect(self.targets[url].addr, source) {
             Ok(s) => s,
             Err(e) => {
                 let f = Failure::from_io(&e);
@@ -288,14 +291,15 @@ impl Net {
             key: key as u32,
             gen,
         };
+        let target = &self.targets[url];
         let resource = match user {
-            None => Cow::Borrowed(self.target.resource.as_str()),
-            Some(u) if self.target.resource.contains('?') => {
-                Cow::Owned(format!("{}&user={u}", self.target.resource))
+            None => Cow::Borrowed(target.resource.as_str()),
+            Some(u) if target.resource.contains('?') => {
+                Cow::Owned(format!("{}&user={u}", target.resource))
             }
-            Some(u) => Cow::Owned(format!("{}?user={u}", self.target.resource)),
+            Some(u) => Cow::Owned(format!("{}?user={u}", target.resource)),
         };
-        let (req, accept) = ws::upgrade_request(&self.target.host, &resource, nonce);
+        let (req, accept) = ws::upgrade_request(&target.host, &resource, nonce);
         let mut conn = Conn {
             stream,
             gen,

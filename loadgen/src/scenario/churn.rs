@@ -4,7 +4,9 @@
 //! owes and delivers is counted exactly as in `fanout`, so any loss is the churn's doing.
 //!
 //! Extra connections live on a fixed set of tags after the fan-out's (enough for the connections
-//! alive at once); a due churn connect that finds none free is counted, not queued.
+//! alive at once); a due churn connect that finds none free is counted, not queued. The *k*-th
+//! churn connection of a thread joins `room-(k % rooms)` and is placed on a URL as subscriber *k*
+//! would be ([`crate::target::Targets::subscriber`]).
 
 use std::collections::VecDeque;
 
@@ -12,6 +14,7 @@ use crate::net::{ConnId, Failure};
 use crate::plan::{Plan, Share};
 use crate::report::Traffic;
 use crate::schedule::Schedule;
+use crate::target::Targets;
 
 use super::fanout::Fanout;
 use super::tally::Tally;
@@ -29,8 +32,9 @@ pub struct Churn {
     /// (close time, tag, connection) of live churn connections, in close-time order (every one
     /// lives as long, so greeting order is close order).
     closing: VecDeque<(u64, usize, ConnId)>,
-    /// Churn connections started so far, for rooms in turn.
+    /// Churn connections started so far, for rooms and URLs in turn.
     started: usize,
+    targets: Targets,
     /// This thread's churn connections per second.
     rate: f64,
     life_ns: u64,
@@ -52,6 +56,7 @@ impl Churn {
             free: (first..first + slots).rev().collect(),
             closing: VecDeque::new(),
             started: 0,
+            targets: plan.targets.clone(),
             rate: share.churn_rate,
             life_ns: plan.churn_life.as_nanos() as u64,
             sched: None,
@@ -81,8 +86,8 @@ impl Churn {
                 continue;
             };
             self.rooms[tag - self.first] = Some(self.started % rooms);
+            ctx.open_extra(tag, self.targets.subscriber(self.started, rooms));
             self.started += 1;
-            ctx.open_extra(tag);
             ctx.tally.count("churn_started");
         }
     }
@@ -95,6 +100,10 @@ impl Workload for Churn {
 
     fn extra_conns(&self) -> usize {
         self.rooms.len()
+    }
+
+    fn url(&self, tag: usize) -> usize {
+        self.fanout.url(tag)
     }
 
     fn on_ready(&mut self, ctx: &mut Ctx<'_>, tag: usize) -> usize {
@@ -158,11 +167,11 @@ mod tests {
     use super::*;
     use crate::plan::Scenario;
     use crate::scenario::runner::Stage;
-    use crate::scenario::testbed::{plan, Bed};
+    use crate::scenario::testbed::{plan_over, Bed};
 
     #[test]
     fn starts_at_the_rate_lives_its_life_and_frees_its_tag() {
-        let mut plan = plan(Scenario::Churn);
+        let mut plan = plan_over(Scenario::Churn, 2, None);
         plan.conns = 2;
         plan.rooms = 2;
         plan.churn_rate = 1000.0;
@@ -178,6 +187,18 @@ mod tests {
         assert_eq!(bed.tally.counters["churn_started"], 6);
         assert_eq!(bed.tally.counters["churn_no_free_slot"], 4);
         assert_eq!(bed.wire.opened, [3, 4, 5, 6, 7, 8]);
+        // Members 0, 0, 1, 1, 2, 2 of rooms 0, 1, 0, 1, 0, 1: round the 2 URLs in each room.
+        assert_eq!(
+            bed.wire.opened_to,
+            [0, 0, 1, 1, 0, 0],
+            "URLs in turn per room"
+        );
+        let setup: Vec<usize> = (0..3).map(|tag| c.url(tag)).collect();
+        assert_eq!(
+            setup,
+            [0, 0, 0],
+            "the publisher, then the first of rooms 0 and 1"
+        );
         for tag in 3..9 {
             assert_eq!(c.on_ready(&mut bed.ctx(9_500_000), tag), 1, "one join");
         }

@@ -60,14 +60,17 @@ pub fn run(plan: &Plan, gate: Gate) -> Result<RunSummary, RunError> {
             .name(format!("loadgen-{t}"))
             .spawn(move || -> Result<RunSummary, RunError> {
                 let mut net = Net::new(
-                    plan.target.clone(),
+                    plan.targets.all().to_vec(),
                     plan.sources.clone(),
                     plan.connect_timeout,
                     seed,
                 )?;
                 let now = monotonic_ns();
                 let work = workload(&plan, &share, origin);
-                let tally = Tally::new(tx, origin, now);
+                let mut tally = Tally::new(tx, origin, now);
+                if plan.targets.is_multi() {
+                    tally.track_urls(plan.targets.spread().len());
+                }
                 let mut runner = Runner::new(&plan, share.connect_rate, coord, tally, work, now);
                 drive(&mut net, &mut runner, deadline)?;
                 Ok(runner.into_summary(&plan, &net))

@@ -1,7 +1,8 @@
 //! `direct` (hub only): pairs of users `lg<run>-<i>`. Even *i* is a [`RoundTrip`] requester whose
 //! requests are `send`s to user *i+1*; odd *i* bounces every probe it receives back to the user
 //! it came from (marked `"r":1`). The round trip goes through the server's user routing twice,
-//! across shards when the pair landed on different ones.
+//! across shards when the pair landed on different ones, and across nodes when the pair's URLs
+//! differ (user *i* connects to URL `i % n` of the `--url`s: with an even n, never the same).
 
 use std::io::Write as _;
 
@@ -18,7 +19,6 @@ pub fn pairs(plan: &Plan, share: &Share, origin: u64) -> RoundTrip {
     let prefix = format!("lg{:x}", origin & 0xFF_FFFF);
     // Only the first of each pair sends requests.
     let rate = plan.rate / (plan.conns / 2).max(1) as f64;
-    let requesters = share.conns.clone().map(|i| (i % 2 == 0).then_some(i));
     let request = Request::Send {
         prefix: prefix.clone(),
     };
@@ -28,7 +28,7 @@ pub fn pairs(plan: &Plan, share: &Share, origin: u64) -> RoundTrip {
         payload: plan.payload,
         buf: Vec::with_capacity(256),
     };
-    RoundTrip::new(plan, requesters, request, rate, Some(bouncer))
+    RoundTrip::new(plan, share, |i| i % 2 == 0, request, rate, Some(bouncer))
 }
 
 /// The odd half of the pairs, and the user ids of both halves.
@@ -71,7 +71,7 @@ mod tests {
     use super::*;
     use crate::plan::Scenario;
     use crate::scenario::runner::Stage;
-    use crate::scenario::testbed::{plan, Bed};
+    use crate::scenario::testbed::{plan, plan_over, Bed};
     use crate::scenario::{Frame, Workload};
 
     #[test]
@@ -84,6 +84,12 @@ mod tests {
         assert_eq!(d.user(0).as_deref(), Some("lgef0123-4"));
         assert_eq!(d.user(3).as_deref(), Some("lgef0123-7"));
         assert!(d.is_requester(0) && !d.is_requester(1) && d.is_requester(2));
+        // Over two URLs, the two users of a pair are never on the same one.
+        let mut plan = plan_over(Scenario::Direct, 2, None);
+        plan.conns = 8;
+        let d = pairs(&plan, &plan.thread_share(0), 1);
+        let urls: Vec<usize> = (0..8).map(|tag| d.url(tag)).collect();
+        assert_eq!(urls, [0, 1, 0, 1, 0, 1, 0, 1]);
     }
 
     #[test]

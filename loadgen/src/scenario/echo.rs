@@ -6,7 +6,8 @@
 //! that bounces them back ([`Bouncer`]). The server answers in order, so each requester keeps its outstanding requests
 //! oldest first: an answer to request *n* means every older one still outstanding was dropped
 //! (`replies_missing`). Expected answers are the requests sent; latency is from each request's
-//! intended send time.
+//! intended send time, recorded in total and under the requester's URL (connection *i* goes to
+//! URL `i % n` of the `--url`s).
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -46,6 +47,8 @@ struct Requester {
 /// The requesters of one thread, by tag; a tag without one is a bouncer (direct).
 pub struct RoundTrip {
     requesters: Vec<Option<Requester>>,
+    /// The URL of each tag.
+    urls: Vec<usize>,
     /// The other half of each `direct` pair; none for `echo`.
     bouncer: Option<Bouncer>,
     request: Request,
@@ -72,28 +75,33 @@ impl RoundTrip {
         } else {
             0.0
         };
-        Self::new(plan, share.conns.clone().map(Some), request, rate, None)
+        Self::new(plan, share, |_| true, request, rate, None)
     }
 
-    /// Requesters with the given global indices by tag (`None`: a tag of `bouncer`), sending
-    /// `request`s at `rate` each (0: closed loop) among `plan.conns` connections in total.
+    /// The connections of `share`, by tag: those whose global index `is_requester` send
+    /// `request`s at `rate` each (0: closed loop) among `plan.conns` connections in total, the
+    /// others are `bouncer`'s.
     pub fn new(
         plan: &Plan,
-        requesters: impl Iterator<Item = Option<usize>>,
+        share: &Share,
+        is_requester: impl Fn(usize) -> bool,
         request: Request,
         rate: f64,
         bouncer: Option<Bouncer>,
     ) -> Self {
         Self {
-            requesters: requesters
-                .map(|i| {
-                    i.map(|index| Requester {
+            requesters: share
+                .conns
+                .clone()
+                .map(|index| {
+                    is_requester(index).then(|| Requester {
                         index,
                         seq: 0,
                         outstanding: VecDeque::new(),
                     })
                 })
                 .collect(),
+            urls: share.conns.clone().map(|i| plan.targets.conn(i)).collect(),
             bouncer,
             request,
             rate,
@@ -200,7 +208,8 @@ impl RoundTrip {
             ctx.tally.count("echo_unmatched");
             return;
         };
-        ctx.tally.received(ctx.now.saturating_sub(t));
+        ctx.tally
+            .received(ctx.now.saturating_sub(t), self.urls[tag]);
         if self.rate <= 0.0 && ctx.sending() {
             self.send(ctx, tag, ctx.now, ctx.now);
         }
@@ -214,6 +223,10 @@ impl Workload for RoundTrip {
 
     fn user(&self, tag: usize) -> Option<String> {
         self.bouncer.as_ref().map(|b| b.user(tag))
+    }
+
+    fn url(&self, tag: usize) -> usize {
+        self.urls.get(tag).copied().unwrap_or(0)
     }
 
     fn begin(&mut self, ctx: &mut Ctx<'_>, start: u64, end: u64) {
@@ -263,7 +276,7 @@ mod tests {
     use super::*;
     use crate::plan::Scenario;
     use crate::scenario::runner::Stage;
-    use crate::scenario::testbed::{plan, Bed};
+    use crate::scenario::testbed::{plan, plan_over, Bed};
 
     fn echo(rate: f64) -> RoundTrip {
         let mut plan = plan(Scenario::Echo);
@@ -330,5 +343,30 @@ mod tests {
         closed.begin(&mut bed.ctx(0), 0, 4_000_000);
         assert_eq!(bed.tally.skipped, 2, "one first request each");
         assert_eq!(closed.tick(&mut bed.ctx(u64::MAX)), None);
+    }
+
+    #[test]
+    fn connections_round_robin_round_trips_by_url() {
+        // 2 URLs, 5 connections over 2 threads: the second thread has connections 2, 3, 4.
+        let mut plan = plan_over(Scenario::Echo, 2, None);
+        plan.conns = 5;
+        plan.threads = 2;
+        let mut e = RoundTrip::echo(&plan, &plan.thread_share(1));
+        let urls: Vec<usize> = (0..e.setup_conns()).map(|tag| e.url(tag)).collect();
+        assert_eq!(urls, [0, 1, 0]);
+        let mut bed = Bed::new(3);
+        bed.tally.track_urls(2);
+        bed.stage = Stage::Running;
+        for tag in 0..3 {
+            e.requesters[tag]
+                .as_mut()
+                .unwrap()
+                .outstanding
+                .push_back((0, 0));
+            e.in_flight += 1;
+            e.on_frame(&mut bed.ctx(1_000_000), tag, Frame::Pong(0));
+        }
+        let counts: Vec<u64> = bed.tally.by_url.iter().map(|h| h.len()).collect();
+        assert_eq!(counts, [2, 1]);
     }
 }

@@ -1,12 +1,15 @@
 //! `fanout`: subscribers in rooms and open-loop publishers. Subscriber *i* joins `room-(i %
 //! rooms)`; publisher *p* joins and publishes to [`publisher_rooms`] in turn, with
 //! `exclude_self` (the protocol lets only members publish, and a publisher is not a subscriber).
-//! The raw adapter has one implicit room that every connection is in.
+//! The raw adapter has one implicit room that every connection is in. Publishers connect to the
+//! publishers' URL; each room's subscribers round-robin over the `--url`s
+//! ([`crate::target::Targets::subscriber`]).
 //!
 //! Accounting: each publisher numbers its publishes per room from 0; each subscriber keeps one
 //! [`SeqTracker`] per publisher; per-room totals ([`RoomStats`]) count members at the start,
 //! publishes, distinct deliveries and duplicates, so losses are `expected - unique` after the
-//! merge. Latency is recorded once per distinct delivery, from the publish's intended time.
+//! merge. Latency is recorded once per distinct delivery, from the publish's intended time, in
+//! total and under the subscriber's URL.
 
 use std::io::Write as _;
 
@@ -29,9 +32,10 @@ struct Publisher {
     next_room: usize,
 }
 
-/// A subscriber of `room`, with one tracker per publisher.
+/// A subscriber of `room` on URL `url`, with one tracker per publisher.
 struct Subscriber {
     room: usize,
+    url: usize,
     /// Its join was acked (always, in raw mode), and it has not failed since.
     member: bool,
     trackers: Vec<SeqTracker>,
@@ -42,6 +46,8 @@ struct Subscriber {
 pub struct Fanout {
     adapter: Adapter,
     pubs: Vec<Publisher>,
+    /// The URL every publisher connects to.
+    pub_url: usize,
     subs: Vec<Subscriber>,
     rooms: Vec<RoomStats>,
     /// Publishers in all parts together, for the publishers' phases.
@@ -80,6 +86,7 @@ impl Fanout {
             .clone()
             .map(|i| Subscriber {
                 room: i % rooms.max(1),
+                url: plan.targets.subscriber(i, rooms),
                 member: false,
                 trackers: vec![SeqTracker::default(); publishers],
             })
@@ -87,6 +94,7 @@ impl Fanout {
         Self {
             adapter: plan.adapter,
             pubs,
+            pub_url: plan.targets.publisher(),
             subs,
             rooms: vec![RoomStats::default(); rooms],
             publishers,
@@ -165,7 +173,7 @@ impl Fanout {
             ctx.tally.count("deliveries_outside_measurement");
             return;
         }
-        let room = sub.room;
+        let (room, url) = (sub.room, sub.url);
         let Some(tracker) = sub.trackers.get_mut(probe.p) else {
             ctx.tally.count("unknown_publisher");
             return;
@@ -173,7 +181,7 @@ impl Fanout {
         match tracker.observe(probe.s) {
             Seen::New => {
                 self.rooms[room].unique += 1;
-                ctx.tally.received(ctx.now.saturating_sub(probe.t));
+                ctx.tally.received(ctx.now.saturating_sub(probe.t), url);
             }
             Seen::Duplicate => {
                 self.rooms[room].duplicates += 1;
@@ -186,6 +194,13 @@ impl Fanout {
 impl Workload for Fanout {
     fn setup_conns(&self) -> usize {
         self.pubs.len() + self.subs.len()
+    }
+
+    fn url(&self, tag: usize) -> usize {
+        match tag.checked_sub(self.pubs.len()) {
+            None => self.pub_url,
+            Some(i) => self.subs.get(i).map_or(0, |s| s.url),
+        }
     }
 
     fn on_ready(&mut self, ctx: &mut Ctx<'_>, tag: usize) -> usize {
@@ -253,7 +268,7 @@ mod tests {
     use super::*;
     use crate::plan::Scenario;
     use crate::scenario::runner::Stage;
-    use crate::scenario::testbed::{plan, Bed};
+    use crate::scenario::testbed::{plan, plan_over, Bed};
 
     /// 2 publishers and 4 subscribers in 2 rooms, all on one thread.
     fn fanout(adapter: Adapter) -> (Plan, Fanout) {
@@ -363,5 +378,47 @@ mod tests {
         f.begin(&mut bed.ctx(0), 0, 10_000_000);
         assert_eq!(f.rooms.len(), 1);
         assert_eq!(f.rooms[0].members, 4, "every subscriber, at its 101");
+    }
+
+    #[test]
+    fn publishers_on_their_url_subscribers_round_robin_latency_by_url() {
+        // 3 URLs, publishers on a fourth; the second of two threads: publisher 1, subscribers
+        // 2..5 (global), so the rule's global indices show.
+        let mut plan = plan_over(Scenario::Fanout, 3, Some("ws://127.0.0.1:9/ws"));
+        plan.conns = 5;
+        plan.rooms = 1;
+        plan.publishers = 2;
+        plan.threads = 2;
+        let share = plan.thread_share(1);
+        assert_eq!((share.pubs.clone(), share.conns.clone()), (1..2, 2..5));
+        let mut f = Fanout::new(&plan, &share);
+        let urls: Vec<usize> = (0..f.setup_conns()).map(|tag| f.url(tag)).collect();
+        assert_eq!(
+            urls,
+            [3, 2, 0, 1],
+            "publisher on URL 3; subscribers 2, 3, 4 on 2, 0, 1"
+        );
+        // In 2 rooms, each room's members go round the URLs: 0, 0, 1, 1, 2 for subscribers 0..5.
+        let mut rooms = plan.clone();
+        (rooms.rooms, rooms.threads) = (2, 1);
+        let f2 = Fanout::new(&rooms, &rooms.thread_share(0));
+        let urls: Vec<usize> = (2..7).map(|tag| f2.url(tag)).collect();
+        assert_eq!(urls, [0, 0, 1, 1, 2]);
+        let mut bed = Bed::new(4);
+        bed.tally.track_urls(3);
+        for tag in 1..4 {
+            f.on_ready(&mut bed.ctx(0), tag);
+            f.on_joined(tag);
+        }
+        bed.stage = Stage::Running;
+        f.begin(&mut bed.ctx(0), 0, 1_000_000_000);
+        // Subscriber tag 1 (URL 2) hears 1 ms after the intended time, tag 3 (URL 1) 5 ms.
+        f.on_frame(&mut bed.ctx(2_000_000), 1, msg(1_000_000, 0, 0));
+        f.on_frame(&mut bed.ctx(6_000_000), 3, msg(1_000_000, 0, 0));
+        f.on_frame(&mut bed.ctx(7_000_000), 3, msg(1_000_000, 0, 0));
+        let h = &bed.tally.by_url;
+        let counts: Vec<u64> = h.iter().map(|h| h.len()).collect();
+        assert_eq!(counts, [0, 1, 1], "a duplicate is not measured");
+        assert!(h[1].equivalent(h[1].max(), 5_000) && h[2].equivalent(h[2].max(), 1_000));
     }
 }

@@ -58,8 +58,8 @@ pub enum Frame {
 }
 
 /// What one scenario's connections do on one thread. Connections are named by tag: setup ones
-/// are `0..setup_conns()`, opened by the runner at the ramp rate; extra ones follow, opened by
-/// the workload itself ([`Ctx::open_extra`]). Every method runs on the thread's loop, between
+/// are `0..setup_conns()`, opened by the runner at the ramp rate to the URL the workload names
+/// ([`Workload::url`]); extra ones follow, opened by the workload itself ([`Ctx::open_extra`]). Every method runs on the thread's loop, between
 /// polls, and must not block.
 pub trait Workload {
     /// Connections the runner opens during setup.
@@ -73,6 +73,12 @@ pub trait Workload {
     /// The user id connection `tag` connects as (`None`: anonymous).
     fn user(&self, _tag: usize) -> Option<String> {
         None
+    }
+
+    /// The URL setup connection `tag` connects to: an index in the plan's
+    /// [`crate::target::Targets`], chosen by its rule.
+    fn url(&self, _tag: usize) -> usize {
+        0
     }
 
     /// Connection `tag` is ready (upgraded, and greeted in hub mode). Sends its room joins and
@@ -121,7 +127,7 @@ pub const FOREIGN: &str = "foreign_messages";
 /// origin, which also makes user ids unique per run.
 pub fn workload(plan: &Plan, share: &Share, origin: u64) -> Box<dyn Workload> {
     match plan.scenario {
-        Scenario::Connect => Box::new(connect::Connect::new(share)),
+        Scenario::Connect => Box::new(connect::Connect::new(plan, share)),
         Scenario::Fanout => Box::new(fanout::Fanout::new(plan, share)),
         Scenario::Echo => Box::new(echo::RoundTrip::echo(plan, share)),
         Scenario::Direct => Box::new(direct::pairs(plan, share, origin)),

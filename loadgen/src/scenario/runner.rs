@@ -50,8 +50,8 @@ pub(super) struct Link {
 
 /// What a workload's context needs of the IO driver: [`Net`] in a run, a recorder in tests.
 pub trait Wire {
-    /// Starts a connection tagged `tag` (see [`Net::open`]).
-    fn open(&mut self, tag: usize, now: u64, user: Option<&str>) -> Option<ConnId>;
+    /// Starts a connection tagged `tag` to URL `url` (see [`Net::open`]).
+    fn open(&mut self, tag: usize, now: u64, user: Option<&str>, url: usize) -> Option<ConnId>;
     /// Queues a text message; false if the connection is gone or closing.
     fn send_text(&mut self, id: ConnId, msg: &[u8]) -> bool;
     /// Starts a clean close.
@@ -59,8 +59,8 @@ pub trait Wire {
 }
 
 impl Wire for Net {
-    fn open(&mut self, tag: usize, now: u64, user: Option<&str>) -> Option<ConnId> {
-        Net::open(self, tag, now, user)
+    fn open(&mut self, tag: usize, now: u64, user: Option<&str>, url: usize) -> Option<ConnId> {
+        Net::open(self, tag, now, user, url)
     }
     fn send_text(&mut self, id: ConnId, msg: &[u8]) -> bool {
         Net::send_text(self, id, msg)
@@ -96,15 +96,16 @@ impl Ctx<'_> {
         self.links.get(tag).and_then(|l| l.id)
     }
 
-    /// Opens a new connection on tag `tag` outside setup (it takes no part in setup accounting).
-    pub fn open_extra(&mut self, tag: usize) {
+    /// Opens a new connection on tag `tag` to URL `url` (an index in the plan's
+    /// [`crate::target::Targets`]) outside setup (it takes no part in setup accounting).
+    pub fn open_extra(&mut self, tag: usize, url: usize) {
         let now = self.now;
         let link = &mut self.links[tag];
         *link = Link {
             ready: true,
             ..Link::default()
         };
-        link.id = self.net.open(tag, now, None);
+        link.id = self.net.open(tag, now, None, url);
     }
 
     /// Closes `conn` cleanly (1000), if it is still open.
@@ -271,7 +272,8 @@ impl Runner {
             let tag = self.opened;
             self.opened += 1;
             let user = self.work.user(tag);
-            self.links[tag].id = net.open(tag, now, user.as_deref());
+            let url = self.work.url(tag);
+            self.links[tag].id = net.open(tag, now, user.as_deref(), url);
         }
         if self.opened == self.setup_len && self.settled == self.setup_len
             || now >= self.setup_deadline
@@ -309,7 +311,12 @@ impl Runner {
             version: FORMAT_VERSION,
             scenario: plan.scenario.name().into(),
             label: plan.label.clone(),
-            url: plan.target.url.clone(),
+            url: plan.targets.first().url.clone(),
+            urls: plan.targets.all().iter().map(|t| t.url.clone()).collect(),
+            publisher_url: plan
+                .scenario
+                .is_fanout()
+                .then(|| plan.targets.publisher_target().url.clone()),
             adapter: plan.adapter.name().into(),
             params: plan.params(),
             started_unix_ms: 0,
@@ -327,6 +334,13 @@ impl Runner {
             },
             handshake: Latency::from_hist(&st.handshake),
             latency: has_traffic.then(|| Latency::from_hist(&t.total)),
+            latency_by_url: if has_traffic {
+                (plan.targets.all().iter().zip(&t.by_url))
+                    .map(|(target, h)| (target.url.clone(), Latency::from_hist(h)))
+                    .collect()
+            } else {
+                Default::default()
+            },
             send_lag: (has_traffic && !t.lag.is_empty()).then(|| Latency::from_hist(&t.lag)),
             traffic,
             timeline: Vec::new(),
@@ -499,7 +513,7 @@ mod tests {
         let work = Box::new(Shared(log.clone()));
         let mut r = Runner::new(&p, 0.0, coord.clone(), tally, work, 0);
         let target = Target::parse("ws://127.0.0.1:1/").unwrap();
-        let mut net = Net::new(target, Vec::new(), Duration::from_secs(1), 1).unwrap();
+        let mut net = Net::new(vec![target], Vec::new(), Duration::from_secs(1), 1).unwrap();
         // Nothing to open: set up at once, then waiting for the common start.
         assert_eq!(r.tick(&mut net, 0), Some(1_000_000_000), "the next sample");
         assert_eq!(

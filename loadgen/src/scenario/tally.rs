@@ -1,6 +1,7 @@
 //! What every scenario counts on one thread: messages sent and received, the latency of what was
-//! received (from intended send times), the generator's own send lag, sends skipped for want of a
-//! connection, named counters; and the per-second [`Sample`] sent to the coordinating thread.
+//! received (from intended send times), in total and by the URL of the connection that received
+//! it, the generator's own send lag, sends skipped for want of a connection, named counters; and
+//! the per-second [`Sample`] sent to the coordinating thread.
 //!
 //! Scenarios only add to it; the runner samples it and turns it into the summary.
 
@@ -15,6 +16,10 @@ use crate::report::Sample;
 /// Counters and histograms reported every second and at the end.
 pub struct Tally {
     pub(super) total: Histogram<u64>,
+    /// The same latencies by the index (in the plan's [`crate::target::Targets`]) of the URL of
+    /// the connection that received them; empty when the run has one URL (it would repeat
+    /// `total`).
+    pub(super) by_url: Vec<Histogram<u64>>,
     /// How late each send left versus its intended time: the generator's own share of the
     /// latency (scheduling, its CPU), reported so it is not mistaken for the server's.
     pub(super) lag: Histogram<u64>,
@@ -37,6 +42,7 @@ impl Tally {
     pub fn new(tx: mpsc::Sender<Sample>, origin: u64, now: u64) -> Self {
         Self {
             total: hist::new_hist(),
+            by_url: Vec::new(),
             lag: hist::new_hist(),
             sent: 0,
             received: 0,
@@ -51,10 +57,19 @@ impl Tally {
         }
     }
 
-    /// A message that counts was received with this latency.
-    pub fn received(&mut self, latency_ns: u64) {
+    /// From now on also keeps latencies by URL, for URLs `0..urls` (a run with several).
+    pub fn track_urls(&mut self, urls: usize) {
+        self.by_url = (0..urls).map(|_| hist::new_hist()).collect();
+    }
+
+    /// A message that counts was received with this latency, on a connection to URL `url` (its
+    /// index in the plan's [`crate::target::Targets`]).
+    pub fn received(&mut self, latency_ns: u64, url: usize) {
         self.received += 1;
         self.record(latency_ns);
+        if let Some(h) = self.by_url.get_mut(url) {
+            hist::record_ns(h, latency_ns);
+        }
     }
 
     /// A message that counts was received but is not measured (a duplicate delivery).
@@ -141,8 +156,9 @@ mod tests {
     fn one_sample_per_elapsed_second() {
         let (tx, rx) = mpsc::channel();
         let mut t = Tally::new(tx, 1_000, 1_000);
+        t.track_urls(2);
         t.sent(Some(5_000));
-        t.received(2_000_000);
+        t.received(2_000_000, 1);
         t.received_again();
         t.sample(1_000 + 999_999_999, 3);
         assert!(rx.try_recv().is_err(), "still second 0");
@@ -158,5 +174,10 @@ mod tests {
         assert_eq!((t.sent_total(), t.received_total()), (2, 2));
         assert_eq!(t.lag.len(), 1, "an unmeasured send records no lag");
         assert_eq!(t.total.len(), 1, "a duplicate records no latency");
+        assert_eq!((t.by_url[0].len(), t.by_url[1].len()), (0, 1), "by URL too");
+        let (tx, _rx) = mpsc::channel();
+        let mut one = Tally::new(tx, 0, 0);
+        one.received(1_000, 0);
+        assert!(one.by_url.is_empty(), "one URL: the total says it all");
     }
 }

@@ -9,7 +9,7 @@ use crate::report::Sample;
 
 use super::runner::{Ctx, Link, Stage, Wire};
 use super::tally::Tally;
-use crate::target::Target;
+use crate::target::{Target, Targets};
 
 /// Records what a workload does to its connections; every connection it holds accepts.
 #[derive(Default)]
@@ -18,13 +18,16 @@ pub(crate) struct Recorder {
     pub(crate) sent: Vec<(usize, String)>,
     /// Tags opened.
     pub(crate) opened: Vec<usize>,
+    /// The URL (index) of each of `opened`.
+    pub(crate) opened_to: Vec<usize>,
     /// Tags closed.
     pub(crate) closed: Vec<usize>,
 }
 
 impl Wire for Recorder {
-    fn open(&mut self, tag: usize, _now: u64, _user: Option<&str>) -> Option<ConnId> {
+    fn open(&mut self, tag: usize, _now: u64, _user: Option<&str>, url: usize) -> Option<ConnId> {
         self.opened.push(tag);
+        self.opened_to.push(url);
         Some(ConnId::for_test(tag))
     }
     fn send_text(&mut self, id: ConnId, msg: &[u8]) -> bool {
@@ -91,4 +94,12 @@ pub(crate) fn plan(scenario: Scenario) -> Plan {
         scenario,
         Target::parse("ws://127.0.0.1:1/ws").expect("loopback url"),
     )
+}
+
+/// [`plan`] spread over `n` URLs (ports 1..=n), publishers on `publisher` if given.
+pub(crate) fn plan_over(scenario: Scenario, n: u16, publisher: Option<&str>) -> Plan {
+    let urls: Vec<String> = (1..=n).map(|p| format!("ws://127.0.0.1:{p}/ws")).collect();
+    let mut p = plan(scenario);
+    p.targets = Targets::parse(&urls, publisher).expect("loopback urls");
+    p
 }

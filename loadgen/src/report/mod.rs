@@ -1,11 +1,15 @@
 //! The result of a run: [`RunSummary`] (serialized as the `--json` / `--out` document), how parts
-//! of a run (threads, worker processes) merge into one, and the human summary text.
+//! of a run (threads, worker processes) merge into one, and the human summary text (`text`).
 //!
 //! Raw counts and serialized histograms are the source of truth; every derived number (rates,
 //! percentiles, losses) is recomputed by [`RunSummary::recompute`] after a merge, never averaged.
+//!
+//! Format 1 grew, without a version bump, what a run over several URLs records: `urls`,
+//! `publisher_url` and `latency_by_url`. All three are optional on reading, and a file without
+//! them is a run of one URL, `url` ([`load`] fills `urls` in), so every stored run still reads;
+//! readers of the older layout ignore the new fields.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +17,9 @@ use crate::error::RunError;
 use crate::hist::{self, Latency};
 use crate::seq::{merge_rooms, RoomStats};
 
-/// Format version of the JSON document.
+mod text;
+
+/// Format version of the JSON document (see the module docs for what version 1 grew).
 pub const FORMAT_VERSION: u32 = 1;
 
 /// What was asked for.
@@ -123,8 +129,15 @@ pub struct RunSummary {
     pub scenario: String,
     /// A free label for comparisons (`--label`).
     pub label: Option<String>,
-    /// Target URL.
+    /// Target URL: the first `--url` (all of them are in `urls`).
     pub url: String,
+    /// Every URL of the run: the `--url`s in order, then the publishers' if not one of them.
+    /// Empty in files from before there could be several; [`load`] puts `url` in.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Where the publishers connected (fanout-shaped scenarios).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_url: Option<String>,
     /// `hub` or `raw`.
     pub adapter: String,
     /// What was asked for.
@@ -139,6 +152,11 @@ pub struct RunSummary {
     pub handshake: Latency,
     /// End-to-end delivery (fanout) or round trip (echo) latency, from intended send times.
     pub latency: Option<Latency>,
+    /// `latency` split by the URL of the connection that received (fanout: the subscriber's;
+    /// echo, direct: the requester's), one entry per `--url` (none for a publishers' URL that is
+    /// not one); only when the run has more than one URL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_by_url: BTreeMap<String, Latency>,
     /// How late this generator sent versus the intended schedule (open loop only): if this is
     /// comparable to `latency`, the generator, not the server, is the bottleneck.
     #[serde(default)]
@@ -159,6 +177,9 @@ impl RunSummary {
         };
         self.handshake = Latency::from_hist(&self.handshake.hist()?);
         if let Some(l) = &mut self.latency {
+            *l = Latency::from_hist(&l.hist()?);
+        }
+        for l in self.latency_by_url.values_mut() {
             *l = Latency::from_hist(&l.hist()?);
         }
         if let Some(l) = &mut self.send_lag {
@@ -186,6 +207,17 @@ impl RunSummary {
         Ok(())
     }
 
+    /// `latency_by_url` in the order of `urls` (a map orders by name).
+    pub fn latency_by_url_in_order(&self) -> Vec<(&String, &Latency)> {
+        let mut rows: Vec<(&String, &Latency)> = self
+            .urls
+            .iter()
+            .filter_map(|u| self.latency_by_url.get_key_value(u))
+            .collect();
+        rows.extend((self.latency_by_url.iter()).filter(|(u, _)| !self.urls.contains(u)));
+        rows
+    }
+
     /// Merges parts of one run (threads or processes) into one summary.
     pub fn merge(parts: Vec<RunSummary>) -> Result<RunSummary, RunError> {
         let mut it = parts.into_iter();
@@ -201,6 +233,15 @@ impl RunSummary {
             Some(l) => Some(l.hist()?),
             None => None,
         };
+        let mut by_url = BTreeMap::new();
+        let mut add_by_url = |m: &BTreeMap<String, Latency>| -> Result<(), RunError> {
+            for (url, l) in m {
+                let h = l.hist()?;
+                hist::merge(by_url.entry(url.clone()).or_insert_with(hist::new_hist), &h);
+            }
+            Ok(())
+        };
+        add_by_url(&out.latency_by_url)?;
         let mut timeline: BTreeMap<u64, (Sample, hdrhistogram::Histogram<u64>)> = BTreeMap::new();
         let mut add_timeline = |tl: &[Sample]| -> Result<(), RunError> {
             for s in tl {
@@ -235,6 +276,7 @@ impl RunSummary {
             a.first_start_ns = min_opt(a.first_start_ns, b.first_start_ns);
             a.last_ready_ns = a.last_ready_ns.max(b.last_ready_ns);
             hist::merge(&mut hs, &p.handshake.hist()?);
+            add_by_url(&p.latency_by_url)?;
             for (src, acc) in [(&p.latency, &mut lat), (&p.send_lag, &mut lag)] {
                 if let Some(l) = src {
                     let h = l.hist()?;
@@ -267,6 +309,10 @@ impl RunSummary {
         out.handshake = Latency::from_hist(&hs);
         out.latency = lat.as_ref().map(Latency::from_hist);
         out.send_lag = lag.as_ref().map(Latency::from_hist);
+        out.latency_by_url = by_url
+            .iter()
+            .map(|(url, h)| (url.clone(), Latency::from_hist(h)))
+            .collect();
         out.timeline = timeline
             .into_values()
             .map(|(mut s, h)| {
@@ -277,125 +323,6 @@ impl RunSummary {
         out.recompute()?;
         Ok(out)
     }
-
-    /// The human summary printed on stdout.
-    pub fn text(&self) -> String {
-        let mut s = String::new();
-        let label = self
-            .label
-            .as_deref()
-            .map(|l| format!(" [{l}]"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "shardhub-loadgen {}{} -> {} ({} adapter)",
-            self.scenario, label, self.url, self.adapter
-        );
-        let p = &self.params;
-        let what = match self.scenario.as_str() {
-            "connect" => format!(
-                "conns={} connect_rate={}/s hold={}s",
-                p.conns, p.connect_rate, p.duration_s
-            ),
-            "echo" | "direct" if p.rate <= 0.0 => format!(
-                "conns={} closed loop, payload={}B duration={}s",
-                p.conns, p.payload, p.duration_s
-            ),
-            "echo" | "direct" => format!(
-                "conns={} rate={}/s payload={}B duration={}s",
-                p.conns, p.rate, p.payload, p.duration_s
-            ),
-            _ => format!(
-                "subscribers={} rooms={} publishers={} rate={}/s payload={}B duration={}s",
-                p.conns, p.rooms, p.publishers, p.rate, p.payload, p.duration_s
-            ),
-        };
-        let churn = if self.scenario == "churn" {
-            format!(" churn={}/s life={}s", p.churn_rate, p.churn_life_s)
-        } else {
-            String::new()
-        };
-        let sources = if p.sources == 0 {
-            "kernel".to_string()
-        } else {
-            p.sources.to_string()
-        };
-        let _ = writeln!(
-            s,
-            "  plan: {what}{churn} threads={} procs={} sources={sources}",
-            p.threads, p.procs
-        );
-        let c = &self.connections;
-        let _ = writeln!(
-            s,
-            "connections: {} established of {} targeted ({} attempted, {} failed), {:.0}/s achieved, {} open at end",
-            c.established, c.target, c.attempted, c.failed, c.connect_rate_per_s, c.open_at_end
-        );
-        if let Some(n) = self
-            .traffic
-            .as_ref()
-            .and_then(|t| t.counters.get("churn_started"))
-        {
-            let _ = writeln!(
-                s,
-                "  (of which {n} churn connections; the connect rate is the setup ramp's)"
-            );
-        }
-        for (k, v) in &c.failures {
-            let _ = writeln!(s, "  failed {k}: {v}");
-        }
-        let _ = writeln!(s, "{}", latency_line("handshake latency", &self.handshake));
-        if let Some(l) = &self.latency {
-            let what = if matches!(self.scenario.as_str(), "echo" | "direct") {
-                "round trip latency"
-            } else {
-                "delivery latency"
-            };
-            let _ = writeln!(s, "{}", latency_line(what, l));
-        }
-        if let Some(l) = &self.send_lag {
-            let _ = writeln!(
-                s,
-                "{}",
-                latency_line("send lag (generator's own lateness)", l)
-            );
-        }
-        if let Some(t) = &self.traffic {
-            let _ = writeln!(
-                s,
-                "traffic over {:.1}s: sent {} ({:.0}/s), received {} ({:.0}/s), expected {}, lost {}, duplicates {}, skipped {}",
-                self.measured_s, t.sent, t.sent_per_s, t.received, t.received_per_s, t.expected, t.lost, t.duplicates, t.skipped
-            );
-            let bad: Vec<_> = t
-                .rooms
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.lost() > 0 || r.duplicates > 0)
-                .collect();
-            for (i, r) in bad.iter().take(10) {
-                let _ = writeln!(
-                    s,
-                    "  room-{i}: members {} published {} expected {} lost {} duplicates {}",
-                    r.members,
-                    r.published,
-                    r.expected(),
-                    r.lost(),
-                    r.duplicates
-                );
-            }
-            if bad.len() > 10 {
-                let _ = writeln!(
-                    s,
-                    "  ... {} more rooms with losses or duplicates",
-                    bad.len() - 10
-                );
-            }
-            for (k, v) in &t.counters {
-                let _ = writeln!(s, "  {k}: {v}");
-            }
-        }
-        s
-    }
 }
 
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -405,18 +332,17 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-fn latency_line(what: &str, l: &Latency) -> String {
-    format!(
-        "{what} (ms, n={}): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
-        l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
-    )
-}
-
-/// Reads a run written by `--out` or `--json`.
+/// Reads a run written by `--out` or `--json`, of this format or an older layout of it (see the
+/// module docs).
 pub fn load(path: &std::path::Path) -> Result<RunSummary, RunError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| RunError::Decode(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| RunError::Decode(format!("{}: {e}", path.display())))
+    let mut s: RunSummary = serde_json::from_str(&text)
+        .map_err(|e| RunError::Decode(format!("{}: {e}", path.display())))?;
+    if s.urls.is_empty() && !s.url.is_empty() {
+        s.urls.push(s.url.clone());
+    }
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -497,5 +423,93 @@ mod tests {
         let back: RunSummary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         assert!(m.text().contains("lost 200"));
+    }
+
+    /// A part of a fanout over URLs A and B, publishers on A: `a` deliveries of `a_us` to A's
+    /// subscribers, `b` of `b_us` to B's.
+    fn two_url_part(a: (u64, u64), b: (u64, u64)) -> RunSummary {
+        let hist_of = |us: u64, n: u64| {
+            let mut h = hist::new_hist();
+            h.record_n(us, n).unwrap();
+            h
+        };
+        let (ha, hb) = (hist_of(a.0, a.1), hist_of(b.0, b.1));
+        let mut all = ha.clone();
+        all.add(&hb).unwrap();
+        let (url_a, url_b) = ("ws://127.0.0.1:8081/ws", "ws://127.0.0.1:8082/ws");
+        RunSummary {
+            url: url_a.into(),
+            urls: vec![url_a.into(), url_b.into()],
+            publisher_url: Some(url_a.into()),
+            latency: Some(Latency::from_hist(&all)),
+            latency_by_url: [
+                (url_a.to_string(), Latency::from_hist(&ha)),
+                (url_b.to_string(), Latency::from_hist(&hb)),
+            ]
+            .into(),
+            ..part(1, 0)
+        }
+    }
+
+    #[test]
+    fn latency_by_url_merges_by_url_and_prints_a_table() {
+        // Two worker processes: same-node deliveries at 1 ms and 2 ms, cross-node at 5 and 9 ms.
+        let m = RunSummary::merge(vec![
+            two_url_part((1_000, 100), (5_000, 300)),
+            two_url_part((2_000, 100), (9_000, 100)),
+        ])
+        .unwrap();
+        let (a, b) = (
+            &m.latency_by_url["ws://127.0.0.1:8081/ws"],
+            &m.latency_by_url["ws://127.0.0.1:8082/ws"],
+        );
+        assert_eq!((a.count, b.count), (200, 400));
+        assert!((a.p50_ms - 1.0).abs() < 0.01 && (a.max_ms - 2.0).abs() < 0.01);
+        assert!((b.p50_ms - 5.0).abs() < 0.01 && (b.p90_ms - 9.0).abs() < 0.01);
+        assert_eq!(m.latency.as_ref().unwrap().count, 600);
+        let back: RunSummary = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        let text = m.text();
+        assert!(text.contains(" -> ws://127.0.0.1:8081/ws, ws://127.0.0.1:8082/ws; publishers on ws://127.0.0.1:8081/ws "), "{text}");
+        assert!(
+            text.contains("delivery latency by subscriber URL (ms):  (* the publishers' URL"),
+            "{text}"
+        );
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start_matches([' ', '*']).starts_with("ws://"))
+            .collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(
+            rows[0].starts_with("  * ws://127.0.0.1:8081/ws        200     1.000"),
+            "{text}"
+        );
+        assert!(
+            rows[1].starts_with("    ws://127.0.0.1:8082/ws        400     5.0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn runs_of_one_url_keep_their_layout() {
+        // As written before runs could have several URLs: no `urls`, no `latency_by_url`.
+        let mut old = serde_json::to_value(part(1_000, 10)).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("urls");
+        o.remove("latency_by_url");
+        o.insert("url".into(), "ws://127.0.0.1:8080/ws".into());
+        let dir = std::env::temp_dir().join(format!("loadgen-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.json");
+        std::fs::write(&path, old.to_string()).unwrap();
+        let s = load(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.urls, ["ws://127.0.0.1:8080/ws"]);
+        assert!(s.latency_by_url.is_empty());
+        assert!(!s.text().contains("by subscriber URL"));
+        // And a new run of one URL writes no `latency_by_url` and no `publisher_url`.
+        let json = serde_json::to_value(part(1_000, 10)).unwrap();
+        assert!(json.get("latency_by_url").is_none() && json.get("publisher_url").is_none());
+        assert!(json.get("urls").is_some());
     }
 }
