@@ -337,6 +337,32 @@ fn the_http_api_answers_for_the_whole_cluster_from_any_node(bus: Bus) {
     for x in [&mut a, &mut b] {
         assert_eq!(next(x, "broadcast")["data"], "bc");
     }
+    // Node 3 knows the others and says so in its stats and metrics.
+    let stats = http(api, "GET", "/api/v1/stats", None).json();
+    let names: Vec<&str> = stats["cluster"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (stats["cluster"]["node"].as_str(), names),
+        (Some("n3"), vec!["n1", "n2"])
+    );
+    assert_eq!(stats["cluster"]["bus"]["connected"], true);
+    let text = String::from_utf8(http(api, "GET", "/metrics", None).body).unwrap();
+    let metrics = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid exposition text");
+    let known = metrics
+        .samples
+        .iter()
+        .find(|s| s.metric == "shardhub_cluster_nodes")
+        .map(|s| s.value.clone());
+    assert!(
+        matches!(known, Some(prometheus_parse::Value::Gauge(n)) if n == 3.0),
+        "{known:?}"
+    );
+    assert!(text.contains("shardhub_bus_published_total"));
     // A session on node 1 closed through node 3.
     let r = http(
         api,

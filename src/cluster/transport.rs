@@ -65,8 +65,10 @@ impl Transport {
     pub async fn connect(url: &str, node: &str, stats: Arc<BusStats>) -> Result<Self, String> {
         if url.starts_with("nats://") || url.starts_with("tls://") {
             let events = stats.clone();
+            // no_echo: a node does not need its own publications back (it ignores them).
             let options = async_nats::ConnectOptions::new()
                 .name(format!("shardhub {node}"))
+                .no_echo()
                 .connection_timeout(CONNECT_TIMEOUT)
                 .event_callback(move |ev| {
                     let stats = events.clone();

@@ -98,6 +98,7 @@ fn metrics(hub: &Hub) -> Response {
     let histograms = hub.histograms();
     let directory = hub.shared.router.directory();
     let text = prometheus::render(&prometheus::Snapshot {
+        cluster: hub.cluster_nodes().zip(hub.bus_stats()),
         shards: hub.shard_stats(),
         sessions: hub.session_count(),
         users: directory.user_count(),
@@ -116,12 +117,27 @@ fn stats(hub: &Hub) -> Response {
         &json!({
             "uptime_seconds": hub.shared.started.elapsed().as_secs_f64(),
             "shards": hub.shared.router.shards(),
+            "cluster": cluster(hub),
             "sessions": hub.session_count(),
             "users": hub.shared.router.directory().user_count(),
             "rooms": hub.shared.router.directory().rooms().len(),
             "counters": hub.stats(),
         }),
     )
+}
+
+/// The cluster part of `/api/v1/stats`: this node, the others as last heard, the bus counters
+/// (`null` outside a cluster).
+fn cluster(hub: &Hub) -> serde_json::Value {
+    match (hub.cluster_nodes(), hub.bus_stats()) {
+        (Some((node, others)), Some(bus)) => json!({
+            "node": node,
+            "local_sessions": hub.session_count_local(),
+            "nodes": others,
+            "bus": bus,
+        }),
+        _ => serde_json::Value::Null,
+    }
 }
 
 fn number_param(req: &Request, name: &str, default: usize) -> Result<usize, Response> {

@@ -20,6 +20,11 @@ pub const BUCKETS_US: &[u64] = &[
 /// Everything `/metrics` reports.
 #[derive(Debug)]
 pub struct Snapshot<'a> {
+    /// In cluster mode: this node's name and the others as last heard, and the bus counters.
+    pub cluster: Option<(
+        (String, Vec<crate::cluster::view::NodeInfo>),
+        crate::cluster::BusCounters,
+    )>,
     /// Each shard's counters, by shard index.
     pub shards: Vec<Stats>,
     /// Open sessions.
@@ -122,6 +127,9 @@ pub fn render(s: &Snapshot<'_>) -> String {
         let _ = writeln!(out, "# TYPE shardhub_{name} gauge");
         let _ = writeln!(out, "shardhub_{name} {v}");
     }
+    if let Some(((node, others), bus)) = &s.cluster {
+        cluster(&mut out, node, others, bus);
+    }
     histogram(
         &mut out,
         "shardhub_fanout_seconds",
@@ -141,6 +149,88 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &s.histograms.timer_lag,
     );
     out
+}
+
+/// The cluster's metrics: the nodes this one knows (itself included) with their sessions, and
+/// the bus counters.
+fn cluster(
+    out: &mut String,
+    node: &str,
+    others: &[crate::cluster::view::NodeInfo],
+    bus: &crate::cluster::BusCounters,
+) {
+    let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let _ = writeln!(
+        out,
+        "# HELP shardhub_cluster_nodes Nodes this node knows, itself included."
+    );
+    let _ = writeln!(out, "# TYPE shardhub_cluster_nodes gauge");
+    let _ = writeln!(
+        out,
+        "shardhub_cluster_nodes{{node=\"{}\"}} {}",
+        label(node),
+        others.len() + 1
+    );
+    let _ = writeln!(
+        out,
+        "# HELP shardhub_cluster_node_sessions Sessions of each other node, as last heard."
+    );
+    let _ = writeln!(out, "# TYPE shardhub_cluster_node_sessions gauge");
+    for n in others {
+        let _ = writeln!(
+            out,
+            "shardhub_cluster_node_sessions{{node=\"{}\"}} {}",
+            label(&n.name),
+            n.sessions
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP shardhub_bus_connected Whether the cluster bus is connected."
+    );
+    let _ = writeln!(out, "# TYPE shardhub_bus_connected gauge");
+    let _ = writeln!(out, "shardhub_bus_connected {}", u8::from(bus.connected));
+    for (name, help, v) in [
+        (
+            "published",
+            "Envelopes published on the cluster bus.",
+            bus.published,
+        ),
+        (
+            "published_bytes",
+            "Bytes published on the cluster bus.",
+            bus.bytes_out,
+        ),
+        (
+            "received",
+            "Envelopes received from other nodes.",
+            bus.received,
+        ),
+        (
+            "queue_drops",
+            "Envelopes refused: the queue to the bus thread was full.",
+            bus.dropped,
+        ),
+        (
+            "publish_errors",
+            "Envelopes the bus client failed to publish.",
+            bus.publish_errors,
+        ),
+        (
+            "disconnects",
+            "Times the bus connection was lost.",
+            bus.disconnects,
+        ),
+        (
+            "reconnects",
+            "Times the bus connection came back.",
+            bus.reconnects,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP shardhub_bus_{name}_total {help}");
+        let _ = writeln!(out, "# TYPE shardhub_bus_{name}_total counter");
+        let _ = writeln!(out, "shardhub_bus_{name}_total {v}");
+    }
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
@@ -181,6 +271,7 @@ mod tests {
             ..Stats::default()
         };
         let text = render(&Snapshot {
+            cluster: None,
             shards: vec![a, Stats::default()],
             sessions: 2,
             users: 1,
