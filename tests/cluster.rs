@@ -411,6 +411,8 @@ fn a_bus_restart_is_survived(mut bus: Bus) {
 
 fn a_killed_node_leaves_no_ghosts(bus: Bus) {
     let nodes = cluster(&bus);
+    let mut watcher = Client::connect(&nodes[0], Some("watcher"));
+    joined(&mut watcher, "haunt");
     let port = free_port();
     let mut ghost_node = Command::new(env!("CARGO_BIN_EXE_shardhub"))
         .args([
@@ -438,18 +440,25 @@ fn a_killed_node_leaves_no_ghosts(bus: Bus) {
     wait_until("the ghost is online everywhere", || {
         nodes.iter().all(|s| s.hub.is_online("ghost"))
     });
+    assert_eq!(next(&mut watcher, "joined")["user"], "ghost");
     let killed = Instant::now();
     // SIGKILL: no goodbye on the bus.
     ghost_node.kill().unwrap();
     let _ = ghost_node.wait();
     let deadline = killed + Duration::from_secs(15);
-    while nodes
-        .iter()
-        .any(|s| s.hub.is_online("ghost") || s.hub.room("haunt").is_some())
-    {
+    while nodes.iter().any(|s| {
+        s.hub.is_online("ghost") || s.hub.room_members("haunt").is_some_and(|m| m.len() > 1)
+    }) {
         assert!(Instant::now() < deadline, "ghosts left after 15 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     let took = killed.elapsed();
     assert!(took <= Duration::from_secs(10), "forgotten after {took:?}");
+    // The room's members here are told, as if the ghost had left.
+    watcher
+        .ws
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    assert_eq!(next(&mut watcher, "left")["user"], "ghost");
 }

@@ -28,7 +28,8 @@ use super::{Link, Outbound};
 use crate::engine::directory::Change;
 use crate::engine::router::{Route, ShardMsg};
 use crate::hub::Hub;
-use crate::protocol::frame::Frame;
+use crate::protocol::frame::{self, Frame, OpCode};
+use crate::protocol::reply;
 
 /// The longest a change waits before it goes out in a delta.
 pub const DELTA_EVERY: Duration = Duration::from_millis(20);
@@ -180,8 +181,10 @@ async fn run(
             _ = beats.tick() => {
                 bus.heartbeat().await;
                 let now = bus.now();
-                for node in bus.link.view().expire(now, DEAD_AFTER) {
+                let dead = bus.link.view().expire(now, DEAD_AFTER);
+                for (node, gone) in dead {
                     log::warn!("cluster: node {node} unheard of for {DEAD_AFTER:?}: forgotten");
+                    bus.announce_left(&gone);
                 }
             }
         }
@@ -309,6 +312,7 @@ impl Bus {
                         self.control(Body::Sync { target }).await;
                     }
                     Ask::SendSnapshot => self.snapshot().await,
+                    Ask::Left(gone) => self.announce_left(&gone),
                     Ask::TagTaken(other) => {
                         return Err(format!(
                             "node {other} has the same tag ({}) as this node {}; choose another \
@@ -326,6 +330,30 @@ impl Bus {
             Err(e) => log::debug!("cluster: a bad envelope on {}: {}", m.channel, e.0),
         }
         Ok(())
+    }
+
+    /// Tells this node's members of their rooms that sessions of a node that went away left
+    /// them (the node cannot say so itself).
+    fn announce_left(&self, gone: &[super::view::Gone]) {
+        if !self.hub.config().presence {
+            return;
+        }
+        let router = &self.hub.shared.router;
+        for (id, user, rooms) in gone {
+            for room in rooms {
+                let Some(shared) = router.directory().room(room) else {
+                    continue; // no members here
+                };
+                let mut out = Vec::with_capacity(96);
+                reply::presence(&mut out, false, room, user, id.0);
+                let frame = frame::encode(OpCode::Text, &out);
+                router.route_from_bus(Route::Presence {
+                    room: &shared,
+                    frame,
+                    about: *id,
+                });
+            }
+        }
     }
 
     /// Routes a delivery from another node on this one, as a local one would be.

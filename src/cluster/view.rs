@@ -66,9 +66,15 @@ pub struct NodeInfo {
     pub last_seen_ms: u64,
 }
 
+/// A session of a node that went away (said goodbye, or fell silent): what its room members
+/// here must be told.
+pub type Gone = (SessionId, Arc<str>, Vec<Arc<str>>);
+
 /// What the bus thread must do after a control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ask {
+    /// A node said goodbye: these sessions left their rooms.
+    Left(Vec<Gone>),
     /// Ask `node` for a snapshot.
     Sync(String),
     /// Send our snapshot (someone asked).
@@ -115,7 +121,10 @@ impl View {
             }
         }
         if matches!(msg.body, Body::Bye) {
-            self.forget(&msg.node);
+            let gone = self.forget(&msg.node);
+            if !gone.is_empty() {
+                asks.push(Ask::Left(gone));
+            }
             return asks;
         }
         let fresh = self
@@ -124,7 +133,10 @@ impl View {
             .is_none_or(|n| n.epoch != msg.epoch);
         if fresh {
             // A node we did not know, or a restart: what we knew of it is void.
-            self.forget(&msg.node);
+            let gone = self.forget(&msg.node);
+            if !gone.is_empty() {
+                asks.push(Ask::Left(gone));
+            }
             self.nodes.insert(
                 msg.node.clone(),
                 NodeState {
@@ -185,8 +197,9 @@ impl View {
         asks
     }
 
-    /// Forgets the nodes unheard of since `now - dead_after`; returns their names.
-    pub fn expire(&mut self, now: u64, dead_after: Duration) -> Vec<String> {
+    /// Forgets the nodes unheard of since `now - dead_after`; returns their names and their
+    /// sessions.
+    pub fn expire(&mut self, now: u64, dead_after: Duration) -> Vec<(String, Vec<Gone>)> {
         let limit = dead_after.as_nanos() as u64;
         let dead: Vec<String> = self
             .nodes
@@ -194,10 +207,12 @@ impl View {
             .filter(|(_, n)| now.saturating_sub(n.last_seen) > limit)
             .map(|(name, _)| name.clone())
             .collect();
-        for name in &dead {
-            self.forget(name);
-        }
-        dead
+        dead.into_iter()
+            .map(|name| {
+                let gone = self.forget(&name);
+                (name, gone)
+            })
+            .collect()
     }
 
     fn apply(&mut self, node: &str, op: Op) {
@@ -265,12 +280,17 @@ impl View {
         }
     }
 
-    fn forget(&mut self, node: &str) {
-        if let Some(n) = self.nodes.remove(node) {
-            for (session, r) in &n.sessions {
-                Self::unindex(&mut self.users, &mut self.rooms, node, *session, r);
-            }
+    fn forget(&mut self, node: &str) -> Vec<Gone> {
+        let Some(n) = self.nodes.remove(node) else {
+            return Vec::new();
+        };
+        for (session, r) in &n.sessions {
+            Self::unindex(&mut self.users, &mut self.rooms, node, *session, r);
         }
+        n.sessions
+            .into_iter()
+            .map(|(s, r)| (SessionId(s), r.user, r.rooms))
+            .collect()
     }
 
     fn unindex(
@@ -504,19 +524,21 @@ mod tests {
         assert!(v
             .expire(DEAD_AFTER.as_nanos() as u64, DEAD_AFTER)
             .is_empty());
-        // Restarted under the same name: a new epoch.
+        // Restarted under the same name: a new epoch; its old sessions left their rooms.
         let hb = Body::Heartbeat {
             seq: 0,
             sessions: 0,
             published: 0,
         };
-        assert_eq!(
-            v.on_control(msg("b", 8, hb), 2_000),
-            vec![Ask::Sync("b".into())]
-        );
+        let asks = v.on_control(msg("b", 8, hb), 2_000);
+        assert_eq!(asks.len(), 2, "{asks:?}");
+        assert!(matches!(&asks[0], Ask::Left(g) if g.len() == 1 && &*g[0].1 == "al"));
+        assert_eq!(asks[1], Ask::Sync("b".into()));
         assert!(v.user_nodes("al").is_empty());
         let late = 2_000 + DEAD_AFTER.as_nanos() as u64 + 1;
-        assert_eq!(v.expire(late, DEAD_AFTER), vec!["b".to_string()]);
+        let dead = v.expire(late, DEAD_AFTER);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].0, "b");
         assert!(v.nodes(late).is_empty());
     }
 
