@@ -36,6 +36,9 @@ fn help_explains_the_flags() {
         "--rate-messages-per-sec",
         "--max-connections-per-ip",
         "--handshakes-per-ip-per-sec",
+        "--max-json-depth",
+        "--cluster",
+        "--node",
     ] {
         assert!(text.contains(flag), "--help does not mention {flag}");
     }
@@ -193,4 +196,26 @@ fn out_of_file_descriptors_clients_get_503_not_a_timeout() {
     assert!(refused > 0, "all 100 got in under a 64-descriptor limit");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A cluster bus that is not there stops the server at once with exit code 1 and a line
+/// that names the bus, for either kind of bus; a URL of another kind is a configuration error.
+#[test]
+fn an_unreachable_cluster_bus_is_a_clear_error() {
+    let closed = free_port();
+    for url in [
+        format!("nats://127.0.0.1:{closed}"),
+        format!("redis://127.0.0.1:{closed}"),
+        "http://127.0.0.1:1".to_string(),
+    ] {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+            .args(["--listen", "127.0.0.1:0", "--cluster", &url])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {err}");
+        assert!(err.contains("127.0.0.1:"), "{url}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{url}: not a hang");
+    }
 }
