@@ -453,6 +453,7 @@ fn a_killed_node_leaves_no_ghosts(bus: Bus) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let took = killed.elapsed();
+    eprintln!("cluster: a killed node was forgotten everywhere after {took:?}");
     assert!(took <= Duration::from_secs(10), "forgotten after {took:?}");
     // The room's members here are told, as if the ghost had left.
     watcher
