@@ -340,7 +340,7 @@ impl Hub {
                 .shared
                 .router
                 .remote()
-                .is_some_and(|r| r.users().iter().any(|(u, _)| &**u == user))
+                .is_some_and(|r| r.user_sessions(user) > 0)
     }
 
     /// Distinct users online on every node, with their session counts, sorted by user id.

@@ -34,6 +34,9 @@ use crate::protocol::reply;
 /// The longest a change waits before it goes out in a delta.
 pub const DELTA_EVERY: Duration = Duration::from_millis(20);
 
+/// The longest one publication may wait for the bus client.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Sessions per snapshot part (NATS's default payload limit is 1 MB).
 const SNAPSHOT_PART: usize = 2_000;
 
@@ -198,12 +201,14 @@ impl Bus {
 
     async fn publish(&mut self, channel: &str, payload: Vec<u8>) {
         let len = payload.len() as u64;
-        match self.t.publish(channel, payload).await {
-            Ok(()) => {
+        // A bus that takes nothing (NATS holds a bounded buffer while it reconnects) must not
+        // stall the thread: the envelope is counted as failed, and the thread goes on.
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.t.publish(channel, payload)).await {
+            Ok(Ok(())) => {
                 self.link.stats.published.fetch_add(1, Relaxed);
                 self.link.stats.bytes_out.fetch_add(len, Relaxed);
             }
-            Err(_) => {
+            _ => {
                 self.link.stats.publish_errors.fetch_add(1, Relaxed);
             }
         }
@@ -248,6 +253,12 @@ impl Bus {
                 self.t.unsubscribe(&channel).await;
             }
         }
+        if taken.overflowed {
+            // Changes were dropped while the bus was stuck: the whole state replaces them.
+            self.seq += 1;
+            self.send_snapshot().await;
+            return;
+        }
         if taken.changes.is_empty() {
             return;
         }
@@ -259,6 +270,10 @@ impl Bus {
 
     async fn snapshot(&mut self) {
         self.flush_journal().await;
+        self.send_snapshot().await;
+    }
+
+    async fn send_snapshot(&mut self) {
         let all = self.hub.shared.router.directory().snapshot();
         let mut parts: Vec<Vec<wire::SessionRecord>> = all
             .chunks(SNAPSHOT_PART)

@@ -82,6 +82,10 @@ impl Remote for Link {
         self.view().users()
     }
 
+    fn user_sessions(&self, user: &str) -> usize {
+        self.view().user_nodes(user).iter().map(|(_, n)| n).sum()
+    }
+
     fn rooms(&self) -> Vec<(Arc<str>, usize)> {
         self.view().rooms()
     }

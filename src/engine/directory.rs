@@ -160,6 +160,9 @@ pub enum Change {
 pub struct Taken {
     /// The changes.
     pub changes: Vec<Change>,
+    /// The journal overflowed (the bus thread was stuck): changes were dropped, and the others
+    /// need a snapshot instead.
+    pub overflowed: bool,
     /// Rooms to subscribe to or unsubscribe from: ask [`Directory::has_members`].
     pub interest: Vec<Arc<str>>,
 }
@@ -181,6 +184,10 @@ impl std::fmt::Debug for Journal {
 /// Changes kept before the bus thread is woken anyway (it also takes them every few ms).
 const JOURNAL_WAKE_AT: usize = 1024;
 
+/// Changes kept at most while the bus thread does not take them (a bus outage): past it they
+/// are dropped and a snapshot replaces them, so a long outage costs no memory.
+const JOURNAL_MAX: usize = 100_000;
+
 impl Inner {
     /// A room's interest changed without a session change (an SSE stream came or went).
     fn note_interest(&mut self, room: &Arc<str>) {
@@ -194,7 +201,13 @@ impl Inner {
 impl Inner {
     fn note(&mut self, change: Change, interest: Option<&Arc<str>>) {
         let Some(j) = &mut self.journal else { return };
-        j.taken.changes.push(change);
+        if j.taken.changes.len() >= JOURNAL_MAX {
+            j.taken.changes.clear();
+            j.taken.overflowed = true;
+        }
+        if !j.taken.overflowed {
+            j.taken.changes.push(change);
+        }
         if let Some(room) = interest {
             j.taken.interest.push(room.clone());
         }
@@ -565,6 +578,45 @@ mod tests {
         d.leave("stage", sid(1, 0));
         assert_eq!(d.room_info("stage").unwrap().members, 0);
         assert_eq!(d.rooms().len(), 1);
+    }
+
+    #[test]
+    fn the_journal_keeps_changes_in_order_and_a_snapshot_when_it_overflows() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let d = dir();
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        d.watch(Arc::new(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        }));
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let u: Arc<str> = "u".into();
+        d.add_session(SessionInfo {
+            id: sid(1, 0),
+            user: u.clone(),
+            addr,
+        });
+        d.join("r", sid(1, 0), &u).unwrap();
+        d.leave("r", sid(1, 0));
+        let t = d.take();
+        assert_eq!(t.changes.len(), 3);
+        assert!(matches!(t.changes[1], Change::Join { .. }));
+        assert_eq!(t.interest.len(), 2, "the room came and went");
+        assert_eq!(
+            wakes.load(Ordering::Relaxed),
+            2,
+            "woken for each interest change"
+        );
+        for n in 2..=(JOURNAL_MAX as u64 + 10) {
+            d.add_session(SessionInfo {
+                id: sid(n, 0),
+                user: u.clone(),
+                addr,
+            });
+        }
+        let t = d.take();
+        assert!(t.overflowed && t.changes.is_empty());
+        assert!(!d.take().overflowed, "taking resets it");
     }
 
     #[test]

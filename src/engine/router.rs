@@ -214,6 +214,8 @@ pub trait Remote: Send + Sync + fmt::Debug {
     fn members(&self, room: &str) -> Vec<(SessionId, Arc<str>)>;
     /// Users on other nodes, with their session counts there.
     fn users(&self) -> Vec<(Arc<str>, usize)>;
+    /// A user's sessions on other nodes.
+    fn user_sessions(&self, user: &str) -> usize;
     /// Rooms with members on other nodes, with their member counts there.
     fn rooms(&self) -> Vec<(Arc<str>, usize)>;
     /// Sessions on other nodes.
