@@ -216,6 +216,9 @@ fn an_unreachable_cluster_bus_is_a_clear_error() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{url}: {err}");
         assert!(err.contains("127.0.0.1:"), "{url}: {err}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{url}: not a hang");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url}: not a hang"
+        );
     }
 }
