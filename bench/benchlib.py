@@ -33,3 +33,70 @@ def rss(pid):
     except OSError:
         pass
     return 0
+
+
+# --- HdrHistogram V2 (the loadgen JSON's "hist" fields), enough to merge and read percentiles ---
+
+def hdr_decode(b64):
+    """Decodes one base64 HdrHistogram V2 serialization (uncompressed, cookie 0x1c849313) into
+    {"sig", "low", "counts": {index: count}}; indexes of histograms with the same settings
+    (every loadgen histogram) can be merged by adding counts."""
+    import base64
+    import struct
+    b = base64.b64decode(b64)
+    cookie, length, _, sig, low, _, _ = struct.unpack(">IIIIqqd", b[:40])
+    if cookie != 0x1C849313:
+        raise ValueError(f"not an uncompressed V2 histogram (cookie {cookie:#x})")
+    counts, i, pos, end = {}, 0, 40, 40 + length
+    while pos < end:
+        v, shift = 0, 0
+        while True:  # LEB128, at most 9 bytes
+            byte = b[pos]
+            pos += 1
+            v |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        v = (v >> 1) ^ -(v & 1)  # ZigZag; negative: a run of empty slots
+        if v < 0:
+            i -= v
+        else:
+            if v:
+                counts[i] = counts.get(i, 0) + v
+            i += 1
+    return {"sig": sig, "low": low, "counts": counts}
+
+
+def hdr_merge(hists):
+    """The sum of decoded histograms with the same settings (Histogram::add)."""
+    out = {"sig": hists[0]["sig"], "low": hists[0]["low"], "counts": {}}
+    for h in hists:
+        if (h["sig"], h["low"]) != (out["sig"], out["low"]):
+            raise ValueError("histograms with different settings")
+        for i, c in h["counts"].items():
+            out["counts"][i] = out["counts"].get(i, 0) + c
+    return out
+
+
+def hdr_quantile(h, q):
+    """The value at quantile q (0..1] as HdrHistogram reports it (the highest value equivalent
+    to the bucket's), in the histogram's unit (µs for the loadgen)."""
+    import math
+    sub_buckets = 2 ** math.ceil(math.log2(2 * 10 ** h["sig"]))
+    half, half_mag = sub_buckets // 2, int(math.log2(sub_buckets)) - 1
+    unit = int(math.floor(math.log2(h["low"])))
+    total = sum(h["counts"].values())
+    want = total if q >= 1 else max(1, math.ceil(q * total))
+    seen = 0
+    for i in sorted(h["counts"]):
+        seen += h["counts"][i]
+        if seen >= want:
+            bucket, sub = (i >> half_mag) - 1, (i & (half - 1)) + half
+            if bucket < 0:
+                sub, bucket = sub - half, 0
+            return (sub << (bucket + unit)) + (1 << (unit + bucket)) - 1
+    return 0
+
+
+def hdr_count(h):
+    return sum(h["counts"].values())

@@ -34,8 +34,10 @@ use crate::protocol::reply;
 /// The longest a change waits before it goes out in a delta.
 pub const DELTA_EVERY: Duration = Duration::from_millis(20);
 
-/// The longest one publication may wait for the bus client.
+/// The longest one publish call (a batch) may wait for the bus client.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
+/// At most this many envelopes share one publish call (one Redis pipeline, one round trip).
+const PUBLISH_BATCH: usize = 256;
 
 /// Sessions per snapshot part (NATS's default payload limit is 1 MB).
 const SNAPSHOT_PART: usize = 2_000;
@@ -167,10 +169,12 @@ async fn run(
             out = rx.recv() => {
                 let Some(out) = out else { return };
                 bus.flush_journal().await;
-                bus.publish(&out.channel.name(), out.payload).await;
-                while let Ok(out) = rx.try_recv() {
-                    bus.publish(&out.channel.name(), out.payload).await;
+                let mut batch = vec![(out.channel.name(), out.payload)];
+                while batch.len() < PUBLISH_BATCH {
+                    let Ok(out) = rx.try_recv() else { break };
+                    batch.push((out.channel.name(), out.payload));
                 }
+                bus.publish_batch(batch).await;
             }
             m = bus.t.recv() => match m {
                 Some(m) => {
@@ -200,16 +204,21 @@ impl Bus {
     }
 
     async fn publish(&mut self, channel: &str, payload: Vec<u8>) {
-        let len = payload.len() as u64;
+        self.publish_batch(vec![(channel.to_string(), payload)]).await;
+    }
+
+    async fn publish_batch(&mut self, batch: Vec<(String, Vec<u8>)>) {
+        let count = batch.len() as u64;
+        let len: u64 = batch.iter().map(|(_, p)| p.len() as u64).sum();
         // A bus that takes nothing (NATS holds a bounded buffer while it reconnects) must not
-        // stall the thread: the envelope is counted as failed, and the thread goes on.
-        match tokio::time::timeout(PUBLISH_TIMEOUT, self.t.publish(channel, payload)).await {
+        // stall the thread: the envelopes are counted as failed, and the thread goes on.
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.t.publish(batch)).await {
             Ok(Ok(())) => {
-                self.link.stats.published.fetch_add(1, Relaxed);
+                self.link.stats.published.fetch_add(count, Relaxed);
                 self.link.stats.bytes_out.fetch_add(len, Relaxed);
             }
             _ => {
-                self.link.stats.publish_errors.fetch_add(1, Relaxed);
+                self.link.stats.publish_errors.fetch_add(count, Relaxed);
             }
         }
     }

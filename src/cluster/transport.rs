@@ -171,20 +171,28 @@ impl Transport {
         }
     }
 
-    /// Publishes a payload.
-    pub async fn publish(&mut self, channel: &str, payload: Vec<u8>) -> Result<(), String> {
+    /// Publishes a batch of envelopes, in order. NATS buffers them in its client; Redis sends
+    /// them as one pipeline, so a burst costs one round trip instead of one per envelope.
+    pub async fn publish(&mut self, batch: Vec<(String, Vec<u8>)>) -> Result<(), String> {
         match self {
-            Self::Nats(n) => n
-                .client
-                .publish(channel.to_string(), payload.into())
-                .await
-                .map_err(|e| format!("publish: {e}")),
-            Self::Redis(r) => redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<()>(&mut r.publish)
-                .await
-                .map_err(|e| format!("PUBLISH: {e}")),
+            Self::Nats(n) => {
+                for (channel, payload) in batch {
+                    n.client
+                        .publish(channel, payload.into())
+                        .await
+                        .map_err(|e| format!("publish: {e}"))?;
+                }
+                Ok(())
+            }
+            Self::Redis(r) => {
+                let mut pipe = redis::pipe();
+                for (channel, payload) in batch {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                }
+                pipe.query_async::<()>(&mut r.publish)
+                    .await
+                    .map_err(|e| format!("PUBLISH: {e}"))
+            }
         }
     }
 
