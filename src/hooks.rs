@@ -13,6 +13,7 @@ use simd_json::BorrowedValue;
 
 use crate::http::upgrade::UpgradeRequest;
 use crate::hub::Hub;
+use crate::protocol::close::Close;
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::session::Session;
 
@@ -47,8 +48,9 @@ impl Reject {
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
-    /// The WebSocket close code: the peer's, the server's, or 1006 when the connection dropped
-    /// without a close frame.
+    /// The WebSocket close code: the peer's, the server's (one of [`Close`]'s, or the
+    /// application's), 1005 for a client close frame without a code, or 1006 when the
+    /// connection dropped without a close frame.
     pub code: u16,
     /// The close reason, if any.
     pub reason: String,
@@ -61,6 +63,23 @@ impl Disconnect {
             code,
             reason: reason.to_string(),
         }
+    }
+
+    /// The close of the table this code stands for, if it is one.
+    pub fn close(&self) -> Option<Close> {
+        Close::from_code(self.code)
+    }
+
+    /// Whether the client was told to reconnect (the class of the code, see
+    /// [`close::reconnects`](crate::protocol::close::reconnects)).
+    pub fn reconnect(&self) -> bool {
+        crate::protocol::close::reconnects(self.code)
+    }
+}
+
+impl From<Close> for Disconnect {
+    fn from(c: Close) -> Self {
+        Self::new(c.code(), c.reason())
     }
 }
 
@@ -191,9 +210,17 @@ impl Context<'_> {
         self.actions.push(Action::Leave(room.into()));
     }
 
-    /// Closes the session with a close code and reason once queued output is sent.
+    /// Closes the session with a close code and reason once queued output is sent. Prefer a
+    /// code of [`Close`]'s table (`ctx.close(Close::ForceReconnect.code(), "moving you")`) or
+    /// the application's 4000-4999, so that clients know whether to reconnect.
     pub fn close(&mut self, code: u16, reason: impl Into<String>) {
         self.actions.push(Action::Close(code, reason.into()));
+    }
+
+    /// Closes the session with one of the table's closes and its reason, e.g.
+    /// [`Close::ForceDisconnect`] or [`Close::ForceReconnect`].
+    pub fn disconnect(&mut self, close: Close) {
+        self.close(close.code(), close.reason());
     }
 }
 

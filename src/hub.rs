@@ -14,6 +14,7 @@ use crate::engine::ids::SessionId;
 use crate::engine::router::{self, Bus, Route, Routed, Router, ShardMsg};
 use crate::hooks::Hooks;
 use crate::metrics::{Histograms, ShardStats, Stats};
+use crate::protocol::close::Close;
 use crate::protocol::frame::{self, Frame, OpCode};
 
 /// A message body for the hub's send functions: text or binary.
@@ -255,12 +256,21 @@ impl Hub {
         self.route(route).map(|r| r.seq)
     }
 
-    /// Closes a session with a close code and reason.
+    /// Closes a session with a close code and reason. Prefer a code of [`Close`]'s table, or
+    /// the application's 4000-4999, so that the client knows whether to reconnect
+    /// ([`reconnects`](crate::protocol::close::reconnects)).
     pub fn close_session(&self, id: SessionId, code: u16, reason: &str) -> Result<(), HubError> {
         self.session_exists(id)?;
         let reason = reason.to_string();
         self.route(Route::Session(ShardMsg::Close { id, code, reason }))
             .map(drop)
+    }
+
+    /// Closes a session with one of the table's closes and its reason: typically
+    /// [`Close::ForceReconnect`] (come back, e.g. to another node) or [`Close::ForceDisconnect`]
+    /// (do not).
+    pub fn disconnect(&self, id: SessionId, close: Close) -> Result<(), HubError> {
+        self.close_session(id, close.code(), close.reason())
     }
 
     /// Asks a session's shard to join it to a room, exactly as if the client had sent a `join`

@@ -69,6 +69,7 @@ pub use hooks::{Context, Disconnect, Flow, Hooks, Message, Reject, Request, Sess
 pub use http::upgrade::UpgradeRequest;
 pub use hub::{Hub, HubError, Payload};
 pub use metrics::Stats;
+pub use protocol::close::Close;
 pub use server::{RunningServer, Server, ServerBuilder, StartError};
 pub use session::Session;
 /// The JSON parser of request DOMs ([`Request::value`]), re-exported for its value traits.
