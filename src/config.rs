@@ -65,7 +65,7 @@ pub struct Config {
     /// must fit). Default 2 MiB.
     pub rate_burst_bytes: u64,
     /// Time a client may keep having messages dropped (without a 1 s pause) before it is
-    /// closed with 1008. Default 10 s.
+    /// closed with 3502 (`Close::RateLimited`). Default 10 s.
     #[serde(with = "humantime_serde_compat")]
     pub rate_limit_close_after: Duration,
     /// Open connections (including handshakes) per client address (IPv6: per /64); 0 =
@@ -97,7 +97,8 @@ pub struct Config {
     /// Connections per shard; more get HTTP 503. Default and maximum 1,048,575.
     pub max_connections_per_shard: usize,
     /// Outbound bytes queued for one connection before it counts as a slow consumer and is
-    /// closed with 1008. Default 1 MiB: about 5,000 chat messages of backlog.
+    /// closed with 3002 (`Close::SlowConsumer`). Default 1 MiB: about 5,000 chat messages of
+    /// backlog.
     pub max_queue_bytes: usize,
     /// Capacity of rooms created by a first join; 0 is unlimited (the default).
     pub default_room_capacity: usize,
@@ -121,7 +122,7 @@ pub struct Config {
     #[serde(with = "humantime_serde_compat")]
     pub pong_timeout: Duration,
     /// Time with queued output and no write progress before the client counts as stuck and is
-    /// closed with 1008. Default 15 s.
+    /// closed with 3003 (`Close::WriteStall`). Default 15 s.
     #[serde(with = "humantime_serde_compat")]
     pub write_stall_timeout: Duration,
     /// Time a closing connection gets to finish the close handshake. Default 3 s.

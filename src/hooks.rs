@@ -90,11 +90,12 @@ pub enum SessionError {
     Protocol(String),
     /// A socket error other than would-block.
     Io(String),
-    /// The client did not keep up with its outbound queue (closed with 1008).
+    /// The client did not keep up with its outbound queue (closed with
+    /// [`Close::SlowConsumer`] or [`Close::WriteStall`]).
     SlowConsumer,
-    /// Nothing arrived for `ping_interval + pong_timeout`.
+    /// Nothing arrived for `ping_interval + pong_timeout` ([`Close::HeartbeatTimeout`]).
     HeartbeatTimeout,
-    /// The client kept exceeding its message or byte rate (closed with 1008).
+    /// The client kept exceeding its message or byte rate ([`Close::RateLimited`]).
     RateLimited,
 }
 

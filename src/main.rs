@@ -77,7 +77,7 @@ struct Args {
     /// Byte burst per connection, at least --max-message-bytes [default: 2097152].
     #[arg(long, env = "SHARDHUB_RATE_BURST_BYTES")]
     rate_burst_bytes: Option<u64>,
-    /// Time a client may keep exceeding its rate before it is closed with 1008 [default: 10s].
+    /// Time a client may keep exceeding its rate before it is closed (3502) [default: 10s].
     #[arg(long, env = "SHARDHUB_RATE_LIMIT_CLOSE_AFTER", value_parser = humantime::parse_duration)]
     rate_limit_close_after: Option<Duration>,
     /// Open connections per client address (IPv6: per /64), 0 = unlimited [default: 0].
@@ -111,7 +111,7 @@ struct Args {
     /// Connections per shard [default and maximum: 1048575].
     #[arg(long, env = "SHARDHUB_MAX_CONNECTIONS_PER_SHARD")]
     max_connections_per_shard: Option<usize>,
-    /// Outbound bytes queued per connection before it is closed as a slow consumer (1008)
+    /// Outbound bytes queued per connection before it is closed as a slow consumer (3002)
     /// [default: 1048576].
     #[arg(long, env = "SHARDHUB_MAX_QUEUE_BYTES")]
     max_queue_bytes: Option<usize>,
@@ -133,7 +133,7 @@ struct Args {
     /// Further quiet time after a ping before the client is dropped [default: 20s].
     #[arg(long, env = "SHARDHUB_PONG_TIMEOUT", value_parser = humantime::parse_duration)]
     pong_timeout: Option<Duration>,
-    /// Time with queued output and no progress before closing with 1008 [default: 15s].
+    /// Time with queued output and no progress before closing (3003) [default: 15s].
     #[arg(long, env = "SHARDHUB_WRITE_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
     write_stall_timeout: Option<Duration>,
     /// Time a closing connection gets to finish the close handshake [default: 3s].

@@ -75,7 +75,7 @@ counters! {
     /// Requests answered with `bad_request` (WebSocket) or 400 (HTTP API): malformed or too
     /// deeply nested JSON, bad escapes, invalid names, missing fields.
     bad_requests,
-    /// Sessions closed with 1011 because handling one of their messages or events panicked
+    /// Sessions closed with 3005 (`Close::InternalError`) because handling one of their messages or events panicked
     /// (an application hook, or a server bug); the shard went on.
     panics,
     /// HTTP requests answered (not counting WebSocket upgrades).
@@ -96,7 +96,7 @@ counters! {
     forbidden_requests,
     /// Messages dropped for exceeding a connection's message or byte rate.
     rate_limited_messages,
-    /// Sessions closed (1008) for exceeding their rate for `rate_limit_close_after`.
+    /// Sessions closed (3502) for exceeding their rate for `rate_limit_close_after`.
     rate_limit_closes,
 }
 

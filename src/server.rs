@@ -279,7 +279,7 @@ impl Server {
                      supervisor can restart it"
                 );
                 log::error!("{msg}");
-                // The other shards still close their clients with 1001.
+                // The other shards still close their clients (3000 server shutdown).
                 let _ = running.shutdown();
                 Err(StartError::Io(io::Error::other(msg)))
             }
@@ -333,7 +333,7 @@ impl RunningServer {
         self.local_addr
     }
 
-    /// Stops accepting, sends close 1001 to every client, waits up to `drain_timeout` for the
+    /// Stops accepting, sends close 3000 (`Close::Shutdown`) to every client, waits up to `drain_timeout` for the
     /// close frames to go out, and joins the shard threads.
     pub fn shutdown(self) -> io::Result<()> {
         for mb in &self.mailboxes {

@@ -112,7 +112,7 @@ fn violations_are_counted() {
 
 /// Found by the `frame_reader` fuzz target. A frame header over the limit leaves tungstenite
 /// holding that header: the next read trips its `capacity > len` assertion (a panic in debug
-/// builds, contained as a 1011) or reads into an empty buffer and reports a reset (release).
+/// builds, contained as an internal error) or reads into an empty buffer and reports a reset (release).
 /// After a 1009 the server must stop reading: here the victim's close reply and the rest of
 /// the oversized frame arrive after the close, and nothing panics.
 #[test]

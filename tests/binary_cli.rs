@@ -137,7 +137,7 @@ fn file_env_and_flags_layer_and_sigterm_drains() {
         "the environment's limit applies: {replies:?}"
     );
 
-    // SIGTERM: the client gets 1001 and the process exits cleanly.
+    // SIGTERM: the client gets 3000 (server shutdown) and the process exits cleanly.
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -151,7 +151,7 @@ fn file_env_and_flags_layer_and_sigterm_drains() {
             Err(e) => panic!("no close frame: {e}"),
         }
     };
-    assert_eq!(close, Some(1001));
+    assert_eq!(close, Some(shardhub::Close::Shutdown.code()));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {

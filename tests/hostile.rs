@@ -1249,15 +1249,16 @@ fn bombs() -> Hooks {
 }
 
 #[test]
-fn a_panicking_hook_closes_only_its_session_with_1011() {
+fn a_panicking_hook_closes_only_its_session_with_an_internal_error() {
+    const INTERNAL: u16 = shardhub::Close::InternalError.code();
     let mut arena = Arena::with_hooks(bombs(), |_| {});
     // One row per line, so that the matrix reads as a table.
     #[rustfmt::skip]
     let cases = vec![
-        case("a typed handler panics", Text(r#"{"type":"boom","id":1}"#.into()), Close(1011)),
-        case("on_message panics on text", Text("panic: now".into()), Close(1011)),
-        case("on_message panics on binary", Binary(vec![0xee, 0]), Close(1011)),
-        case("on_open panics", Upgrade("/ws?user=open-bomb".into()), Close(1011)),
+        case("a typed handler panics", Text(r#"{"type":"boom","id":1}"#.into()), Close(INTERNAL)),
+        case("on_message panics on text", Text("panic: now".into()), Close(INTERNAL)),
+        case("on_message panics on binary", Binary(vec![0xee, 0]), Close(INTERNAL)),
+        case("on_open panics", Upgrade("/ws?user=open-bomb".into()), Close(INTERNAL)),
         case("on_connect panics", Upgrade("/ws?user=connect-bomb".into()), Status(500, "internal error")),
     ];
     for c in &cases {
@@ -1282,7 +1283,7 @@ fn a_panicking_hook_closes_only_its_session_with_1011() {
     member.send_json(json!({"type":"join","room":"blast-radius"}));
     member.expect("ack");
     member.send_json(json!({"type":"boom"}));
-    assert_eq!(member.expect_close(), 1011);
+    assert_eq!(member.expect_close(), INTERNAL);
     wait_until("the room is gone with its only member", || {
         arena.server.hub.room("blast-radius").is_none()
     });
@@ -1385,7 +1386,7 @@ fn is_reset(e: &tungstenite::Error) -> bool {
 fn a_reader_that_stops_reading_is_reset_after_close_timeout() {
     let close_timeout = Duration::from_millis(400);
     let mut arena = Arena::new(|c| {
-        // Caught by the stall timer: its socket is full and stays full, so the 1008 cannot be
+        // Caught by the stall timer: its socket is full and stays full, so the close cannot be
         // written either, and the reset after close_timeout is the only way out.
         c.write_stall_timeout = Duration::from_millis(300);
         c.max_queue_bytes = 64 << 20;
@@ -1401,7 +1402,7 @@ fn a_reader_that_stops_reading_is_reset_after_close_timeout() {
         !arena.server.hub.is_online("sleeper")
     });
     // Waking up after close_timeout, the client finds what reached its socket, then a reset:
-    // the 1008 never left the server, which gave up on it rather than let it wait behind
+    // the close never left the server, which gave up on it rather than let it wait behind
     // unread bytes.
     std::thread::sleep(close_timeout * 2);
     let (messages, end) = read_to_the_end(&mut slow);
@@ -1413,7 +1414,7 @@ fn a_reader_that_stops_reading_is_reset_after_close_timeout() {
 }
 
 #[test]
-fn a_reader_that_wakes_within_close_timeout_gets_the_1008() {
+fn a_reader_that_wakes_within_close_timeout_gets_its_close() {
     let mut arena = slow_arena(Duration::from_secs(3), Hooks::default());
     let (mut slow, mut flooder) = slow_and_flooder(&arena, "firehose");
     flood_until_slow(&arena, &mut flooder, "firehose", 8192).unwrap();
@@ -1427,7 +1428,7 @@ fn a_reader_that_wakes_within_close_timeout_gets_the_1008() {
             Err(e) => panic!("no close frame after {messages} messages: {e}"),
         }
     };
-    assert_eq!(code, 1008);
+    assert_eq!(code, shardhub::Close::SlowConsumer.code());
     wait_until("the sleeper is gone", || {
         !arena.server.hub.is_online("sleeper")
     });
@@ -1450,9 +1451,9 @@ fn loopback_capacity() -> usize {
 
 /// Regression: the queue bound was checked as frames were queued, before the turn's flush had
 /// offered them to the socket. A burst over `max_queue_bytes` read in one reactor turn, here
-/// one client's publishes within the default rate limits, closed every member of the room with
-/// 1008 and dropped the burst, although their sockets would have taken all of it. The bound
-/// now counts what a write left behind.
+/// one client's publishes within the default rate limits, closed every member of the room as a
+/// slow consumer and dropped the burst, although their sockets would have taken all of it. The
+/// bound now counts what a write left behind.
 #[test]
 fn a_burst_within_the_rate_limits_does_not_cut_off_members_that_keep_up() {
     // Default limits: 1 MiB queue, 64 KiB messages, a 2 MiB byte burst per connection.

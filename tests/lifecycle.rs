@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use shardhub::Close;
 
 use crate::util::*;
 
 #[test]
-fn a_reader_that_falls_behind_is_closed_with_1008_and_others_keep_up() {
+fn a_reader_that_falls_behind_is_closed_as_a_slow_consumer_and_others_keep_up() {
     let s = TestServer::start(|c| {
         c.max_queue_bytes = 64 * 1024;
         c.presence = false;
@@ -44,8 +45,8 @@ fn a_reader_that_falls_behind_is_closed_with_1008_and_others_keep_up() {
         );
     }
     assert!(sent > 4, "closed before the queue could fill");
-    // The client wakes up within close_timeout: what was already on its way, then the 1008.
-    assert_eq!(slow.expect_close(), 1008);
+    // The client wakes up within close_timeout: what was already on its way, then the close.
+    assert_eq!(slow.expect_close(), Close::SlowConsumer.code());
     wait_until("the slow client is gone", || !s.hub.is_online("slow"));
     // Everyone else is fine.
     publisher
@@ -54,7 +55,7 @@ fn a_reader_that_falls_behind_is_closed_with_1008_and_others_keep_up() {
 }
 
 #[test]
-fn shutdown_sends_1001_to_everyone_and_stops_accepting() {
+fn shutdown_sends_3000_to_everyone_and_stops_accepting() {
     let s = TestServer::start(|_| {});
     let mut clients: Vec<Client> = (0..6)
         .map(|i| Client::connect(&s, Some(&format!("u{i}"))))
@@ -68,7 +69,7 @@ fn shutdown_sends_1001_to_everyone_and_stops_accepting() {
         start.elapsed()
     );
     for c in &mut clients {
-        assert_eq!(c.expect_close(), 1001);
+        assert_eq!(c.expect_close(), Close::Shutdown.code());
     }
     assert!(
         std::net::TcpStream::connect(addr).is_err(),

@@ -9,7 +9,7 @@
 //! Containment: the engine runs each unit of work (one connection's input, one routed message,
 //! one timer) under [`std::panic::catch_unwind`], whose landing pad costs nothing until a
 //! panic happens. A panic in a hook, an `unwrap` on a client's field say, then ends that
-//! session with 1011 and is counted; the shard and every other session go on. That is sound
+//! session with `Close::InternalError` (3005) and is counted; the shard and every other session go on. That is sound
 //! because a hook's deferred actions are dropped unapplied, and the engine never hands control
 //! to application code half-way through an update of its own state. A panic that escapes
 //! anyway ends the shard thread, and `server.rs` then stops the process with a non-zero exit.
@@ -23,6 +23,7 @@ use super::ids::SessionId;
 use super::Engine;
 use crate::hooks::{Action, Context, SessionError};
 use crate::http::response::Response;
+use crate::protocol::close::Close;
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message).
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
@@ -81,7 +82,7 @@ impl<S> Engine<S> {
     }
 
     /// Runs `work` for session `id` (or for no session in particular); if it panics, the
-    /// session is closed with 1011 and the panic counted and logged.
+    /// session is closed with [`Close::InternalError`] and the panic counted and logged.
     pub(crate) fn contain(&mut self, id: Option<SessionId>, work: impl FnOnce(&mut Self)) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| work(self))) {
             self.stats.panics.add(1);
@@ -92,8 +93,9 @@ impl<S> Engine<S> {
         }
     }
 
-    /// Closes a session whose handling panicked: a 1011 close frame if it is open, a 500 if it
-    /// was still an HTTP request. If even that panics, the connection is dropped.
+    /// Closes a session whose handling panicked: an [`Close::InternalError`] close frame if it
+    /// is open, a 500 if it was still an HTTP request (a browser sees 1006 and reconnects, as
+    /// it would on the close). If even that panics, the connection is dropped.
     fn close_after_panic(&mut self, id: SessionId) {
         let closed = catch_unwind(AssertUnwindSafe(|| {
             let http = self
@@ -102,7 +104,7 @@ impl<S> Engine<S> {
             if http {
                 self.respond(id, &Response::refusal(500, "internal error"), false);
             } else {
-                self.close_with(id, 1011, "internal error");
+                self.close_as(id, Close::InternalError);
             }
         }));
         if closed.is_err() {
@@ -127,8 +129,9 @@ impl<S> Engine<S> {
             n => format!(" ({n} more since the last report)"),
         };
         log::error!(
-            "shard {}: a panic while handling {whom}: {msg}; closed it with 1011{more}",
-            self.shard
+            "shard {}: a panic while handling {whom}: {msg}; closed it with {}{more}",
+            self.shard,
+            Close::InternalError.code()
         );
         self.panics_unlogged = 0;
         self.last_panic_log = Some(now);

@@ -22,6 +22,7 @@ use crate::http::response::Response;
 use crate::http::router::{self, Route};
 use crate::http::upgrade::{self, UpgradeRequest};
 use crate::http::{self, api, sse, Listener};
+use crate::protocol::close::{self, Close};
 use crate::protocol::envelope;
 use crate::protocol::frame::{Frame, OpCode};
 use crate::protocol::reply;
@@ -42,7 +43,7 @@ impl<S> super::Engine<S> {
             Input::Error(e) => {
                 let err = SessionError::Io(std::io::Error::from(e).to_string());
                 self.report_error(id, &err);
-                return self.drop_conn(id, Disconnect::new(1006, "socket error"));
+                return self.drop_conn(id, Disconnect::new(close::ABNORMAL, "socket error"));
             }
         };
         c.live.received(now);
@@ -53,8 +54,12 @@ impl<S> super::Engine<S> {
             // Streams only send, and a closing connection has nothing more to hear: the input
             // is dropped. The end of a stream's input ends it; a closing connection still
             // writes what it queued (the answer to a request sent just before a half-close).
-            Stage::Sse(_) if eof => self.drop_conn(id, Disconnect::new(1006, "stream closed")),
-            Stage::Closing(_) if eof => self.finish(id, Disconnect::new(1006, "peer closed")),
+            Stage::Sse(_) if eof => {
+                self.drop_conn(id, Disconnect::new(close::ABNORMAL, "stream closed"))
+            }
+            Stage::Closing(_) if eof => {
+                self.finish(id, Disconnect::new(close::ABNORMAL, "peer closed"))
+            }
             Stage::Sse(_) | Stage::Closing(_) => {}
         }
     }
@@ -119,7 +124,10 @@ impl<S> super::Engine<S> {
                 self.stats.handshake_failures.add(1);
             }
             // The peer may have half-closed after its last request: answers still go out.
-            self.finish(id, Disconnect::new(1006, "closed during handshake"));
+            self.finish(
+                id,
+                Disconnect::new(close::ABNORMAL, "closed during handshake"),
+            );
         }
     }
 
@@ -169,7 +177,7 @@ impl<S> super::Engine<S> {
             let due = now + self.timeouts.handshake;
             self.arm(id, due);
         } else {
-            self.finish(id, Disconnect::new(1006, "HTTP response"));
+            self.finish(id, Disconnect::new(close::ABNORMAL, "HTTP response"));
         }
     }
 
@@ -367,7 +375,7 @@ impl<S> super::Engine<S> {
                 Ok(WsMessage::Text(t)) => self.on_text(id, t.as_str()),
                 Ok(WsMessage::Binary(b)) => self.on_binary(id, &b),
                 Ok(WsMessage::Close(cf)) => {
-                    let d = cf.map_or(Disconnect::new(1005, ""), |f| {
+                    let d = cf.map_or(Disconnect::new(close::NO_STATUS, ""), |f| {
                         Disconnect::new(f.code.into(), &f.reason)
                     });
                     // tungstenite queued the reply; the socket goes once it is written.
@@ -379,41 +387,43 @@ impl<S> super::Engine<S> {
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     // The close handshake is complete; our reply (if any) is in the outbox.
-                    return self.finish(id, Disconnect::new(1006, ""));
+                    return self.finish(id, Disconnect::new(close::ABNORMAL, ""));
                 }
                 Err(e) => return self.on_ws_error(id, e),
             }
         }
     }
 
-    /// Maps a tungstenite error to the RFC close code and closes, or drops a dead stream.
+    /// Maps a tungstenite error to the RFC close code (or, for a fault that is not the
+    /// client's, [`Close::InternalError`]) and closes, or drops a dead stream.
     fn on_ws_error(&mut self, id: SessionId, e: tungstenite::Error) {
         use tungstenite::error::ProtocolError;
-        let (code, reason): (u16, String) = match &e {
-            tungstenite::Error::Capacity(c) => (1009, c.to_string()),
-            tungstenite::Error::Utf8(_) => (1007, "invalid UTF-8 in text message".into()),
+        let (close, reason): (Close, String) = match &e {
+            tungstenite::Error::Capacity(c) => (Close::MessageTooBig, c.to_string()),
+            tungstenite::Error::Utf8(_) => (Close::InvalidUtf8, Close::InvalidUtf8.reason().into()),
             tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                return self.drop_conn(id, Disconnect::new(1006, "connection reset"));
+                return self.drop_conn(id, Disconnect::new(close::ABNORMAL, "connection reset"));
             }
-            tungstenite::Error::Protocol(p) => (1002, p.to_string()),
-            other => (1011, other.to_string()),
+            tungstenite::Error::Protocol(p) => (Close::ProtocolError, p.to_string()),
+            other => (Close::InternalError, other.to_string()),
         };
+        let (code, d) = (close.code(), Disconnect::new(close.code(), &reason));
         let open = self.conn(id).is_some_and(|c| c.is_ws());
         if !open {
             // A second fault after our close frame: stop waiting for the peer.
-            return self.drop_conn(id, Disconnect::new(code, &reason));
+            return self.drop_conn(id, d);
         }
-        if code != 1011 {
+        if close != Close::InternalError {
             self.stats.protocol_errors.add(1);
         }
         self.report_error(id, &SessionError::Protocol(reason.clone()));
-        if code == 1009 {
-            // Past a frame over the limit nothing can be parsed (see `end_session`): send the
-            // 1009 and go, rather than wait for a reply that could not be read.
-            let d = Disconnect::new(code, &reason);
-            self.close_session(id, code, &reason, d, Linger::UntilFlushed);
+        // Past a frame over the limit nothing can be parsed (see `end_session`): send the
+        // 1009 and go, rather than wait for a reply that could not be read.
+        let linger = if close == Close::MessageTooBig {
+            Linger::UntilFlushed
         } else {
-            self.close_with(id, code, &reason);
-        }
+            Linger::UntilAnswered
+        };
+        self.close_session(id, code, &reason, d, linger);
     }
 }

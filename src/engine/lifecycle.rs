@@ -24,6 +24,7 @@ use super::{Effect, Engine};
 use crate::hooks::{Disconnect, SessionError};
 use crate::http::response::Response;
 use crate::metrics::Histograms;
+use crate::protocol::close::{self, Close};
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::reply;
 use crate::session::Session;
@@ -79,6 +80,11 @@ impl<S> Engine<S> {
 
     // ----- closing -----
 
+    /// [`close_with`](Self::close_with) one of the table's closes and its reason.
+    pub(crate) fn close_as(&mut self, id: SessionId, c: Close) {
+        self.close_with(id, c.code(), c.reason());
+    }
+
     /// A server-side close of a WebSocket session: the close frame goes after what is queued,
     /// and the socket when the peer answers, or after `close_timeout`. Other stages just end.
     pub(crate) fn close_with(&mut self, id: SessionId, code: u16, reason: &str) {
@@ -100,10 +106,7 @@ impl<S> Engine<S> {
         let Stage::Ws(w) = &mut c.stage else {
             return self.drop_conn(id, d);
         };
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: frame::truncate_reason(reason).to_string().into(),
-        };
+        let frame = close_frame(code, reason);
         let mut feed = Feed {
             input: &[],
             eof: false,
@@ -264,7 +267,7 @@ impl<S> Engine<S> {
             Stage::Http(h) => match liveness::deadline(h.since, t.handshake, now) {
                 // Idle between requests: close without a 408 (browsers show those).
                 Verdict::Expired if h.requests > 0 && h.buf.is_empty() => {
-                    return self.drop_conn(id, Disconnect::new(1006, "idle"));
+                    return self.drop_conn(id, Disconnect::new(close::ABNORMAL, "idle"));
                 }
                 Verdict::Expired => {
                     self.stats.handshake_timeouts.add(1);
@@ -299,11 +302,12 @@ impl<S> Engine<S> {
             Verdict::IdleTimeout => {
                 self.stats.heartbeat_timeouts.add(1);
                 self.report_error(id, &SessionError::HeartbeatTimeout);
-                // The peer is gone or wedged: a 1001 as a courtesy, one write, then the socket.
-                let d = Disconnect::new(1006, "heartbeat timeout");
-                self.close_session(id, 1001, "heartbeat timeout", d, Linger::OneFlush);
+                // The peer is gone or wedged: the close frame as a courtesy, one write, then
+                // the socket.
+                let c = Close::HeartbeatTimeout;
+                self.close_session(id, c.code(), c.reason(), c.into(), Linger::OneFlush);
             }
-            Verdict::WriteStall => self.slow.push(id),
+            Verdict::WriteStall => self.slow.push((id, Close::WriteStall)),
             Verdict::Expired => {
                 // A close the peer never completed: reset, so that the kernel drops whatever
                 // the peer left unread instead of keeping it in an orphaned socket.
@@ -315,11 +319,12 @@ impl<S> Engine<S> {
         }
     }
 
-    /// Closes a connection that fell behind: unsent frames are dropped (a torn frame is
-    /// finished), and a WebSocket gets a 1008 close behind it. The socket goes when the peer
-    /// answers that close, or is reset after `close_timeout` (docs/protocol.md, "Slow
-    /// consumers"). A stream or an HTTP connection just goes, reset.
-    pub(super) fn close_slow(&mut self, id: SessionId) {
+    /// Closes a connection that fell behind (`why`: [`Close::SlowConsumer`] or
+    /// [`Close::WriteStall`]): unsent frames are dropped (a torn frame is finished), and a
+    /// WebSocket gets the close behind it. The socket goes when the peer answers that close, or
+    /// is reset after `close_timeout` (docs/protocol.md, "Slow consumers"). A stream or an HTTP
+    /// connection just goes, reset.
+    pub(super) fn close_slow(&mut self, id: SessionId, why: Close) {
         let Some(c) = super::live(&mut self.conns, id) else {
             return;
         };
@@ -330,10 +335,10 @@ impl<S> Engine<S> {
         self.stats.slow_consumer_closes.add(1);
         if !matches!(c.stage, Stage::Ws(_)) {
             c.reset = true;
-            return self.drop_conn(id, Disconnect::new(1008, "slow consumer"));
+            return self.drop_conn(id, why.into());
         }
         self.report_error(id, &SessionError::SlowConsumer);
-        self.close_with(id, 1008, "slow consumer");
+        self.close_as(id, why);
     }
 
     // ----- writes and removal -----
@@ -344,7 +349,7 @@ impl<S> Engine<S> {
         let max_queue = self.hub.shared.config.max_queue_bytes;
         let f = match result {
             Ok(f) => f,
-            Err(_) => return self.drop_conn(id, Disconnect::new(1006, "write failed")),
+            Err(_) => return self.drop_conn(id, Disconnect::new(close::ABNORMAL, "write failed")),
         };
         self.stats.bytes_out.add(f.bytes as u64);
         let Some(c) = super::live(&mut self.conns, id) else {
@@ -366,7 +371,7 @@ impl<S> Engine<S> {
         if !f.drained {
             // What the socket would not take counts against the queue bound.
             if c.outbox.queued() > max_queue {
-                self.slow.push(id);
+                self.slow.push((id, Close::SlowConsumer));
             }
             let due = c.live.last_tx + stall;
             self.arm(id, due);
@@ -394,8 +399,8 @@ impl<S> Engine<S> {
 
     // ----- shutdown -----
 
-    /// Stops taking connections and closes every session with 1001; the connections have
-    /// `drain` ticks to go.
+    /// Stops taking connections and closes every session with [`Close::Shutdown`]; the
+    /// connections have `drain` ticks to go.
     pub(super) fn shutdown(&mut self, drain: u64) {
         if self.draining.is_some() {
             return;
@@ -409,12 +414,10 @@ impl<S> Engine<S> {
                 // Waiting for every client's close reply could take the whole drain time;
                 // the close frame is what matters.
                 Stage::Ws(_) => {
-                    let d = Disconnect::new(1001, "server shutdown");
-                    self.close_session(id, 1001, "server shutdown", d, Linger::UntilFlushed);
+                    let c = Close::Shutdown;
+                    self.close_session(id, c.code(), c.reason(), c.into(), Linger::UntilFlushed);
                 }
-                Stage::Http(_) | Stage::Sse(_) => {
-                    self.drop_conn(id, Disconnect::new(1001, "server shutdown"))
-                }
+                Stage::Http(_) | Stage::Sse(_) => self.drop_conn(id, Close::Shutdown.into()),
                 Stage::Closing(_) => {}
             }
         }
@@ -424,9 +427,17 @@ impl<S> Engine<S> {
     pub fn abandon(&mut self) {
         let ids: Vec<SessionId> = self.conns.iter().map(|(_, c)| c.id).collect();
         for id in ids {
-            self.drop_conn(id, Disconnect::new(1001, "server shutdown"));
+            self.drop_conn(id, Close::Shutdown.into());
         }
         self.remove_dead();
+    }
+}
+
+/// A close frame for tungstenite, its reason cut to what fits ([`frame::truncate_reason`]).
+pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: frame::truncate_reason(reason).to_string().into(),
     }
 }
 

@@ -128,8 +128,9 @@ pub struct Engine<S> {
     pub(crate) dirty: Vec<SessionId>,
     dirty_spare: Vec<SessionId>,
     /// Connections whose unwritten output passed `max_queue_bytes` after a write, or made no
-    /// progress for `write_stall_timeout`: closed at the end of the flush.
-    pub(crate) slow: Vec<SessionId>,
+    /// progress for `write_stall_timeout`: closed at the end of the flush, with the close
+    /// that says which.
+    pub(crate) slow: Vec<(SessionId, crate::protocol::close::Close)>,
     /// Connections to remove at the end of the turn.
     pub(crate) reap: Vec<SessionId>,
     /// HTTP connections with pipelined requests left over from this turn's budget.
@@ -276,7 +277,7 @@ impl<S> Engine<S> {
     }
 
     /// What the driver read from connection `id`. A panic while handling it closes that
-    /// connection alone (1011), see `hooks.rs`.
+    /// connection alone (`Close::InternalError`), see `hooks.rs`.
     pub fn handle_input(&mut self, id: SessionId, input: Input<'_>, now: u64) {
         self.set_now(now);
         self.contain(Some(id), |e| e.input(id, input));
@@ -327,8 +328,8 @@ impl<S> Engine<S> {
         // Output queued meanwhile went to the live list; this one is kept for its capacity.
         dirty.clear();
         self.dirty_spare = dirty;
-        for id in std::mem::take(&mut self.slow) {
-            self.contain(Some(id), |e| e.close_slow(id));
+        for (id, why) in std::mem::take(&mut self.slow) {
+            self.contain(Some(id), |e| e.close_slow(id, why));
         }
         self.remove_dead();
     }

@@ -113,7 +113,7 @@ pub enum Verdict {
         notify: bool,
     },
     /// Dropping messages for `close_after` without a pause of `notice_every`: drop it and
-    /// close with 1008.
+    /// close (`Close::RateLimited`).
     Close,
 }
 

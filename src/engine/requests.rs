@@ -19,6 +19,7 @@ use super::ratelimit::Verdict;
 use super::router::{self, Route, Routed};
 use super::Engine;
 use crate::hooks::{Flow, Message, Request, SessionError};
+use crate::protocol::close::Close;
 use crate::protocol::envelope::{self, BinaryKind, BinaryOp, Envelope, Request as Req};
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::reply::{self, Ack};
@@ -408,7 +409,8 @@ impl<S> Engine<S> {
 
     /// Charges one incoming data message of `len` bytes to its connection's rate; returns
     /// whether to handle it. Dropped messages are counted, the client is told at most once a
-    /// second, and a client that keeps flooding is closed with 1008.
+    /// second, and a client that keeps flooding is closed with [`Close::RateLimited`]: do not
+    /// reconnect, since it would only flood again.
     fn admit_message(&mut self, id: SessionId, len: usize, binary: bool) -> bool {
         let limits = self.hub.shared.gate.rates;
         if !limits.is_on() || self.cfg().echo {
@@ -433,7 +435,7 @@ impl<S> Engine<S> {
                 self.stats.rate_limited_messages.add(1);
                 self.stats.rate_limit_closes.add(1);
                 self.report_error(id, &SessionError::RateLimited);
-                self.close_with(id, 1008, "rate limit exceeded");
+                self.close_as(id, Close::RateLimited);
                 false
             }
         }

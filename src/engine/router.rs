@@ -91,7 +91,7 @@ pub enum ShardMsg {
         /// The room.
         room: String,
     },
-    /// Stop accepting, close every session with 1001, drain, exit.
+    /// Stop accepting, close every session (`Close::Shutdown`), drain, exit.
     Shutdown,
 }
 

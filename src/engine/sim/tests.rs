@@ -10,6 +10,7 @@ use tungstenite::Message;
 
 use super::Sim;
 use crate::hooks::Hooks;
+use crate::protocol::close::Close;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -38,10 +39,13 @@ fn a_silent_client_is_pinged_then_dropped_while_a_live_one_stays() {
         "dropped after 45 s of silence"
     );
     assert_eq!(sim.hub.stats().heartbeat_timeouts, 1);
-    // It got a ping at 25 s and the courtesy 1001 before the socket went.
+    // It got a ping at 25 s and the courtesy close before the socket went.
     sim.read(&mut silent);
     assert!(silent.inbox.iter().any(|m| matches!(m, Message::Ping(_))));
-    assert_eq!(sim.close_code(&mut silent), Some(1001));
+    assert_eq!(
+        sim.close_code(&mut silent),
+        Some(Close::HeartbeatTimeout.code())
+    );
     assert_eq!(silent.dropped(), Some(false), "written out, then closed");
     sim.send(&mut alive, json!({"type":"ping","id":1}));
     assert_eq!(sim.expect(&mut alive, "pong")["id"], 1);
@@ -62,7 +66,7 @@ fn a_stalled_reader_is_closed_after_the_write_stall_timeout_then_reset() {
         !sim.hub.is_online("stuck"),
         "the session ends at the decision"
     );
-    assert_eq!(stuck.dropped(), None, "its 1008 waits for close_timeout");
+    assert_eq!(stuck.dropped(), None, "its close waits for close_timeout");
     sim.advance(secs(3));
     assert_eq!(stuck.dropped(), Some(true), "never read: reset");
 }
@@ -92,7 +96,7 @@ fn slow_consumer() -> (Sim, super::Client, super::Client) {
 }
 
 #[test]
-fn a_slow_consumer_that_reads_again_in_time_gets_its_1008() {
+fn a_slow_consumer_that_reads_again_in_time_gets_its_close() {
     let (mut sim, mut slow, mut publisher) = slow_consumer();
     assert_eq!(sim.hub.stats().slow_consumer_closes, 1);
     // Presence told the publisher.
@@ -101,7 +105,7 @@ fn a_slow_consumer_that_reads_again_in_time_gets_its_1008() {
         .iter()
         .any(|v| v["type"] == "left" && v["user"] == "slow"));
     sim.resume_reading(&slow);
-    assert_eq!(sim.close_code(&mut slow), Some(1008));
+    assert_eq!(sim.close_code(&mut slow), Some(Close::SlowConsumer.code()));
     assert_eq!(slow.dropped(), Some(false));
 }
 
@@ -150,7 +154,7 @@ fn a_flood_is_dropped_then_closed_while_others_are_served() {
         sim.send(&mut flood, json!({"type":"ping"}));
         sim.advance(Duration::from_millis(100));
     }
-    assert_eq!(sim.close_code(&mut flood), Some(1008));
+    assert_eq!(sim.close_code(&mut flood), Some(Close::RateLimited.code()));
     assert_eq!(sim.hub.stats().rate_limit_closes, 1);
     sim.send(&mut calm, json!({"type":"ping","id":"c"}));
     assert_eq!(sim.expect(&mut calm, "pong")["id"], "c");
@@ -230,7 +234,10 @@ fn a_panicking_handler_closes_its_session_alone() {
     let mut victim = sim.connect(0, "victim");
     let mut other = sim.connect(0, "other");
     sim.send(&mut victim, json!({"type":"boom"}));
-    assert_eq!(sim.close_code(&mut victim), Some(1011));
+    assert_eq!(
+        sim.close_code(&mut victim),
+        Some(Close::InternalError.code())
+    );
     assert_eq!(sim.hub.stats().panics, 1);
     assert!(!sim.hub.is_online("victim"));
     sim.send(&mut other, json!({"type":"ping","id":2}));
@@ -283,12 +290,12 @@ fn bytes_after_an_oversized_frame_are_never_parsed() {
     assert_eq!((stats.protocol_errors, stats.panics), (1, 0));
 }
 
-/// Found by the hostile-input matrix: when the 1008 still fitted the socket, the server ended
+/// Found by the hostile-input matrix: when the close still fitted the socket, the server ended
 /// the connection at once with an orderly close, leaving what the client never read in an
 /// orphaned kernel socket. A close the peer does not answer within `close_timeout` now ends
 /// with a reset, whether or not its frame went out.
 #[test]
-fn a_slow_consumer_that_never_answers_its_1008_is_reset_even_when_it_was_written() {
+fn a_slow_consumer_that_never_answers_its_close_is_reset_even_when_it_was_written() {
     let (mut sim, slow, _publisher) = slow_consumer();
     assert_eq!(sim.hub.stats().slow_consumer_closes, 1);
     // The kernel takes the close frame after all, but nobody reads it or answers.
