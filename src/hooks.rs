@@ -17,13 +17,15 @@ use crate::protocol::close::Close;
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::session::Session;
 
-/// Why an authenticator or `on_connect` refused a client: sent as an HTTP response before
-/// closing the socket.
+/// Why an authenticator or `on_connect` refused a client. A WebSocket client gets the upgrade
+/// and then a close frame of the status's class ([`Close::for_refusal`]: 401 is
+/// [`Close::Unauthorized`], 403 [`Close::Forbidden`], …) with the reason, because a browser
+/// cannot read the status of a failed upgrade; a Server-Sent Events request gets the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
-    /// HTTP status, e.g. 401 or 403.
+    /// HTTP status, e.g. 401 or 403; it chooses the close code (see above).
     pub status: u16,
-    /// A short reason, sent as the body.
+    /// A short reason, sent as the body or the close reason (at most 123 bytes of it).
     pub reason: String,
 }
 
@@ -270,7 +272,8 @@ impl Hooks {
     }
 
     /// Runs during the upgrade, before the session exists for anyone else: inspect the request
-    /// (path, query, headers), set the user id or session keys, or refuse with an HTTP status.
+    /// (path, query, headers), set the user id or session keys, or refuse with a [`Reject`]
+    /// (the client gets the close code of its status, see [`Reject`]).
     pub fn on_connect(
         mut self,
         f: impl Fn(&UpgradeRequest, &mut Session) -> Result<(), Reject> + Send + Sync + 'static,

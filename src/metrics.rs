@@ -54,7 +54,8 @@ counters! {
     accepted,
     /// Upgrades that completed.
     handshakes,
-    /// Upgrades refused or abandoned (bad request, rejected, limit, timeout).
+    /// Upgrades refused or abandoned (bad request, rejected, limit, timeout), whether with an
+    /// HTTP status or with the `101` and a close code.
     handshake_failures,
     /// Handshakes that did not complete within `handshake_timeout`.
     handshake_timeouts,
@@ -84,9 +85,9 @@ counters! {
     sse_connections,
     /// SSE events queued to streams (each recipient counts once).
     sse_events,
-    /// Upgrades refused for a missing or invalid credential (401).
+    /// Upgrades refused for a missing or invalid credential (close 3500; HTTP 401 for streams).
     auth_failures,
-    /// Upgrades refused for their `Origin` (403).
+    /// Upgrades refused for their `Origin` (close 3501; HTTP 403 for streams).
     origin_refusals,
     /// Upgrade requests over `max_header_bytes` (431).
     oversized_headers,

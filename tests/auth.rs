@@ -5,11 +5,14 @@ use std::net::TcpStream;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use shardhub::{Config, Hooks, Identity, Permissions, Reject};
+use shardhub::{Close, Config, Hooks, Identity, Permissions, Reject};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 
 use crate::util::*;
+
+const UNAUTHORIZED: u16 = Close::Unauthorized.code();
+const FORBIDDEN: u16 = Close::Forbidden.code();
 
 /// The HMAC secret of the test servers (at least 32 bytes, as the server requires).
 pub const SECRET: &str = "shardhub-test-secret-0123456789abcdef";
@@ -85,9 +88,11 @@ pub fn connect_token(s: &TestServer, token: &str) -> Client {
         .0
 }
 
-/// The status and body a raw upgrade with these extra header lines gets.
+/// The close code and reason a refused upgrade with these extra header lines gets (after its
+/// `101`: docs/protocol.md, "Refused upgrades").
 fn refused(s: &TestServer, target: &str, headers: &str) -> (u16, String) {
-    raw_http(s.addr, upgrade_request(target, headers).as_bytes())
+    let (code, reason, _) = refused_upgrade(s.addr, upgrade_request(target, headers).as_bytes());
+    (code, reason)
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -167,9 +172,9 @@ fn rs256_and_es256_tokens_verify_against_public_key_files() {
         // The same claims signed with the HMAC secret (or, for RS256, the classic confusion
         // attack: HS256 keyed with the public key) are refused.
         let hs = token(claims.clone());
-        let (code, body) = refused(&s, &format!("/ws?token={hs}"), "");
-        assert_eq!(code, 401, "{alg:?}: {body}");
-        assert!(body.contains("algorithm not accepted"), "{body}");
+        let (code, reason) = refused(&s, &format!("/ws?token={hs}"), "");
+        assert_eq!(code, UNAUTHORIZED, "{alg:?}: {reason}");
+        assert!(reason.contains("algorithm not accepted"), "{reason}");
         let confused = encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -177,12 +182,12 @@ fn rs256_and_es256_tokens_verify_against_public_key_files() {
         )
         .unwrap();
         let (code, _) = refused(&s, &format!("/ws?token={confused}"), "");
-        assert_eq!(code, 401);
+        assert_eq!(code, UNAUTHORIZED);
     }
 }
 
 #[test]
-fn every_bad_token_is_refused_with_401_and_a_reason() {
+fn every_bad_token_is_refused_with_3500_and_a_reason() {
     let s = jwt_server(|c| c.allow_anonymous = false);
     let n = now();
     let other_secret = encode(
@@ -220,18 +225,19 @@ fn every_bad_token_is_refused_with_401_and_a_reason() {
     ];
     let before = s.hub.stats().auth_failures;
     for (t, why) in &cases {
-        let (code, body) = refused(&s, &format!("/ws?token={t}"), "");
-        assert_eq!(code, 401, "{t}: {body}");
-        assert!(body.contains(why), "{t}: wanted {why:?} in {body}");
-        assert!(body.contains("WWW-Authenticate: Bearer"), "{body}");
+        let (code, reason) = refused(&s, &format!("/ws?token={t}"), "");
+        assert_eq!(code, UNAUTHORIZED, "{t}: {reason}");
+        assert!(reason.contains(why), "{t}: wanted {why:?} in {reason}");
     }
     // Missing token with anonymous access off.
-    let (code, body) = refused(&s, "/ws", "");
-    assert_eq!(code, 401);
-    assert!(body.contains("bearer token is required"), "{body}");
+    let (code, reason) = refused(&s, "/ws", "");
+    assert_eq!(
+        (code, reason.as_str()),
+        (UNAUTHORIZED, "a bearer token is required")
+    );
     // The same refusals through the header carrier.
     let (code, _) = refused(&s, "/ws", "Authorization: Bearer abc.def\r\n");
-    assert_eq!(code, 401);
+    assert_eq!(code, UNAUTHORIZED);
     wait_until("the failures are counted", || {
         s.hub.stats().auth_failures == before + cases.len() as u64 + 2
     });
@@ -258,18 +264,20 @@ fn audience_and_issuer_are_checked_when_configured() {
             "wrong issuer",
         ),
     ] {
-        let (code, body) = refused(&s, &format!("/ws?token={}", token_for("a", claims)), "");
-        assert_eq!(code, 401);
-        assert!(body.contains(why), "{body}");
+        let (code, reason) = refused(&s, &format!("/ws?token={}", token_for("a", claims)), "");
+        assert_eq!(code, UNAUTHORIZED);
+        assert!(reason.contains(why), "{reason}");
     }
 }
 
 #[test]
-fn origins_outside_the_allowlist_get_403() {
+fn origins_outside_the_allowlist_get_3501() {
     let s = TestServer::start(|c| c.allowed_origins = vec!["https://app.example.com".into()]);
-    let (code, body) = refused(&s, "/ws", "Origin: https://evil.example.com\r\n");
-    assert_eq!(code, 403, "{body}");
-    assert!(body.contains("origin https://evil.example.com is not allowed"));
+    let (code, reason) = refused(&s, "/ws", "Origin: https://evil.example.com\r\n");
+    assert_eq!(
+        (code, reason.as_str()),
+        (FORBIDDEN, "origin https://evil.example.com is not allowed")
+    );
     let (c, _) = connect_with(&s, "/ws?user=web", &[("Origin", "https://app.example.com")])
         .expect("allowed origin");
     assert_eq!(c.user, "web");
@@ -289,7 +297,7 @@ fn the_origin_is_checked_before_the_token() {
         &format!("/ws?token={t}"),
         "Origin: https://evil.example.com\r\n",
     );
-    assert_eq!(code, 403);
+    assert_eq!(code, FORBIDDEN);
 }
 
 #[test]
@@ -331,13 +339,44 @@ fn an_application_authenticator_replaces_jwt_and_runs_before_on_connect() {
     c.send_json(json!({"type":"broadcast","data":1,"id":1}));
     assert_eq!(c.expect("error")["code"], "forbidden");
 
-    let (code, body) = refused(&s, "/ws", "X-Api-Key: nope\r\n");
-    assert_eq!(
-        (code, body.contains("unknown api key")),
-        (401, true),
-        "{body}"
-    );
+    let (code, reason) = refused(&s, "/ws", "X-Api-Key: nope\r\n");
+    assert_eq!((code, reason.as_str()), (UNAUTHORIZED, "unknown api key"));
     // A JWT is no use: the application's scheme replaced it.
     let (code, _) = refused(&s, &format!("/ws?token={}", token_for("a", json!({}))), "");
-    assert_eq!(code, 401, "anonymous is off");
+    assert_eq!(code, UNAUTHORIZED, "anonymous is off");
+}
+
+/// What a browser needs (it cannot read the status of a failed upgrade): a WebSocket client
+/// refused for its token completes the upgrade and reads a close of the do-not-reconnect class,
+/// with the reason. tungstenite's client, like a browser, fails a `101` that does not select
+/// the subprotocol it offered, so this also checks that the refusal selects `bearer`.
+#[test]
+fn a_websocket_client_reads_why_its_token_was_refused() {
+    let s = jwt_server(|c| c.allow_anonymous = false);
+    let expired = token(json!({"sub":"a","exp":now() - 120}));
+    for headers in [
+        vec![("Authorization", format!("Bearer {expired}"))],
+        vec![("Sec-WebSocket-Protocol", format!("bearer, {expired}"))],
+    ] {
+        let mut req = s.url("/ws").into_client_request().unwrap();
+        for (k, v) in &headers {
+            req.headers_mut()
+                .insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        let tcp = TcpStream::connect(s.addr).unwrap();
+        tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+        let (mut ws, _) = tungstenite::client(req, tcp).expect("the upgrade completes");
+        // The close is the first and only message: no welcome.
+        let frame = match ws.read() {
+            Ok(tungstenite::Message::Close(f)) => f.expect("a close code"),
+            Ok(other) => panic!("{headers:?}: only the close may come, got {other:?}"),
+            Err(e) => panic!("{headers:?}: no close frame: {e}"),
+        };
+        assert_eq!(u16::from(frame.code), UNAUTHORIZED, "{headers:?}");
+        assert_eq!(frame.reason.as_str(), "invalid token: expired");
+        assert!(!Close::Unauthorized.reconnect());
+    }
+    assert_eq!(s.hub.session_count(), 0);
+    wait_until("both are counted", || s.hub.stats().auth_failures == 2);
+    assert_eq!(s.hub.stats().handshakes, 0);
 }

@@ -117,8 +117,12 @@ fn file_env_and_flags_layer_and_sigterm_drains() {
         assert!(Instant::now() < deadline);
     }
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let (code, _) = raw_http(addr, upgrade_request("/ws", "").as_bytes());
-    assert_eq!(code, 401, "the file's allow_anonymous = false applies");
+    let (code, _, _) = refused_upgrade(addr, upgrade_request("/ws", "").as_bytes());
+    assert_eq!(
+        code,
+        shardhub::Close::Unauthorized.code(),
+        "the file's allow_anonymous = false applies"
+    );
 
     let url = format!("ws://127.0.0.1:{port}/ws?user=cli");
     let mut ws = connect_raw(&url).unwrap();

@@ -4,12 +4,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use shardhub::{Flow, Hooks, Message, Reject};
+use shardhub::{Close, Flow, Hooks, Message, Reject};
 
 use crate::util::*;
 
 #[test]
-fn on_connect_can_refuse_with_a_status_and_reason() {
+fn on_connect_can_refuse_with_a_status_and_reason_sent_as_a_close() {
     let hooks = Hooks::default().on_connect(|req, session| {
         if req.header("x-ban").is_some() {
             return Err(Reject::forbidden("banned"));
@@ -18,12 +18,11 @@ fn on_connect_can_refuse_with_a_status_and_reason() {
         Ok(())
     });
     let s = TestServer::with_hooks(hooks, |_| {});
-    let (code, body) = raw_http(
+    let (code, reason, _) = refused_upgrade(
         s.addr,
         upgrade_request("/ws?user=x", "X-Ban: 1\r\n").as_bytes(),
     );
-    assert_eq!(code, 403);
-    assert!(body.contains("banned"));
+    assert_eq!((code, reason.as_str()), (Close::Forbidden.code(), "banned"));
     Client::connect(&s, Some("fine"));
 }
 

@@ -34,9 +34,9 @@ fn anonymous_clients_get_a_generated_user_id() {
 #[test]
 fn anonymous_access_can_be_disabled() {
     let s = TestServer::start(|c| c.allow_anonymous = false);
-    let (code, body) = raw_http(s.addr, upgrade_request("/ws", "").as_bytes());
-    assert_eq!(code, 401, "{body}");
-    assert!(body.contains("user is required"));
+    let (code, reason, _) = refused_upgrade(s.addr, upgrade_request("/ws", "").as_bytes());
+    assert_eq!(code, shardhub::Close::Unauthorized.code(), "{reason}");
+    assert!(reason.contains("user is required"), "{reason}");
     // Named users still get in.
     Client::connect(&s, Some("bob"));
 }

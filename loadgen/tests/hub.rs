@@ -177,7 +177,7 @@ fn churn_does_not_disturb_the_fanout() {
 }
 
 #[test]
-fn refusals_are_counted_by_http_status() {
+fn refusals_are_counted_by_http_status_or_close_code() {
     let hub = Hub::start(|c| c.max_connections = 5);
     let mut p = plan(Scenario::Connect, &hub);
     p.conns = 8;
@@ -191,9 +191,16 @@ fn refusals_are_counted_by_http_status() {
     assert_eq!(c.failures.get("http_503"), Some(&3), "{c:?}");
     assert_eq!(c.failed, 3, "{c:?}");
 
+    // A refusal for who the client is completes the upgrade and closes with its code
+    // (docs/protocol.md, "Refused upgrades"), before any greeting.
     let hub = Hub::start(|c| c.allow_anonymous = false);
     let mut p = plan(Scenario::Connect, &hub);
     p.conns = 2;
     let s = run(&p, Gate::Local).unwrap();
-    assert_eq!(s.connections.failures.get("http_401"), Some(&2));
+    let c = &s.connections;
+    assert_eq!(
+        (c.established, c.failures.get("close_3500")),
+        (0, Some(&2)),
+        "{c:?}"
+    );
 }

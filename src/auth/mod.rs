@@ -28,6 +28,7 @@ use crate::engine::ratelimit::{self, Bucket, Limits};
 use crate::hooks::{AuthenticateFn, Reject};
 use crate::http::response::Response;
 use crate::http::upgrade::UpgradeRequest;
+use crate::protocol::close::Close;
 use crate::protocol::envelope;
 pub use jwt::JwtVerifier;
 pub use permissions::{PermissionSpec, Permissions, RoomRules};
@@ -156,7 +157,7 @@ impl Refusal {
     /// The HTTP response that says so.
     pub fn response(&self) -> Response {
         match self {
-            Self::Origin(o) => Response::refusal(403, &format!("origin {o} is not allowed")),
+            Self::Origin(o) => Response::refusal(403, &not_allowed(o)),
             Self::Unauthenticated(r) => {
                 Response::refusal(401, r).with_header("WWW-Authenticate", "Bearer")
             }
@@ -167,6 +168,23 @@ impl Refusal {
             Self::BadRequest(r) => Response::refusal(400, r),
         }
     }
+
+    /// The close that refuses a WebSocket upgrade instead of the response, with its reason;
+    /// `None` for a malformed request, which keeps its HTTP status. See `docs/protocol.md`,
+    /// "Refused upgrades": a browser cannot read the status of a failed upgrade, but it can
+    /// read a close code, and the code's class tells it whether to try again.
+    pub fn close(&self) -> Option<(Close, String)> {
+        match self {
+            Self::Origin(o) => Some((Close::Forbidden, not_allowed(o))),
+            Self::Unauthenticated(r) => Some((Close::Unauthorized, r.clone())),
+            Self::Rejected(r) => Some((Close::for_refusal(r.status), r.reason.clone())),
+            Self::BadRequest(_) => None,
+        }
+    }
+}
+
+fn not_allowed(origin: &str) -> String {
+    format!("origin {origin} is not allowed")
 }
 
 /// An admitted client.

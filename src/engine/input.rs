@@ -11,7 +11,7 @@ use tungstenite::Message as WsMessage;
 
 use super::conn::{Closing, Feed, SseConn, Stage, WsConn};
 use super::ids::SessionId;
-use super::lifecycle::Linger;
+use super::lifecycle::{close_frame, Linger};
 use super::Input;
 use crate::auth::Refusal;
 use crate::engine::directory::{JoinError, SessionInfo};
@@ -183,17 +183,18 @@ impl<S> super::Engine<S> {
 
     // ----- the upgrade -----
 
-    /// Admits a client exactly as the gate says (origin, authenticator or `?user=`); a refusal
-    /// is the response that says why.
-    fn admit(&self, req: &UpgradeRequest) -> Result<crate::auth::Admitted, Response> {
-        self.hub.shared.gate.admit(req).map_err(|refusal| {
-            match refusal {
+    /// Admits a client exactly as the gate says (origin, authenticator or `?user=`), counting
+    /// the refusals.
+    fn admit(&self, req: &UpgradeRequest) -> Result<crate::auth::Admitted, Refusal> {
+        self.hub
+            .shared
+            .gate
+            .admit(req)
+            .inspect_err(|refusal| match refusal {
                 Refusal::Origin(_) => self.stats.origin_refusals.add(1),
                 Refusal::Unauthenticated(_) => self.stats.auth_failures.add(1),
                 _ => {}
-            }
-            refusal.response()
-        })
+            })
     }
 
     fn upgrade(&mut self, id: SessionId, req: Request, listener: Listener, early: Vec<u8>) {
@@ -210,7 +211,14 @@ impl<S> super::Engine<S> {
         }
         let admitted = match self.admit(&req) {
             Ok(a) => a,
-            Err(resp) => return self.refuse(id, &resp),
+            Err(refusal) => {
+                return match refusal.close() {
+                    Some((close, reason)) => {
+                        self.refuse_with_close(id, &req, close, &reason, early)
+                    }
+                    None => self.refuse(id, &refusal.response()),
+                };
+            }
         };
         let user: Arc<str> = admitted.user.unwrap_or_else(|| format!("anon-{id}").into());
         let max_name = self.cfg().max_name_bytes;
@@ -221,8 +229,8 @@ impl<S> super::Engine<S> {
         let hooks = self.hooks.clone();
         if let Some(on_connect) = &hooks.on_connect {
             if let Err(r) = on_connect(&req, &mut session) {
-                let resp = Response::refusal(r.status, &r.reason);
-                return self.refuse(id, &resp);
+                let close = Close::for_refusal(r.status);
+                return self.refuse_with_close(id, &req, close, &r.reason, early);
             }
             // A user id the hook chose (often from the request) follows the same rules.
             if let Err(e) = envelope::check_name("user", &session.user, max_name) {
@@ -258,6 +266,57 @@ impl<S> super::Engine<S> {
         let due = self.now + self.timeouts.ping_interval;
         self.arm(id, due);
         // Frames may have arrived with the request.
+        if !early.is_empty() {
+            self.ws_input(id, &early, false);
+        }
+    }
+
+    /// Refuses a valid upgrade with a close code rather than an HTTP status: the `101`, then
+    /// at once a close frame with `close`'s code and `reason`. No session ever exists (no
+    /// welcome, no hooks, no `connections` count); the refusal counts in `handshake_failures`
+    /// (and `auth_failures` or `origin_refusals`, by [`admit`](Self::admit)), as an HTTP one
+    /// did. Browsers cannot read the status of a failed upgrade, only that it failed, as a
+    /// network does: the close code's class is what tells them to stop rather than retry
+    /// (docs/protocol.md, "Refused upgrades"; Centrifugo answers a bad token the same way).
+    fn refuse_with_close(
+        &mut self,
+        id: SessionId,
+        req: &UpgradeRequest,
+        close: Close,
+        reason: &str,
+        early: Vec<u8>,
+    ) {
+        self.stats.handshake_failures.add(1);
+        // A browser that offered the bearer subprotocol aborts a 101 without it, and would
+        // never see the close.
+        let subprotocol =
+            crate::auth::offers_bearer(req).then_some(crate::auth::BEARER_SUBPROTOCOL);
+        self.queue(
+            id,
+            upgrade::switching_protocols(&req.accept, subprotocol).into(),
+        );
+        let now = self.now;
+        let mut ws = WebSocketContext::new(Role::Server, Some(self.ws_config));
+        let Some(c) = self.conn(id) else { return };
+        let mut feed = Feed {
+            input: &[],
+            eof: false,
+            out: &mut c.outbox,
+        };
+        // Writes go to the outbox and cannot fail.
+        let _ = ws.close(&mut feed, Some(close_frame(close.code(), reason)));
+        // As for any close the server starts: the socket goes when the client answers, or
+        // after `close_timeout`.
+        c.stage = Stage::Closing(Closing {
+            since: now,
+            ws: Some(ws),
+            linger: Linger::UntilAnswered,
+        });
+        self.mark_dirty(id);
+        let due = now + self.timeouts.close_grace;
+        self.arm(id, due);
+        // Frames sent with the request keep tungstenite's reading in step; their messages
+        // are dropped, as after any close.
         if !early.is_empty() {
             self.ws_input(id, &early, false);
         }
@@ -305,14 +364,8 @@ impl<S> super::Engine<S> {
                 return self.respond(id, &Response::error(403, "forbidden", &msg), false);
             }
             Ok(a) => a,
-            Err(r) => {
-                let r = if r.status == 401 {
-                    r.with_header("WWW-Authenticate", "Bearer")
-                } else {
-                    r
-                };
-                return self.respond(id, &r, false);
-            }
+            // An EventSource does not retry after an HTTP error: streams keep the status.
+            Err(r) => return self.respond(id, &r.response(), false),
         };
         let user: Arc<str> = admitted.user.unwrap_or_else(|| format!("anon-{id}").into());
         let directory = self.hub.shared.router.directory();

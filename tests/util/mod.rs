@@ -275,6 +275,52 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     (code, text)
 }
 
+/// Sends an upgrade request the server accepts only to refuse it with a close code (an
+/// authentication or origin refusal, or an application's `Reject`: docs/protocol.md, "Refused
+/// upgrades"); checks that the `101` comes with nothing but a close frame, and returns that
+/// frame's code and reason and the `101`'s head.
+pub fn refused_upgrade(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp.write_all(request).unwrap();
+    // The server ends the connection after the close (a reset, as this client never answers
+    // it): read to the end.
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let done = out.windows(4).position(|w| w == b"\r\n\r\n").and_then(|h| {
+            out.get(h + 5)
+                .map(|len| out.len() >= h + 6 + usize::from(*len))
+        });
+        if done == Some(true) {
+            break;
+        }
+        match tcp.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {text}"))
+        + 4;
+    let head = String::from_utf8_lossy(&out[..end]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "wanted a 101: {text}");
+    let frame = &out[end..];
+    // An unmasked, final close frame whose payload (code and a reason of at most 123 bytes)
+    // fits the 7-bit length, and nothing after it.
+    assert!(
+        frame.len() >= 4 && frame[0] == 0x88,
+        "wanted a close frame: {frame:?}"
+    );
+    assert_eq!(frame.len(), 2 + usize::from(frame[1]), "{frame:?}");
+    let code = u16::from_be_bytes([frame[2], frame[3]]);
+    let reason = String::from_utf8(frame[4..].to_vec()).expect("a UTF-8 reason");
+    (code, reason, head)
+}
+
 /// The full length of the HTTP response at the start of `buf` (head plus `Content-Length`),
 /// once its head is complete and it has a length.
 pub fn response_len(buf: &[u8]) -> Option<usize> {

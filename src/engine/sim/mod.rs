@@ -11,6 +11,8 @@
 //! builds), which drive whole engines with hostile bytes through it.
 
 #[cfg(test)]
+mod closes;
+#[cfg(test)]
 mod model;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ use crate::config::Config;
 use crate::hooks::Hooks;
 use crate::http::Listener;
 use crate::hub::{Hub, Shared};
+use crate::protocol::close::NO_STATUS;
 
 /// Inboxes as plain queues with a capacity, as the server's are bounded channels.
 #[derive(Debug)]
@@ -213,37 +216,53 @@ impl Sim {
 
     /// Connects `user` on `shard` and reads its welcome.
     pub fn connect(&mut self, shard: usize, user: &str) -> Client {
+        let (mut c, _) = self
+            .upgrade(shard, &format!("/ws?user={user}"), "")
+            .unwrap_or_else(|refusal| panic!("{refusal}"));
+        c.user = user.to_string();
+        let welcome = self.expect(&mut c, "welcome");
+        assert_eq!(welcome["session"], c.id.0.to_string());
+        c
+    }
+
+    /// Sends an upgrade request for `target` with `headers` (whole lines, each ending in
+    /// `\r\n`) on a new connection to `shard`. A `101` gives the client, nothing read past
+    /// the response head, and that head; anything else, the whole response.
+    pub fn upgrade(
+        &mut self,
+        shard: usize,
+        target: &str,
+        headers: &str,
+    ) -> Result<(Client, String), String> {
         let (id, pipe) = self.open(shard);
         let req = format!(
-            "GET /ws?user={user} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\n\
+            "GET {target} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{headers}\r\n"
         );
         self.raw(shard, id, req.as_bytes());
         let head = {
             let mut p = pipe.borrow_mut();
-            let end = p
-                .to_client
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .expect("an upgrade response");
+            let Some(end) = p.to_client.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return Err(String::from_utf8_lossy(&p.to_client).into_owned());
+            };
+            if !p.to_client.starts_with(b"HTTP/1.1 101") {
+                return Err(String::from_utf8_lossy(&p.to_client).into_owned());
+            }
             let head = String::from_utf8_lossy(&p.to_client[..end]).into_owned();
             p.to_client.drain(..end + 4);
             head
         };
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        let mut c = Client {
+        let c = Client {
             shard,
             id,
-            user: user.to_string(),
+            user: String::new(),
             pipe,
             ws: WebSocketContext::new(Role::Client, None),
             tx: Vec::new(),
             inbox: VecDeque::new(),
         };
-        let welcome = self.expect(&mut c, "welcome");
-        assert_eq!(welcome["session"], id.0.to_string());
-        c
+        Ok((c, head))
     }
 
     /// Sends a text message from a client.
@@ -370,9 +389,16 @@ impl Sim {
 
     /// The close code the client received, if a close frame arrived.
     pub fn close_code(&mut self, c: &mut Client) -> Option<u16> {
+        self.close_frame(c).map(|(code, _)| code)
+    }
+
+    /// The code and reason of the close frame the client received, if one arrived.
+    pub fn close_frame(&mut self, c: &mut Client) -> Option<(u16, String)> {
         self.read(c);
         c.inbox.iter().find_map(|m| match m {
-            Message::Close(f) => Some(f.as_ref().map_or(1005, |f| u16::from(f.code))),
+            Message::Close(f) => Some(f.as_ref().map_or((NO_STATUS, String::new()), |f| {
+                (u16::from(f.code), f.reason.to_string())
+            })),
             _ => None,
         })
     }
