@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use shardhub::{Config, ConfigError, Server, StartError};
+use shardhub::{Close, Config, ConfigError, Server, StartError};
 
 use crate::util::*;
 
@@ -308,7 +308,15 @@ fn delete_closes_a_session_with_its_code_and_reason() {
         None,
     );
     assert_eq!(r.status, 200);
-    assert_eq!(b.expect_close(), 1008, "1008 by default");
+    assert_eq!(
+        r.json(),
+        json!({"session": b.session, "code": 3505, "reason": "force disconnect", "reconnect": false})
+    );
+    assert_eq!(
+        b.expect_close(),
+        Close::ForceDisconnect.code(),
+        "do not reconnect, by default"
+    );
     let r = http(s.addr, "DELETE", "/api/v1/sessions/12345", None);
     assert_eq!((r.status, r.error_code()), (404, "no_such_session".into()));
     let r = http(s.addr, "DELETE", "/api/v1/sessions/abc", None);
@@ -321,6 +329,58 @@ fn delete_closes_a_session_with_its_code_and_reason() {
         None,
     );
     assert_eq!(r.status, 400, "1005 may not be sent");
+}
+
+#[test]
+fn delete_chooses_the_close_class_with_reconnect() {
+    let s = TestServer::start(|_| {});
+    for (query, code, reconnect) in [
+        ("?reconnect=true", Close::ForceReconnect.code(), true),
+        ("?reconnect=false", Close::ForceDisconnect.code(), false),
+        ("?code=3004", Close::Overloaded.code(), true),
+        ("?code=4500&reason=banned", 4500, false),
+    ] {
+        let mut c = Client::connect(&s, Some("target"));
+        let target = format!("/api/v1/sessions/{}{query}", c.session);
+        let r = http(s.addr, "DELETE", &target, None);
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        assert_eq!(
+            (r.json()["code"].as_u64(), r.json()["reconnect"].as_bool()),
+            (Some(u64::from(code)), Some(reconnect)),
+            "{query}"
+        );
+        let reason = r.json()["reason"].as_str().unwrap().to_string();
+        let want = Close::from_code(code).map_or("banned", Close::reason);
+        assert_eq!(
+            reason, want,
+            "{query}: the table's reason unless one is given"
+        );
+        loop {
+            match c.ws.read() {
+                Ok(tungstenite::Message::Close(Some(f))) => {
+                    assert_eq!((u16::from(f.code), f.reason.as_str()), (code, want));
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("{query}: expected a close frame, got {e}"),
+            }
+        }
+    }
+    let c = Client::connect(&s, Some("still-here"));
+    for query in [
+        "?reconnect=maybe",
+        "?reconnect=true&code=3006",
+        "?code=2999",
+    ] {
+        let target = format!("/api/v1/sessions/{}{query}", c.session);
+        let r = http(s.addr, "DELETE", &target, None);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, "bad_request".into()),
+            "{query}"
+        );
+    }
+    assert!(s.hub.is_online("still-here"));
 }
 
 #[test]

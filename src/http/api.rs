@@ -16,6 +16,7 @@ use super::response::Response;
 use super::router::Route;
 use crate::engine::ids::SessionId;
 use crate::hub::{Hub, HubError};
+use crate::protocol::close::{reconnects, Close};
 use crate::protocol::envelope::check_name;
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::reply;
@@ -291,33 +292,81 @@ fn publish_value(hub: &Hub, room: &str, data: &Value<'_>) -> Result<Response, Re
     Ok(Response::json(200, &body))
 }
 
-/// Close codes an operator may choose: the standard ones that make sense for a server-side
-/// close, and the application range.
+/// Close codes an operator may choose by number: the table's ([`Close`]) and the rest of
+/// 3000-3999 (classed by range), the application's 4000-4999, and the standard codes that make
+/// sense for a server-side close (accepted as before the table existed; clients reconnect after
+/// them).
 fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000 | 1001 | 1008 | 1011 | 1012 | 1013 | 3000..=4999)
+}
+
+/// The close code a `DELETE` asks for: `code`, or `reconnect` (`true`: [`Close::ForceReconnect`],
+/// `false`: [`Close::ForceDisconnect`]), not both; neither is [`Close::ForceDisconnect`] (a
+/// session an operator closes is usually one that should not come back).
+fn close_code(code: Option<&str>, reconnect: Option<&str>) -> Result<u16, String> {
+    match (code, reconnect) {
+        (Some(_), Some(_)) => Err("give code or reconnect, not both".into()),
+        (Some(c), None) => c.parse().ok().filter(|c| valid_close_code(*c)).ok_or_else(|| {
+            "code must be 3000-4999 (docs/protocol.md, \"Close codes\"), 1000, 1001, 1008, 1011, \
+             1012 or 1013"
+                .into()
+        }),
+        (None, Some("true" | "1")) => Ok(Close::ForceReconnect.code()),
+        (None, Some("false" | "0")) => Ok(Close::ForceDisconnect.code()),
+        (None, Some(_)) => Err("reconnect must be true or false".into()),
+        (None, None) => Ok(Close::ForceDisconnect.code()),
+    }
 }
 
 fn close_session(hub: &Hub, id: &str, req: &Request) -> Result<Response, Response> {
     let n: u64 = id
         .parse()
         .map_err(|_| bad_request("the session id must be a decimal number"))?;
-    let code = match req.query_param("code") {
-        None => 1008,
-        Some(c) => c
-            .parse()
-            .ok()
-            .filter(|c| valid_close_code(*c))
-            .ok_or_else(|| {
-                bad_request("code must be 1000, 1001, 1008, 1011, 1012, 1013 or 3000-4999")
-            })?,
-    };
-    let reason = req
-        .query_param("reason")
-        .unwrap_or_else(|| "closed by the server".into());
+    let code = close_code(
+        req.query_param("code").as_deref(),
+        req.query_param("reconnect").as_deref(),
+    )
+    .map_err(|m| bad_request(&m))?;
+    let reason = req.query_param("reason").unwrap_or_else(|| {
+        Close::from_code(code)
+            .map_or("closed by the server", Close::reason)
+            .into()
+    });
     hub.close_session(SessionId(n), code, &reason)
         .map_err(hub_error)?;
     Ok(Response::json(
         200,
-        &json!({"session": id, "code": code, "reason": reason}),
+        &json!({"session": id, "code": code, "reason": reason, "reconnect": reconnects(code)}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_is_chosen_by_code_or_by_class() {
+        let ok = |code, reconnect| close_code(code, reconnect).unwrap();
+        assert_eq!(ok(None, None), Close::ForceDisconnect.code());
+        assert_eq!(ok(None, Some("true")), Close::ForceReconnect.code());
+        assert_eq!(ok(None, Some("1")), Close::ForceReconnect.code());
+        assert_eq!(ok(None, Some("false")), Close::ForceDisconnect.code());
+        assert_eq!(ok(Some("3004"), None), Close::Overloaded.code());
+        assert_eq!(ok(Some("4500"), None), 4500);
+        assert_eq!(ok(Some("1008"), None), 1008, "accepted as before");
+        for (code, reconnect) in [
+            (Some("1005"), None),
+            (Some("1006"), None),
+            (Some("2999"), None),
+            (Some("5000"), None),
+            (Some("x"), None),
+            (None, Some("maybe")),
+            (Some("3006"), Some("true")),
+        ] {
+            assert!(
+                close_code(code, reconnect).is_err(),
+                "{code:?} {reconnect:?}"
+            );
+        }
+    }
 }
