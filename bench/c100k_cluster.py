@@ -8,7 +8,7 @@ redis-server), and shardhub-loadgen runs as --procs worker processes (default on
 over 20 loopback source addresses against port exhaustion. Presence is off: with it, 100,000
 joins of one room would announce every join to every member.
 
-For each --bus, two phases, each on a fresh cluster:
+For each --bus, up to three phases (--phases), each on a fresh cluster:
 
   room    loadgen fanout: the --conns subscribers in ONE room, round-robin over the nodes, one
           publisher on node 1 publishing --rate times a second for --duration s. A publication
@@ -23,6 +23,10 @@ For each --bus, two phases, each on a fresh cluster:
           connected, and at the peak; the kernel's slab (/proc/meminfo) and TCP pages
           (/proc/net/sockstat) before and with all connected (both ends of every connection
           are on this machine: two sockets per connection).
+  wsbcast the same cluster and connections as `room`, but the publisher sends `broadcast`
+          (every session but its own) --bcast-rate times a second instead of publishing to the
+          room (loadgen fanout --broadcast): the delivery latency histogram of broadcasts
+          reaching all --conns subscribers, by node, with loss and duplicates.
   bcast   loadgen connect holds --conns idle connections (connection i on node i mod n); the
           script sends --broadcasts POST /api/v1/broadcast to node 1, one every 2 s, and
           after each polls every node's deliveries_total until it has grown by that node's
@@ -187,7 +191,7 @@ def memory(before, full, peak_rss, conns_per_node):
             "tcp_pages_per_conn": (kf["tcp_mem_pages"] - kb["tcp_mem_pages"]) / max(total, 1)}
 
 
-def room_phase(bus, a, work):
+def room_phase(bus, a, work, broadcast=False):
     os.makedirs(work, exist_ok=True)
     cl = Cluster(bus, a.nodes, work, a.ping_interval)
     try:
@@ -197,8 +201,11 @@ def room_phase(bus, a, work):
         watch = Watch(cl, a.conns + 1)
         args = ["fanout"] + [x for u in cl.urls() for x in ("--url", u)] + [
             "--publisher-url", cl.urls()[0], "--conns", str(a.conns), "--rooms", "1", "--publishers", "1",
-            "--rate", str(a.rate), "--duration", str(a.duration), "--connect-rate", str(a.connect_rate),
+            "--rate", str(a.bcast_rate if broadcast else a.rate), "--duration", str(a.duration),
+            "--connect-rate", str(a.connect_rate),
             "--connect-timeout", "30", "--grace", "5", "--procs", str(a.procs), "--source", SOURCES, "--quiet"]
+        if broadcast:
+            args.append("--broadcast")
         ramp = a.conns / a.connect_rate
         run = finish(*loadgen(args, work, "loadgen", ramp + a.duration + 180))
         samples = watch.stop()
@@ -299,13 +306,18 @@ def bcast_phase(bus, a, work):
 
 def report(bus, r):
     lines = [f"### {bus}"]
-    if "room" in r:
-        x = r["room"]
+    for phase in ("room", "wsbcast"):
+        if phase not in r:
+            continue
+        x = r[phase]
         t, m, lat = x["traffic"], x["memory"], x["latency"]
-        lines += [f"room: {x['connections']['established']:,} connections established "
+        what = "room" if phase == "room" else "wsbcast"
+        if phase != "room":
+            lines.append("")
+        lines += [f"{what}: {x['connections']['established']:,} connections established "
                   f"({x['connections']['failed']:,} failed), per node {', '.join(f'{c:,.0f}' for c in x['conns_per_node'])}; "
                   f"handshake p99 {x['handshake_p99_ms']:.1f} ms",
-                  f"room: published {t['sent']}, delivered {t['received']:,} of {t['expected']:,} expected, "
+                  f"{what}: published {t['sent']}, delivered {t['received']:,} of {t['expected']:,} expected, "
                   f"lost {t['lost']:,}, duplicates {t['duplicates']:,}; generator send lag p99 {x['send_lag_p99_ms']:.3f} ms",
                   "",
                   "| deliveries | n | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |",
@@ -317,7 +329,7 @@ def report(bus, r):
                          f"{h['p99.9']:.1f} | {h['max']:.1f} |")
         if "reach_all_ms" in x:
             ra = x["reach_all_ms"]
-            lines += ["", f"room: time for one publication to reach every subscriber (the slowest delivery of "
+            lines += ["", f"{what}: time for one publication to reach every subscriber (the slowest delivery of "
                           f"each of {ra['seconds']} seconds): median {ra['p50']:.1f} ms, min {ra['min']:.1f}, "
                           f"max {ra['max']:.1f}"]
         lines += ["", "| node | connections | RSS before MB | RSS all connected MB | RSS peak MB | bytes per connection |",
@@ -346,14 +358,16 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--bus", default="nats", help="nats, redis or both (comma list), in that order")
-    p.add_argument("--phases", default="room,bcast")
+    p.add_argument("--phases", default="room,wsbcast,bcast")
     p.add_argument("--conns", type=int, default=100_000)
     p.add_argument("--nodes", type=int, default=0, help="cluster nodes (default: conns / 18,000)")
     p.add_argument("--procs", type=int, default=0, help="loadgen worker processes (default: one per node)")
     p.add_argument("--connect-rate", type=int, default=4000, help="total connects per second")
     p.add_argument("--rate", type=float, default=1.0, help="publications per second (room phase)")
     p.add_argument("--duration", type=int, default=30, help="seconds of publishing (room phase)")
-    p.add_argument("--broadcasts", type=int, default=5)
+    p.add_argument("--broadcasts", type=int, default=5, help="HTTP broadcasts (bcast phase)")
+    p.add_argument("--bcast-rate", type=float, default=0.5,
+                   help="WebSocket broadcasts per second for --duration s (wsbcast phase)")
     p.add_argument("--ping-interval", default="25s")
     p.add_argument("--no-build", action="store_true")
     a = p.parse_args()
@@ -375,8 +389,11 @@ def main():
     for bus in a.bus.split(","):
         r = meta["results"].setdefault(bus, {})
         for phase in a.phases.split(","):
-            fn = room_phase if phase == "room" else bcast_phase
-            r[phase] = fn(bus, a, os.path.join(a.out, f"{bus}-{phase}"))
+            work = os.path.join(a.out, f"{bus}-{phase}")
+            if phase == "bcast":
+                r[phase] = bcast_phase(bus, a, work)
+            else:
+                r[phase] = room_phase(bus, a, work, broadcast=phase == "wsbcast")
             with open(os.path.join(a.out, "results.json"), "w") as f:
                 json.dump(meta, f, indent=1)
         text.append(report(bus, r))
