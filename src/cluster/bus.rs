@@ -204,7 +204,8 @@ impl Bus {
     }
 
     async fn publish(&mut self, channel: &str, payload: Vec<u8>) {
-        self.publish_batch(vec![(channel.to_string(), payload)]).await;
+        self.publish_batch(vec![(channel.to_string(), payload)])
+            .await;
     }
 
     async fn publish_batch(&mut self, batch: Vec<(String, Vec<u8>)>) {
