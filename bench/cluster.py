@@ -387,16 +387,32 @@ def fanout(hub, a, name, idle, payload, work):
             "steady": st,
             "latency": latency_split(run, hub), "sent": t["sent"], "received": t["received"],
             "expected": t["expected"], "lost": t["lost"], "duplicates": t["duplicates"],
-            "send_lag_p99": run["send_lag"]["p99_ms"]}
+            "send_lag_p99": run["send_lag"]["p99_ms"],
+            "losses_all_nodes": {k: v for k, v in losses.items() if v}}
+
+
+LOSS_COUNTERS = ("drops", "dropped", "slow", "overload", "error", "full", "timeout")
+
+
+def loss_counters(hub):
+    """Every node's counters that say something was dropped or someone was closed, summed."""
+    out = {}
+    for _, port in hub.nodes:
+        for k, v in metrics(port).items():
+            if k.endswith("_total") and any(w in k for w in LOSS_COUNTERS):
+                out[k] = out.get(k, 0.0) + v
+    return out
 
 
 def saturate(hub, a, name, work):
     before = metrics(hub.nodes[0][1])
+    losses_before = loss_counters(hub)
     run, _ = loadgen(["fanout", *url_args(hub), "--conns", str(a.subs), "--rooms", "1", "--rate", str(a.sat_rate),
                       "--duration", str(a.duration), "--connect-rate", "5000", "--quiet"],
                      os.path.join(work, f"{name}.json"), a.duration + 90)
     time.sleep(2)
     after = metrics(hub.nodes[0][1])
+    losses = {k: v - losses_before.get(k, 0.0) for k, v in loss_counters(hub).items()}
     t = run["traffic"]
     bus = {k: after.get(f"shardhub_bus_{k}_total", 0) - before.get(f"shardhub_bus_{k}_total", 0)
            for k in ("published", "queue_drops", "publish_errors")}
@@ -405,7 +421,8 @@ def saturate(hub, a, name, work):
             "latency": latency_split(run, hub), "n1_bus": bus,
             "slow_consumer_closes": after.get("shardhub_slow_consumer_closes_total", 0)
             - before.get("shardhub_slow_consumer_closes_total", 0),
-            "send_lag_p99": run["send_lag"]["p99_ms"]}
+            "send_lag_p99": run["send_lag"]["p99_ms"],
+            "losses_all_nodes": {k: v for k, v in losses.items() if v}}
 
 
 STEP = re.compile(r"^\s*([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+(\d+)\s+(\d+)\s+(pass|FAIL)")
@@ -492,7 +509,7 @@ def main():
             if "sat" in r:
                 x = r["sat"]
                 shown.append(f"sat: sent {x['sent_per_s']:,.0f}/s, delivered {x['received_per_s']:,.0f}/s, "
-                             f"lost {x['lost']:,}, dups {x['duplicates']:,}, n1 bus {x['n1_bus']}")
+                             f"lost {x['lost']:,}, dups {x['duplicates']:,}, n1 bus {x['n1_bus']}, all nodes {x['losses_all_nodes']}")
             if "max" in r:
                 shown.append(f"max: {r['max']['rate']:,.0f} pub/s = {r['max']['deliveries_per_s']:,.0f} deliveries/s")
             print(f"round {rnd} {config:7} " + "; ".join(shown), flush=True)

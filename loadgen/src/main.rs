@@ -179,6 +179,10 @@ struct FanoutArgs {
     /// URL every publisher connects to (loopback only; default: the first --url).
     #[arg(long)]
     publisher_url: Option<String>,
+    /// Publishers send `broadcast` (to every session, exclude_self) instead of publishing to
+    /// the room: measures a broadcast's delivery to every subscriber. Needs --rooms 1.
+    #[arg(long)]
+    broadcast: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -319,6 +323,7 @@ fn fanout_plan(
     p.grace = secs(f.grace, "--grace")?;
     p.connect_rate = f.connect_rate;
     p.payload = f.payload;
+    p.broadcast = f.broadcast;
     p.rate = rate;
     p.duration = secs(duration, "--duration")?;
     extra(&mut p)?;
@@ -376,6 +381,9 @@ fn worker_args(plan: &Plan, c: &Common) -> Vec<String> {
     if plan.scenario == Scenario::Churn {
         push("--churn-rate", plan.churn_rate.to_string());
         push("--churn-life", plan.churn_life.as_secs_f64().to_string());
+    }
+    if plan.broadcast {
+        a.push("--broadcast".into());
     }
     a.push("--quiet".into());
     a

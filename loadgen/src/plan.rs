@@ -90,6 +90,9 @@ pub struct Plan {
     pub rate: f64,
     /// Padding bytes added to each probe payload.
     pub payload: usize,
+    /// Fanout: publishers send `broadcast` (every session but their own) instead of publishing
+    /// to a room; every subscriber counts as receiving each one (hub adapter, one room).
+    pub broadcast: bool,
     /// Threads in this process, each with its own poller.
     pub threads: usize,
     /// Loopback source addresses to bind, round-robin (empty: let the kernel choose).
@@ -129,6 +132,7 @@ impl Plan {
             publishers: 1,
             rate: 100.0,
             payload: 0,
+            broadcast: false,
             threads: 1,
             sources: Vec::new(),
             connect_timeout: Duration::from_secs(10),
@@ -174,6 +178,9 @@ impl Plan {
                 }
                 if self.rate <= 0.0 {
                     return bad("fanout needs a publish --rate > 0 (it is open loop)");
+                }
+                if self.broadcast && (self.adapter != Adapter::Hub || self.rooms != 1) {
+                    return bad("--broadcast needs the hub adapter and --rooms 1");
                 }
             }
             Scenario::Connect | Scenario::Echo | Scenario::Direct => {

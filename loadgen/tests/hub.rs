@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use shardhub::hooks::{Flow, Hooks, Message};
 use shardhub::{Config, RunningServer, Server, Stats};
 use shardhub_loadgen::plan::{Plan, Scenario};
 use shardhub_loadgen::{run, Gate, RunSummary, Target};
@@ -14,6 +18,11 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::with_hooks(Hooks::default(), tweak)
+    }
+
+    /// The same, with the application's hooks.
+    pub(crate) fn with_hooks(hooks: Hooks, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: 2,
@@ -24,7 +33,10 @@ impl Hub {
             ..Config::default()
         };
         tweak(&mut config);
-        let server = Server::builder(config).build().expect("server builds");
+        let server = Server::builder(config)
+            .hooks(hooks)
+            .build()
+            .expect("server builds");
         let url = format!("ws://{}/ws", server.local_addr());
         let running = server.spawn().expect("server starts");
         Self {
@@ -125,6 +137,39 @@ fn fanout_delivers_everything_exactly_once() {
         "publishers use exclude_self"
     );
     assert_eq!(s.latency.as_ref().unwrap().count, 2000);
+}
+
+#[test]
+fn fanout_of_broadcasts_reaches_every_subscriber_once() {
+    // Counts the broadcast requests the server receives: the run must send those.
+    let broadcasts = Arc::new(AtomicU64::new(0));
+    let seen = broadcasts.clone();
+    let hooks = Hooks::default().on_message(move |_, m| {
+        if let Message::Text(t) = m {
+            if t.starts_with(r#"{"type":"broadcast""#) {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Flow::Continue
+    });
+    let hub = Hub::with_hooks(hooks, |_| {});
+    let mut p = plan(Scenario::Fanout, &hub);
+    p.conns = 40;
+    p.rooms = 1;
+    // Two publishers hear each other's broadcasts: not deliveries the run counts.
+    p.publishers = 2;
+    p.rate = 100.0;
+    p.broadcast = true;
+    let s = run(&p, Gate::Local).unwrap();
+    no_failures(&s);
+    let t = s.traffic.as_ref().unwrap();
+    assert_eq!(t.sent, 100);
+    assert_eq!((t.expected, t.lost, t.duplicates), (4000, 0, 0));
+    assert_eq!(s.latency.as_ref().unwrap().count, 4000);
+    assert_eq!(broadcasts.load(Ordering::Relaxed), 100);
+
+    p.rooms = 2;
+    assert!(run(&p, Gate::Local).is_err(), "--broadcast needs one room");
 }
 
 #[test]

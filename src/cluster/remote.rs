@@ -78,6 +78,10 @@ impl Remote for Link {
         self.view().members(room)
     }
 
+    fn member_count(&self, room: &str) -> usize {
+        self.view().member_count(room)
+    }
+
     fn users(&self) -> Vec<(Arc<str>, usize)> {
         self.view().users()
     }

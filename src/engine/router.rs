@@ -212,6 +212,8 @@ pub trait Remote: Send + Sync + fmt::Debug {
     fn has_session(&self, id: SessionId) -> bool;
     /// A room's members on other nodes.
     fn members(&self, room: &str) -> Vec<(SessionId, Arc<str>)>;
+    /// How many members a room has on other nodes (every join asks: no list is built).
+    fn member_count(&self, room: &str) -> usize;
     /// Users on other nodes, with their session counts there.
     fn users(&self) -> Vec<(Arc<str>, usize)>;
     /// A user's sessions on other nodes.
@@ -279,7 +281,7 @@ impl Router {
 
     /// A room's member count on the other nodes.
     pub fn remote_members(&self, room: &str) -> usize {
-        self.remote.as_ref().map_or(0, |r| r.members(room).len())
+        self.remote.as_ref().map_or(0, |r| r.member_count(room))
     }
 
     /// Users online anywhere, with their session counts, sorted by user id.

@@ -55,6 +55,8 @@ pub struct Fanout {
     /// Publishes per second of each publisher.
     pub_rate: f64,
     payload: usize,
+    /// Publishers send `broadcast` instead of `publish` (one room: every subscriber is in it).
+    broadcast: bool,
     sends: OpenLoop,
     buf: Vec<u8>,
 }
@@ -104,6 +106,7 @@ impl Fanout {
                 0.0
             },
             payload: plan.payload,
+            broadcast: plan.broadcast,
             sends: OpenLoop::default(),
             buf: Vec::with_capacity(256),
         }
@@ -144,7 +147,10 @@ impl Fanout {
             p: p.index,
         };
         self.buf.clear();
-        if self.adapter == Adapter::Hub {
+        if self.broadcast {
+            self.buf
+                .extend_from_slice(br#"{"type":"broadcast","exclude_self":true,"data":"#);
+        } else if self.adapter == Adapter::Hub {
             let _ = write!(
                 self.buf,
                 r#"{{"type":"publish","room":"room-{room}","exclude_self":true,"data":"#

@@ -82,6 +82,8 @@ pub enum FastKind {
     Message,
     /// `{"type":"direct",...,"data":{probe}}` (hub direct message).
     Direct,
+    /// `{"type":"broadcast",...,"data":{probe}}` (hub broadcast, counted like a room delivery).
+    Broadcast,
     /// `{probe}` (raw adapter).
     Raw,
 }
@@ -98,6 +100,8 @@ pub fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe)> {
             FastKind::Message
         } else if msg.starts_with(br#"{"type":"direct","#) {
             FastKind::Direct
+        } else if msg.starts_with(br#"{"type":"broadcast","#) {
+            FastKind::Broadcast
         } else {
             return None;
         };
@@ -157,6 +161,7 @@ mod tests {
             br#"{"type":"direct","from":"lg1-0","session":"9","data":{"t":5,"s":6,"p":7,"r":1}}"#,
             br#"{"t":18446744073709551615,"s":0,"p":12}"#,
             br#"{"t":1,"s":2,"p":3,"x":"aa"}"#,
+            br#"{"type":"broadcast","from":"a","session":"2","data":{"t":8,"s":9,"p":0}}"#,
         ];
         for c in cases {
             let (_, p) = fast_probe(c).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(c)));
@@ -181,6 +186,7 @@ mod tests {
         }
         assert_eq!(fast_probe(cases[2]).unwrap().0, FastKind::Direct);
         assert_eq!(fast_probe(cases[3]).unwrap().0, FastKind::Raw);
+        assert_eq!(fast_probe(cases[5]).unwrap().0, FastKind::Broadcast);
     }
 
     #[test]

@@ -364,7 +364,7 @@ impl Handler for Runner {
         // exactly the layout this tool sends and shardhub forwards (anything else falls through).
         if let Some((kind, p)) = fast_probe(msg) {
             let frame = match kind {
-                FastKind::Message => Frame::Message(p),
+                FastKind::Message | FastKind::Broadcast => Frame::Message(p),
                 FastKind::Direct => Frame::Direct(p),
                 FastKind::Raw => Frame::Raw(p),
             };
@@ -390,7 +390,7 @@ impl Handler for Runner {
                 self.tally.count(&format!("server_error_{code}"));
                 self.join_answered(tag, false);
             }
-            Some("message") => match m.probe() {
+            Some("message" | "broadcast") => match m.probe() {
                 Some(p) => self.frame(net, tag, Frame::Message(p), now),
                 None => self.tally.count("foreign_messages"),
             },
