@@ -153,9 +153,26 @@ pub struct Config {
     /// 30-60 s proxy idle timeouts.
     #[serde(with = "humantime_serde_compat")]
     pub sse_heartbeat: Duration,
-    /// Recent `message` events a room keeps for SSE clients reconnecting with `Last-Event-ID`,
-    /// once it has had an SSE subscriber. Default 64; 0 keeps none.
+    /// The least history a room keeps once an SSE stream has read it, for streams
+    /// reconnecting with `Last-Event-ID`: a minimum over `history_size`, in the same ring and
+    /// positions (docs/http-api.md). Default 64; 0 keeps none.
     pub sse_history: usize,
+
+    // ----- room history and recovery (docs/protocol.md#history-and-recovery) -----
+    /// Publications each room keeps, for clients that rejoin with `recover` (and SSE streams
+    /// with `Last-Event-ID`). Default 0: no history, and WebSocket publications carry no
+    /// `offset`. Each kept publication costs its frame (shared with the live delivery) and
+    /// ~40 bytes.
+    pub history_size: usize,
+    /// How long a kept publication stays recoverable. Default 0: until newer ones push it out,
+    /// and a room's history goes with its last member. Set, an emptied room with history
+    /// stays (memberless) until its newest publication is this old, so that members who all
+    /// dropped at once can still recover.
+    #[serde(with = "humantime_serde_compat")]
+    pub history_ttl: Duration,
+    /// History settings of particular rooms, by name (`size` 0 turns it off for that room);
+    /// `[history_rooms.lobby] size = 100, ttl = "5m"`.
+    pub history_rooms: HashMap<String, RoomHistory>,
 
     // ----- cluster mode (docs/cluster.md) -----
     /// The bus that joins this node to others, `nats://HOST:PORT` or `redis://HOST:PORT`.
@@ -217,11 +234,44 @@ impl Default for Config {
             max_request_body_bytes: 64 * 1024,
             sse_heartbeat: Duration::from_secs(15),
             sse_history: 64,
+            history_size: 0,
+            history_ttl: Duration::ZERO,
+            history_rooms: HashMap::new(),
             cluster: None,
             node: None,
         }
     }
 }
+
+/// One room's history settings (`history_rooms`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomHistory {
+    /// Publications kept; 0: none.
+    pub size: usize,
+    /// How long each is kept; zero: until pushed out.
+    #[serde(with = "humantime_serde_compat")]
+    pub ttl: Duration,
+}
+
+impl Config {
+    /// The history of rooms without their own settings.
+    pub fn history(&self) -> crate::engine::history::HistoryPolicy {
+        crate::engine::history::HistoryPolicy {
+            size: self.history_size,
+            ttl: self.history_ttl,
+        }
+    }
+
+    /// Whether any room may keep history (`history_size` or a `history_rooms` entry).
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0 || self.history_rooms.values().any(|r| r.size > 0)
+    }
+}
+
+/// Most publications one room may keep (`history_size`): a bound on the memory a
+/// configuration typo can claim per room.
+pub const MAX_HISTORY_SIZE: usize = 1_000_000;
 
 /// A configuration that cannot run.
 #[derive(Debug)]
@@ -323,6 +373,18 @@ impl Config {
                     self.tick
                 ));
             }
+        }
+        let sizes =
+            std::iter::once(self.history_size).chain(self.history_rooms.values().map(|r| r.size));
+        if sizes.into_iter().any(|n| n > MAX_HISTORY_SIZE) {
+            return bad(format!("history_size must be at most {MAX_HISTORY_SIZE}"));
+        }
+        if self.cluster.is_some() && self.has_history() {
+            return bad(
+                "history_size and history_rooms are not supported in cluster mode yet: \
+                        positions would be this node's alone (docs/cluster.md#limitations)"
+                    .into(),
+            );
         }
         if let Some(url) = &self.cluster {
             if !["nats://", "tls://", "redis://", "rediss://"]

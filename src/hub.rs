@@ -68,6 +68,9 @@ pub enum HubError {
         /// Whether the other nodes of the cluster missed it.
         bus: bool,
     },
+    /// This server cannot do it in its mode; the message says why (room history in cluster
+    /// mode).
+    Unsupported(&'static str),
 }
 
 impl std::fmt::Display for HubError {
@@ -75,6 +78,7 @@ impl std::fmt::Display for HubError {
         match self {
             Self::NoSuchSession(id) => write!(f, "no session {id}"),
             Self::NoSuchRoom(r) => write!(f, "no room {r}"),
+            Self::Unsupported(why) => f.write_str(why),
             Self::Overloaded { shards, bus } => {
                 f.write_str("server overloaded: ")?;
                 if *shards != 0 {
@@ -92,6 +96,23 @@ impl std::fmt::Display for HubError {
 }
 
 impl std::error::Error for HubError {}
+
+/// Why room history is refused in cluster mode.
+pub(crate) const HISTORY_IN_CLUSTER: &str = "room history is not supported in cluster mode yet: \
+     positions would be one node's alone (docs/cluster.md#limitations)";
+
+/// A random seed per process for room epochs (std's per-process random hash keys, plus the
+/// time): a restarted server never repeats an epoch.
+fn epoch_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(t);
+    h.write_u32(std::process::id());
+    h.finish()
+}
 
 /// State shared by the shards and every hub handle.
 #[derive(Debug)]
@@ -132,7 +153,23 @@ impl Shared {
         let n = bus.shards();
         let directory =
             Directory::new(config.default_room_capacity, config.room_capacities.clone())
-                .with_sse_history(config.sse_history);
+                .with_sse_history(config.sse_history)
+                .with_history(
+                    config.history(),
+                    config
+                        .history_rooms
+                        .iter()
+                        .map(|(room, h)| {
+                            let policy = crate::engine::history::HistoryPolicy {
+                                size: h.size,
+                                ttl: h.ttl,
+                            };
+                            (room.clone(), policy)
+                        })
+                        .collect(),
+                    cluster.is_none(),
+                    epoch_seed(),
+                );
         if let Some(link) = &cluster {
             let wake = link.wake.clone();
             directory.watch(Arc::new(move || wake.notify_one()));
@@ -252,6 +289,7 @@ impl Hub {
             room: &shared,
             frame,
             exclude: None,
+            now: self.now_ns(),
         };
         self.route(route).map(|r| r.seq)
     }
@@ -294,6 +332,45 @@ impl Hub {
     /// existing room's capacity.
     pub fn create_room(&self, room: &str, capacity: usize) {
         self.directory().create_room(room, capacity);
+    }
+
+    /// Sets a room's history: the last `size` publications (0: none), each kept for `ttl`
+    /// (zero: until pushed out), from now on and whenever the room is created again; overrides
+    /// `history_size`/`history_ttl` and the config file's `history_rooms`. Not in cluster mode
+    /// (docs/cluster.md#limitations).
+    pub fn set_room_history(
+        &self,
+        room: &str,
+        size: usize,
+        ttl: std::time::Duration,
+    ) -> Result<(), HubError> {
+        if self.shared.cluster.is_some() {
+            return Err(HubError::Unsupported(HISTORY_IN_CLUSTER));
+        }
+        if size > crate::config::MAX_HISTORY_SIZE {
+            return Err(HubError::Unsupported("history size over MAX_HISTORY_SIZE"));
+        }
+        let policy = crate::engine::history::HistoryPolicy { size, ttl };
+        self.directory().set_history(room, policy);
+        Ok(())
+    }
+
+    /// A room's stream position, `(offset, epoch)`, when it keeps one (WebSocket clients see
+    /// it: single node, the room has history or an SSE reader).
+    pub fn room_position(&self, room: &str) -> Option<(u64, String)> {
+        let shared = self.directory().room(room)?;
+        if !(shared.log.is_active() && shared.log.stamps()) {
+            return None;
+        }
+        let (offset, epoch) = shared.log.position();
+        Some((offset, epoch.to_string()))
+    }
+
+    /// Now on the engines' clock (nanoseconds since the server was built): the time a
+    /// publication from outside the shards is kept at.
+    pub(crate) fn now_ns(&self) -> u64 {
+        let e = self.shared.gate.epoch.elapsed();
+        e.as_nanos().min(u128::from(u64::MAX)) as u64
     }
 
     /// A room's members on every node: (session, user).

@@ -161,6 +161,13 @@ struct Args {
     /// Recent events a room keeps for SSE Last-Event-ID replay [default: 64].
     #[arg(long, env = "SHARDHUB_SSE_HISTORY")]
     sse_history: Option<usize>,
+    /// Publications each room keeps for clients that rejoin with `recover` [default: 0, no
+    /// history].
+    #[arg(long, env = "SHARDHUB_HISTORY_SIZE")]
+    history_size: Option<usize>,
+    /// How long a kept publication stays recoverable, e.g. 5m [default: 0, until pushed out].
+    #[arg(long, env = "SHARDHUB_HISTORY_TTL", value_parser = humantime::parse_duration)]
+    history_ttl: Option<Duration>,
     /// Join a cluster over this bus: nats://HOST:PORT or redis://HOST:PORT [default: none, a
     /// single node].
     #[arg(long, env = "SHARDHUB_CLUSTER")]
@@ -235,6 +242,7 @@ impl Args {
         c.echo |= self.echo;
         // HTTP API and SSE.
         set!(http_api, max_request_body_bytes, sse_heartbeat, sse_history);
+        set!(history_size, history_ttl);
         if self.api_key.is_some() {
             c.api_key.clone_from(&self.api_key);
         }

@@ -99,6 +99,12 @@ counters! {
     rate_limited_messages,
     /// Sessions closed (3502) for exceeding their rate for `rate_limit_close_after`.
     rate_limit_closes,
+    /// Joins with `recover` answered `recovered: true`.
+    recoveries,
+    /// Joins with `recover` answered `recovered: false` (the application reloads).
+    recoveries_failed,
+    /// Publications replayed to recovering sessions and SSE streams.
+    recovered_messages,
 }
 
 /// A single-writer counter: only the owning shard's engine may change it (see the module

@@ -395,6 +395,7 @@ impl Bus {
                         room: &shared,
                         frame,
                         exclude: None,
+                        now: self.hub.now_ns(),
                     }
                 } else {
                     Route::Presence {

@@ -49,7 +49,7 @@ impl<S> Engine<S> {
                 }
             }
             ShardMsg::Close { id, code, reason } => self.close_with(id, code, &reason),
-            ShardMsg::Join { id, room } => self.join(id, &room, None),
+            ShardMsg::Join { id, room } => self.join(id, &room, None, None),
             ShardMsg::Leave { id, room } => self.leave(id, &room, None),
             ShardMsg::Shutdown => {
                 let drain = self.cfg().drain_timeout;
@@ -69,17 +69,23 @@ impl<S> Engine<S> {
     }
 
     /// Walks this shard's members of `room` once: WebSocket members get the frame, SSE streams
-    /// (when the publication is numbered, `seq` > 0) the event derived from it once.
+    /// (when the publication is numbered, `seq` > 0) the event derived from it once. A member
+    /// whose join watermark is at or above `seq` is skipped (it has the publication already,
+    /// from the ring, or joined after it; `history.rs`).
     fn deliver_room(&mut self, room: &str, frame: Frame, exclude: Option<SessionId>, seq: u64) {
-        let Some(r) = self.rooms.get(room) else {
+        let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         let frame = Self::localize(frame, r.members.len());
         let now = self.now;
         let (mut n, mut events) = (0, 0);
         let mut event: Option<Frame> = None;
+        let marked = seq > 0 && !r.marks.is_empty();
         for &m in &r.members {
             if Some(m) == exclude {
+                continue;
+            }
+            if marked && r.marks.iter().any(|&(s, h)| s == m && seq <= h) {
                 continue;
             }
             let Some(c) = self.conns.get_mut(m.key()).filter(|c| c.id == m) else {
@@ -90,8 +96,9 @@ impl<S> Engine<S> {
                 if seq == 0 || c.dead || !frame::is_text(&frame) {
                     continue;
                 }
+                let epoch = r.shared.log.epoch();
                 let ev = event
-                    .get_or_insert_with(|| sse::event(seq, sse::ws_payload(&frame)).into())
+                    .get_or_insert_with(|| sse::event(seq, epoch, sse::ws_payload(&frame)).into())
                     .clone();
                 if super::enqueue(c, ev, now, &mut self.dirty) {
                     events += 1;
@@ -99,6 +106,11 @@ impl<S> Engine<S> {
             } else if push_to(c, frame.clone(), now, &mut self.dirty) {
                 n += 1;
             }
+        }
+        if marked {
+            // The room's publications reach this shard in offset order: none at or below a
+            // watermark can come after this one, so watermarks below it are done.
+            r.marks.retain(|&(_, h)| h > seq);
         }
         self.stats.deliveries.add(n);
         self.stats.sse_events.add(events);

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::history::{self, HistoryPolicy, RoomLog};
 use super::ids::SessionId;
 
 /// What the rest of the server may know about a session.
@@ -36,22 +37,23 @@ pub struct RoomShared {
     /// Bit `i` is set while shard `i` has at least one member.
     shards: AtomicU64,
     /// Positions and recent publications (dormant until a reader of positions subscribes).
-    pub log: super::history::RoomLog,
+    pub log: RoomLog,
 }
 
 impl RoomShared {
-    fn new(name: Arc<str>, history: usize) -> Self {
+    fn new(name: Arc<str>, log: RoomLog) -> Self {
         Self {
             name,
             shards: AtomicU64::new(0),
-            log: super::history::RoomLog::new(history),
+            log,
         }
     }
 
     /// A room this node holds no member of, to route to the members other nodes have: no
     /// shard bit, no log.
     pub fn elsewhere(name: &str) -> Arc<Self> {
-        Arc::new(Self::new(name.into(), 0))
+        let log = RoomLog::new(HistoryPolicy::default(), 0, false, "".into());
+        Arc::new(Self::new(name.into(), log))
     }
 
     /// Shards with members, as a bit mask.
@@ -118,6 +120,12 @@ struct Inner {
     sessions: HashMap<SessionId, SessionInfo>,
     users: HashMap<Arc<str>, Vec<SessionId>>,
     rooms: HashMap<Arc<str>, RoomEntry>,
+    /// Empty rooms kept for their history until it expires (`Directory::sweep`).
+    retained: Vec<Arc<str>>,
+    /// Per-room history settings, from the config file and the `Hub`.
+    history_rooms: HashMap<String, HistoryPolicy>,
+    /// Logs created so far (each gets its own epoch).
+    logs: u64,
     /// Changes kept for the cluster bus, while one watches (`watch`).
     journal: Option<Journal>,
 }
@@ -223,8 +231,14 @@ pub struct Directory {
     inner: Mutex<Inner>,
     default_capacity: usize,
     capacities: HashMap<String, usize>,
-    /// Events each room keeps for SSE replay (`sse_history`).
+    /// Events each room keeps at least once an SSE stream read it (`sse_history`).
     sse_history: usize,
+    /// `history_size` / `history_ttl`: rooms without their own settings.
+    default_history: HistoryPolicy,
+    /// Whether WebSocket clients see positions (off in cluster mode, see `RoomLog`).
+    stamp: bool,
+    /// Random per process: epochs of this process never repeat another's.
+    epoch_seed: u64,
 }
 
 impl Directory {
@@ -236,6 +250,72 @@ impl Directory {
             default_capacity,
             capacities,
             sse_history: 0,
+            default_history: HistoryPolicy::default(),
+            stamp: true,
+            epoch_seed: 0,
+        }
+    }
+
+    /// Room history: `default` for every room but those of `rooms`; `stamp` off in cluster
+    /// mode; `seed` random per process (epochs).
+    pub fn with_history(
+        mut self,
+        default: HistoryPolicy,
+        rooms: HashMap<String, HistoryPolicy>,
+        stamp: bool,
+        seed: u64,
+    ) -> Self {
+        self.default_history = default;
+        self.inner
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .history_rooms = rooms;
+        self.stamp = stamp;
+        self.epoch_seed = seed;
+        self
+    }
+
+    /// A new log for `room`, with a new epoch (called under the lock).
+    fn new_log(&self, g: &mut Inner, room: &str) -> RoomLog {
+        g.logs += 1;
+        let policy = g
+            .history_rooms
+            .get(room)
+            .copied()
+            .unwrap_or(self.default_history);
+        let epoch = history::epoch(self.epoch_seed, g.logs);
+        RoomLog::new(policy, self.sse_history, self.stamp, epoch)
+    }
+
+    /// Sets a room's history (size 0: none), for the room now and if it is created again.
+    pub fn set_history(&self, room: &str, policy: HistoryPolicy) {
+        let mut g = self.lock();
+        g.history_rooms.insert(room.to_string(), policy);
+        if let Some(e) = g.rooms.get(room) {
+            e.shared.log.configure(policy);
+        }
+    }
+
+    /// Drops retained empty rooms whose history expired by `now` (any shard may call it; the
+    /// engine does about once a second).
+    pub fn sweep(&self, now: u64) {
+        let mut g = self.lock();
+        if g.retained.is_empty() {
+            return;
+        }
+        let retained = std::mem::take(&mut g.retained);
+        for name in retained {
+            let Some(e) = g.rooms.get(&name) else {
+                continue;
+            };
+            if !e.members.is_empty() || e.persistent {
+                continue; // in use again: no longer retained
+            }
+            if e.shared.log.expired(now) {
+                g.rooms.remove(&name);
+            } else {
+                g.retained.push(name);
+            }
         }
     }
 
@@ -382,8 +462,9 @@ impl Directory {
                 .get(room)
                 .copied()
                 .unwrap_or(self.default_capacity);
+            let log = self.new_log(&mut g, room);
             let entry = RoomEntry {
-                shared: Arc::new(RoomShared::new(name.clone(), self.sse_history)),
+                shared: Arc::new(RoomShared::new(name.clone(), log)),
                 capacity,
                 members: HashMap::new(),
                 persistent: false,
@@ -437,7 +518,13 @@ impl Directory {
         let left = e.members.len();
         let name = e.shared.name.clone();
         if left == 0 && !e.persistent {
-            g.rooms.remove(room);
+            // A room with history outlives its last member until that history expires, so
+            // that the member can come back and recover (`sweep` drops it then).
+            if e.shared.log.retains() {
+                g.retained.push(name.clone());
+            } else {
+                g.rooms.remove(room);
+            }
         }
         let last = (left == 0).then_some(&name);
         if g.sessions.contains_key(&session) {
@@ -503,7 +590,8 @@ impl Directory {
             }
             None => {
                 let name: Arc<str> = Arc::from(room);
-                let shared = Arc::new(RoomShared::new(name.clone(), self.sse_history));
+                let log = self.new_log(&mut g, room);
+                let shared = Arc::new(RoomShared::new(name.clone(), log));
                 let entry = RoomEntry {
                     shared,
                     capacity,

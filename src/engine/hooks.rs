@@ -61,7 +61,7 @@ impl<S> Engine<S> {
                 Action::Send(frame) => {
                     self.push(id, frame);
                 }
-                Action::Join(room) => self.join(id, &room, None),
+                Action::Join(room) => self.join(id, &room, None, None),
                 Action::Leave(room) => self.leave(id, &room, None),
                 Action::Close(code, reason) => self.close_with(id, code, &reason),
             }

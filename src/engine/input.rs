@@ -10,6 +10,7 @@ use tungstenite::protocol::{Role, WebSocketContext};
 use tungstenite::Message as WsMessage;
 
 use super::conn::{Closing, Feed, SseConn, Stage, WsConn};
+use super::history::Since;
 use super::ids::SessionId;
 use super::lifecycle::{close_frame, Linger};
 use super::Input;
@@ -388,15 +389,36 @@ impl<S> super::Engine<S> {
             session,
             last_beat: now,
         });
-        self.rooms.add(&joined.room, id);
+        // The same join as a WebSocket member's: visible and positioned under the log's lock
+        // (`history.rs`), with `Last-Event-ID` as the position to recover from.
         joined.room.log.watch();
         self.stats.sse_connections.add(1);
         let last = req
             .header("last-event-id")
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(last) = last {
-            for (seq, f) in joined.room.log.since(last) {
-                self.queue(id, sse::event(seq, sse::ws_payload(&f)).into());
+            .and_then(|v| sse::parse_last_event_id(v).map(|(o, e)| (o, e.map(str::to_owned))));
+        let since = last.as_ref().map(|(offset, epoch)| Since {
+            offset: *offset,
+            epoch: epoch.as_deref(),
+        });
+        let rooms = &mut self.rooms;
+        let at = joined
+            .room
+            .log
+            .join(since, self.now_ns, || rooms.add(&joined.room, id));
+        self.rooms.mark(&joined.room.name, id, at.offset);
+        if last.is_some() {
+            if at.recovered {
+                let n = at.replay.len() as u64;
+                for (seq, f) in at.replay {
+                    // Binary publications are never kept, so every replayed frame is text.
+                    self.queue(id, sse::event(seq, &at.epoch, sse::ws_payload(&f)).into());
+                }
+                self.stats.sse_events.add(n);
+                self.stats.recovered_messages.add(n);
+                self.stats.recoveries.add(1);
+            } else {
+                self.queue(id, sse::reset(at.offset, &at.epoch).into());
+                self.stats.recoveries_failed.add(1);
             }
         }
         let due = now + self.timeouts.stream_beat;

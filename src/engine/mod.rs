@@ -151,6 +151,8 @@ pub struct Engine<S> {
     /// When a contained panic was last logged (ns), and the panics since (`hooks.rs`).
     pub(crate) last_panic_log: Option<u64>,
     pub(crate) panics_unlogged: u64,
+    /// When shard 0 next sweeps expired room history (`Directory::sweep`), ns.
+    next_sweep: u64,
 }
 
 impl<S> Engine<S> {
@@ -208,6 +210,7 @@ impl<S> Engine<S> {
             hist: Histograms::default(),
             last_panic_log: None,
             panics_unlogged: 0,
+            next_sweep: 0,
             hub,
         }
     }
@@ -293,6 +296,11 @@ impl<S> Engine<S> {
     /// Time passed: fires every timer due by `now`.
     pub fn handle_timeout(&mut self, now: u64) {
         self.set_now(now);
+        // Shard 0 drops rooms kept only for their expired history, about once a second.
+        if self.shard == 0 && self.now_ns >= self.next_sweep {
+            self.next_sweep = self.now_ns + 1_000_000_000;
+            self.hub.shared.router.directory().sweep(self.now_ns);
+        }
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(self.now, &mut expired);
         for e in expired.drain(..) {

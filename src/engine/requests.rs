@@ -14,13 +14,14 @@ use simd_json::BorrowedValue as Value;
 
 use super::conn::Stage;
 use super::directory::{JoinError, RoomShared};
+use super::history::Since;
 use super::ids::SessionId;
 use super::ratelimit::Verdict;
 use super::router::{self, Route, Routed};
 use super::Engine;
 use crate::hooks::{Flow, Message, Request, SessionError};
 use crate::protocol::close::Close;
-use crate::protocol::envelope::{self, BinaryKind, BinaryOp, Envelope, Request as Req};
+use crate::protocol::envelope::{self, BinaryKind, BinaryOp, Envelope, Recover, Request as Req};
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::reply::{self, Ack};
 
@@ -91,9 +92,9 @@ impl<S> Engine<S> {
     fn dispatch(&mut self, id: SessionId, env: Envelope<'_>) {
         let req_id = env.id;
         match env.request {
-            Req::Join { room } => {
+            Req::Join { room, recover } => {
                 if self.permit(id, Act::Join(room), req_id, false) {
-                    self.join(id, room, req_id);
+                    self.join(id, room, req_id, recover);
                 }
             }
             Req::Leave { room } => self.leave(id, room, req_id),
@@ -116,6 +117,7 @@ impl<S> Engine<S> {
                     room: &shared,
                     frame,
                     exclude,
+                    now: self.now_ns,
                 });
                 if !self.overloaded(id, req_id, &routed, None) && req_id.is_some() {
                     self.ack(id, req_id, Ack::Publish { room });
@@ -226,6 +228,7 @@ impl<S> Engine<S> {
                     room: &shared,
                     frame,
                     exclude,
+                    now: self.now_ns,
                 })
             }
             BinaryOp::Send => {
@@ -248,8 +251,17 @@ impl<S> Engine<S> {
 
     // ----- rooms -----
 
-    /// Joins `id` to `room` as if it had asked (the `ack` or `error` goes to it).
-    pub(crate) fn join(&mut self, id: SessionId, room: &str, req_id: Option<&Value<'_>>) {
+    /// Joins `id` to `room` as if it had asked (the `ack` or `error` goes to it). With
+    /// `recover` and a room whose history still holds every publication after that position,
+    /// those follow the ack, before any live one; see `history.rs` for why none is lost or
+    /// repeated while other shards publish.
+    pub(crate) fn join(
+        &mut self,
+        id: SessionId,
+        room: &str,
+        req_id: Option<&Value<'_>>,
+        recover: Option<Recover<'_>>,
+    ) {
         let cfg = &self.hub.shared.config;
         if let Err(e) = envelope::check_name("room", room, cfg.max_name_bytes) {
             return self.error(id, req_id, "bad_request", &e.0, None);
@@ -269,15 +281,57 @@ impl<S> Engine<S> {
                 self.error(id, req_id, "room_full", &msg, Some(("room", room)));
             }
             Ok(j) => {
-                if !j.already {
+                let log = &j.room.log;
+                // Positions are the client's business only where they mean the same on every
+                // node: not in cluster mode (there recovery answers `recovered: false`).
+                let since = recover.filter(|_| log.stamps()).map(|r| Since {
+                    offset: r.offset,
+                    epoch: Some(r.epoch),
+                });
+                let now = self.now_ns;
+                let at = if j.already {
+                    // Nothing was missed while a member: the position, and no replay.
+                    let mut at = log.join(None, now, || ());
+                    at.recovered = false;
+                    at
+                } else {
                     if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
                         w.session.rooms.push(j.room.name.clone());
                     }
-                    self.rooms.add(&j.room, id);
-                }
+                    let rooms = &mut self.rooms;
+                    let at = log.join(since, now, || rooms.add(&j.room, id));
+                    if at.active {
+                        self.rooms.mark(&j.room.name, id, at.offset);
+                    }
+                    at
+                };
                 // Members on every node (this node's count is exact, the others' as last heard).
                 let members = j.members + self.hub.shared.router.remote_members(room);
-                self.ack(id, req_id, Ack::Join { room, members });
+                let position = (at.active && log.stamps()).then_some((at.offset, &*at.epoch));
+                let recovered = recover.map(|_| at.recovered && since.is_some());
+                let ack = Ack::Join {
+                    room,
+                    members,
+                    position,
+                    recovered,
+                };
+                self.ack(id, req_id, ack);
+                if recovered == Some(true) {
+                    let n = at.replay.len() as u64;
+                    for (_, f) in at.replay {
+                        self.push(id, f);
+                    }
+                    self.stats.deliveries.add(n);
+                    self.stats.recovered_messages.add(n);
+                }
+                if recover.is_some() {
+                    let counter = if recovered == Some(true) {
+                        &self.stats.recoveries
+                    } else {
+                        &self.stats.recoveries_failed
+                    };
+                    counter.add(1);
+                }
                 if presence && !j.already {
                     self.announce(&j.room, true, &user, id);
                 }

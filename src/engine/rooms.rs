@@ -19,6 +19,10 @@ pub struct LocalRoom {
     pub shared: Arc<RoomShared>,
     /// This shard's members.
     pub members: Vec<SessionId>,
+    /// Members that joined at a stream position `H` (their watermark) and have not had a live
+    /// publication above it yet: live frames at or below it are dropped for them alone (they
+    /// had those from the ring, or they predate the join; `history.rs`). Usually empty.
+    pub marks: Vec<(SessionId, u64)>,
 }
 
 /// Every room with at least one member on this shard.
@@ -45,6 +49,7 @@ impl LocalRooms {
             LocalRoom {
                 shared: shared.clone(),
                 members: Vec::new(),
+                marks: Vec::new(),
             }
         });
         if !room.members.contains(&session) {
@@ -61,6 +66,7 @@ impl LocalRooms {
             return false;
         };
         r.members.swap_remove(i);
+        r.marks.retain(|(s, _)| *s != session);
         if r.members.is_empty() {
             r.shared.set_shard(self.shard, false);
             self.rooms.remove(room);
@@ -68,9 +74,26 @@ impl LocalRooms {
         true
     }
 
+    /// Notes that member `session` joined at stream position `offset` (see
+    /// [`LocalRoom::marks`]); nothing to note at 0, which no publication has.
+    pub fn mark(&mut self, room: &str, session: SessionId, offset: u64) {
+        if offset == 0 {
+            return;
+        }
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.marks.retain(|(s, _)| *s != session);
+            r.marks.push((session, offset));
+        }
+    }
+
     /// The room, if it has local members.
     pub fn get(&self, room: &str) -> Option<&LocalRoom> {
         self.rooms.get(room)
+    }
+
+    /// The room, if it has local members, to change its watermarks.
+    pub fn get_mut(&mut self, room: &str) -> Option<&mut LocalRoom> {
+        self.rooms.get_mut(room)
     }
 
     /// Rooms with local members.

@@ -138,6 +138,8 @@ pub enum Route<'a> {
         frame: Frame,
         /// A session that must not receive it.
         exclude: Option<SessionId>,
+        /// Now, on the engine's clock (history expiry).
+        now: u64,
     },
     /// A `joined`/`left` event to a room's members allowed to see its presence.
     Presence {
@@ -363,15 +365,30 @@ impl Router {
                 room,
                 frame,
                 exclude,
+                now,
             } => {
-                routed.seq = room.log.record(&frame);
-                let seq = routed.seq;
-                let room_name = room.name.clone();
+                // A numbered publication is posted under the log's lock, to every shard with
+                // members, the caller's own included (through its inbox, not `local`): so each
+                // shard gets the room's publications in offset order. Why recovery needs that:
+                // `history.rs`.
+                let numbered = room.log.publish(&frame, now, |seq, frame| {
+                    let msg = ShardMsg::Room {
+                        room: room.name.clone(),
+                        frame,
+                        exclude,
+                        seq,
+                    };
+                    self.post_mask(None, room.shards(), msg, Routed::default())
+                });
+                if let Some((seq, mut numbered)) = numbered {
+                    numbered.seq = seq;
+                    return numbered;
+                }
                 let msg = ShardMsg::Room {
-                    room: room_name,
+                    room: room.name.clone(),
                     frame,
                     exclude,
-                    seq,
+                    seq: 0,
                 };
                 (room.shards(), msg)
             }
@@ -401,6 +418,17 @@ impl Router {
                 }
             },
         };
+        self.post_mask(from, mask, msg, routed)
+    }
+
+    /// Posts `msg` to every shard of `mask`.
+    fn post_mask(
+        &self,
+        from: Option<usize>,
+        mask: u64,
+        msg: ShardMsg,
+        mut routed: Routed,
+    ) -> Routed {
         // One copy per shard but the last, which takes the message itself (cheap copies: the
         // frame and names are shared).
         let mut shards = (0..self.shards())
@@ -505,6 +533,7 @@ mod tests {
                 room: &room,
                 frame: frame(),
                 exclude: None,
+                now: 0,
             },
         );
         assert!(matches!(routed.local, Some(ShardMsg::Room { .. })));

@@ -46,6 +46,7 @@ pub(crate) fn handle(hub: &Hub, route: Route, req: &mut Request, draining: bool)
         Route::Broadcast => broadcast(hub, req),
         Route::Publish(room) => publish(hub, &room, req),
         Route::CloseSession(id) => close_session(hub, &id, req),
+        Route::History(room) => history(hub, &room, req),
         Route::Sse => Err(Response::error(
             404,
             "not_found",
@@ -65,6 +66,7 @@ fn hub_error(e: HubError) -> Response {
     match e {
         HubError::Overloaded { .. } => Response::error(503, "overloaded", &e.to_string()),
         HubError::NoSuchRoom(room) => no_such_room(&room),
+        HubError::Unsupported(why) => Response::error(501, "unsupported", why),
         HubError::NoSuchSession(id) => {
             Response::error(404, "no_such_session", &format!("no open session {id}"))
         }
@@ -288,6 +290,36 @@ fn publish_value(hub: &Hub, room: &str, data: &Value<'_>) -> Result<Response, Re
     let mut body = json!({"room": room, "members": members});
     if id > 0 {
         body["id"] = json!(id);
+        if let Some((_, epoch)) = hub.room_position(room) {
+            body["offset"] = json!(id);
+            body["epoch"] = json!(epoch);
+        }
+    }
+    Ok(Response::json(200, &body))
+}
+
+/// `PUT /api/v1/rooms/{room}/history` with `{"size": N, "ttl": "5m"}`: the room's history
+/// settings (`Hub::set_room_history`); answers the room's position when it has one.
+fn history(hub: &Hub, room: &str, req: &mut Request) -> Result<Response, Response> {
+    check_name("room", room, hub.config().max_name_bytes).map_err(|e| bad_request(&e.0))?;
+    let v = parse_body(&mut req.body, hub.config().max_json_depth)?;
+    let size = v
+        .get("size")
+        .and_then(|s| s.as_u64())
+        .ok_or_else(|| bad_request("field size (a count of publications, 0: none) is required"))?;
+    let ttl = match v.get("ttl") {
+        None => std::time::Duration::ZERO,
+        Some(t) => t
+            .as_str()
+            .and_then(|t| humantime::parse_duration(t).ok())
+            .ok_or_else(|| bad_request("field ttl must be a duration such as \"90s\" or \"5m\""))?,
+    };
+    hub.set_room_history(room, size as usize, ttl)
+        .map_err(hub_error)?;
+    let mut body = json!({"room": room, "size": size, "ttl_seconds": ttl.as_secs_f64()});
+    if let Some((offset, epoch)) = hub.room_position(room) {
+        body["offset"] = json!(offset);
+        body["epoch"] = json!(epoch);
     }
     Ok(Response::json(200, &body))
 }

@@ -28,6 +28,8 @@ pub enum Route {
     Publish(String),
     /// `DELETE /api/v1/sessions/{id}`.
     CloseSession(String),
+    /// `PUT /api/v1/rooms/{room}/history`.
+    History(String),
 }
 
 impl Route {
@@ -62,6 +64,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/broadcast"),
     ("POST", "/api/v1/rooms/{room}/publish"),
     ("DELETE", "/api/v1/sessions/{id}"),
+    ("PUT", "/api/v1/rooms/{room}/history"),
 ];
 
 /// Decodes `%XX` escapes of one path segment (`+` stays a plus, unlike in a query).
@@ -103,6 +106,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
         ["api", "v1", "broadcast"] => ("POST", Route::Broadcast),
         ["api", "v1", "rooms", room, "publish"] => ("POST", Route::Publish(param(room)?)),
         ["api", "v1", "sessions", id] => ("DELETE", Route::CloseSession(param(id)?)),
+        ["api", "v1", "rooms", room, "history"] => ("PUT", Route::History(param(room)?)),
         _ => return Err(RouteError::NotFound),
     };
     if method == allow {
@@ -121,7 +125,7 @@ mod tests {
         for (method, pattern) in ROUTES {
             let path = pattern.replace("{room}", "a%2Fb").replace("{id}", "42");
             let r = route(method, &path).unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
-            if let Route::Room(n) | Route::Publish(n) = &r {
+            if let Route::Room(n) | Route::Publish(n) | Route::History(n) = &r {
                 assert_eq!(n, "a/b", "path parameters are percent-decoded");
             }
             let other = if *method == "GET" { "POST" } else { "GET" };

@@ -4,9 +4,9 @@
 //! An SSE stream is a room member that cannot speak: it gets the room's `message` events as
 //!
 //! ```text
-//! id: 17
+//! id: 17:5d0c9a1e7b3f2c48
 //! event: message
-//! data: {"type":"message","room":"lobby","from":"alice","session":"5","data":"hi"}
+//! data: {"type":"message","room":"lobby","from":"alice","session":"5","data":"hi","offset":17}
 //!
 //! ```
 //!
@@ -15,9 +15,11 @@
 //! the same `Arc<[u8]>` to each of its SSE members, so a publish still costs one encode per
 //! shard, not one per recipient.
 //!
-//! Event ids are the publications' positions in the room's log
-//! ([`RoomLog`](crate::engine::history::RoomLog)), comparable whichever shard a reconnecting
-//! client lands on.
+//! Event ids are the publications' positions in the room's log, `offset:epoch`
+//! ([`RoomLog`](crate::engine::history::RoomLog)): the same positions WebSocket members see,
+//! comparable whichever shard a reconnecting client lands on. A stream that comes back with a
+//! `Last-Event-ID` the room's history no longer covers (another epoch, or publications pushed
+//! out or expired) gets no partial replay but a [`reset`] event with the current position.
 
 /// The comment line sent every `sse_heartbeat` so proxies and clients see the stream alive.
 pub const HEARTBEAT: &[u8] = b": ping\n\n";
@@ -41,12 +43,14 @@ pub fn ws_payload(frame: &[u8]) -> &[u8] {
     frame.get(start..).unwrap_or_default()
 }
 
-/// One `message` event with id `id`. Every line of `data` becomes a `data:` line, so a payload
-/// with newlines (not one of ours: compact JSON has none) still arrives whole.
-pub fn event(id: u64, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 40);
+/// One `message` event with id `offset:epoch`. Every line of `data` becomes a `data:` line, so
+/// a payload with newlines (not one of ours: compact JSON has none) still arrives whole.
+pub fn event(offset: u64, epoch: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 64);
     out.extend_from_slice(b"id: ");
-    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(offset.to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(epoch.as_bytes());
     out.extend_from_slice(b"\nevent: message\n");
     for line in data.split(|&b| b == b'\n') {
         out.extend_from_slice(b"data: ");
@@ -55,6 +59,25 @@ pub fn event(id: u64, data: &[u8]) -> Vec<u8> {
     }
     out.push(b'\n');
     out
+}
+
+/// The event telling a stream that came back with a `Last-Event-ID` that nothing was replayed
+/// (the history does not reach back to it, or the stream is another epoch): the application
+/// reloads, then follows from `offset`.
+pub fn reset(offset: u64, epoch: &str) -> Vec<u8> {
+    format!("id: {offset}:{epoch}\nevent: reset\ndata: {{\"offset\":{offset},\"epoch\":\"{epoch}\"}}\n\n")
+        .into_bytes()
+}
+
+/// A `Last-Event-ID`: `offset:epoch` as this server writes them, or a bare offset (older
+/// servers; then only the offset is compared).
+pub fn parse_last_event_id(v: &str) -> Option<(u64, Option<&str>)> {
+    let v = v.trim();
+    match v.split_once(':') {
+        Some((o, e)) if !e.is_empty() => Some((o.parse().ok()?, Some(e))),
+        Some(_) => None,
+        None => Some((v.parse().ok()?, None)),
+    }
 }
 
 #[cfg(test)]
@@ -68,13 +91,17 @@ mod tests {
             let json = format!("{{\"x\":\"{}\"}}", "a".repeat(len));
             let f = encode(OpCode::Text, json.as_bytes());
             assert_eq!(ws_payload(&f), json.as_bytes());
-            let ev = event(7, ws_payload(&f));
-            let want = format!("id: 7\nevent: message\ndata: {json}\n\n");
+            let ev = event(7, "e", ws_payload(&f));
+            let want = format!("id: 7:e\nevent: message\ndata: {json}\n\n");
             assert_eq!(ev, want.as_bytes());
         }
         assert_eq!(
-            event(1, b"a\nb"),
-            b"id: 1\nevent: message\ndata: a\ndata: b\n\n"
+            event(1, "e", b"a\nb"),
+            b"id: 1:e\nevent: message\ndata: a\ndata: b\n\n"
         );
+        assert_eq!(parse_last_event_id(" 5:ab "), Some((5, Some("ab"))));
+        assert_eq!(parse_last_event_id("5"), Some((5, None)));
+        assert_eq!(parse_last_event_id("5:"), None);
+        assert_eq!(parse_last_event_id("x:ab"), None);
     }
 }

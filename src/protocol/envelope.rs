@@ -16,6 +16,8 @@ pub enum Request<'v> {
     Join {
         /// The room.
         room: &'v str,
+        /// `"recover": {"offset": N, "epoch": "E"}`: the last position the client got.
+        recover: Option<Recover<'v>>,
     },
     /// Leave a room.
     Leave {
@@ -54,6 +56,35 @@ pub enum Request<'v> {
     Ping,
     /// A type the built-in protocol does not know; application handlers may.
     Other,
+}
+
+/// A client's last stream position in a room (`join`'s `recover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recover<'v> {
+    /// The last offset it received.
+    pub offset: u64,
+    /// The epoch it was received in.
+    pub epoch: &'v str,
+}
+
+/// The `recover` field of a join: absent, or an object with a non-negative integer `offset`
+/// and a string `epoch`.
+fn recover<'v>(v: &'v Value<'v>) -> Result<Option<Recover<'v>>, BadRequest> {
+    let Some(r) = v.get("recover") else {
+        return Ok(None);
+    };
+    let shape = || bad("field recover must be {\"offset\": <integer >= 0>, \"epoch\": <string>}");
+    if !r.is_object() {
+        return Err(shape());
+    }
+    let offset = r.get("offset").and_then(|o| o.as_u64()).ok_or_else(shape)?;
+    let epoch = r.get("epoch").and_then(|e| e.as_str()).ok_or_else(shape)?;
+    if epoch.len() > 64 {
+        return Err(bad(
+            "field recover.epoch is longer than any epoch (64 bytes)",
+        ));
+    }
+    Ok(Some(Recover { offset, epoch }))
 }
 
 /// A request with the envelope fields every request shares.
@@ -150,6 +181,7 @@ pub fn parse_envelope<'v>(v: &'v Value<'v>, max_name: usize) -> Result<Envelope<
     let request = match kind {
         "join" => Request::Join {
             room: name("room")?,
+            recover: recover(v)?,
         },
         "leave" => Request::Leave {
             room: name("room")?,

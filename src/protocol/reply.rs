@@ -94,6 +94,11 @@ pub enum Ack<'a> {
         room: &'a str,
         /// Members after the join.
         members: usize,
+        /// The room's stream position (`offset`, `epoch`), when it has one.
+        position: Option<(u64, &'a str)>,
+        /// Whether the publications after the client's `recover` position follow (only when
+        /// it asked).
+        recovered: Option<bool>,
     },
     /// A leave.
     Leave {
@@ -120,10 +125,26 @@ pub enum Ack<'a> {
 pub fn ack(out: &mut Vec<u8>, id: Option<&Value<'_>>, what: Ack<'_>) {
     head(out, "ack", id);
     match what {
-        Ack::Join { room, members } => {
+        Ack::Join {
+            room,
+            members,
+            position,
+            recovered,
+        } => {
             field_str(out, "op", "join");
             field_str(out, "room", room);
             field_u64(out, "members", members as u64);
+            if let Some((offset, epoch)) = position {
+                field_u64(out, "offset", offset);
+                field_str(out, "epoch", epoch);
+            }
+            if let Some(r) = recovered {
+                out.extend_from_slice(if r {
+                    b",\"recovered\":true"
+                } else {
+                    b",\"recovered\":false"
+                });
+            }
         }
         Ack::Leave { room } => {
             field_str(out, "op", "leave");

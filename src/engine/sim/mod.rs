@@ -13,6 +13,8 @@
 #[cfg(test)]
 mod closes;
 #[cfg(test)]
+mod history;
+#[cfg(test)]
 mod model;
 #[cfg(test)]
 mod tests;
@@ -287,6 +289,50 @@ impl Sim {
             self.engines[c.shard].handle_input(c.id, Input::Bytes(&bytes), self.clock);
         }
         self.step();
+    }
+
+    /// Sends a text message from a client and lets its shard handle it, but nothing else: what
+    /// it routed waits in the inboxes (to interleave deliveries by hand, [`deliver_one`]).
+    ///
+    /// [`deliver_one`]: Self::deliver_one
+    pub fn send_quiet(&mut self, c: &mut Client, v: Value) {
+        let mut io = ClientIo {
+            rx: &mut Vec::new(),
+            tx: &mut c.tx,
+        };
+        c.ws.write(&mut io, Message::text(v.to_string()))
+            .expect("client write");
+        c.ws.flush(&mut io).expect("client flush");
+        let bytes = std::mem::take(&mut c.tx);
+        self.engines[c.shard].handle_input(c.id, Input::Bytes(&bytes), self.clock);
+        self.flush_outputs();
+    }
+
+    /// Hands shard `shard` the oldest message waiting in its inbox; false if there is none.
+    pub fn deliver_one(&mut self, shard: usize) -> bool {
+        let Some(m) = self.queues.q[shard].lock().unwrap().pop_front() else {
+            return false;
+        };
+        self.engines[shard].handle_inbox(m, self.clock);
+        self.flush_outputs();
+        true
+    }
+
+    /// Messages waiting in shard `shard`'s inbox.
+    pub fn waiting(&self, shard: usize) -> usize {
+        self.queues.q[shard].lock().unwrap().len()
+    }
+
+    /// Writes out what the engines queued, without carrying inbox messages.
+    fn flush_outputs(&mut self) {
+        for e in &mut self.engines {
+            e.flush(|pipe, outbox| outbox.flush(&mut PipeWriter(&mut pipe.borrow_mut())));
+            while let Some(effect) = e.poll_effect() {
+                if let Effect::Closed { socket, reset } = effect {
+                    socket.borrow_mut().closed = Some(reset);
+                }
+            }
+        }
     }
 
     /// Carries routed messages between engines and flushes every engine until all is quiet.
