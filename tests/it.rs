@@ -21,6 +21,8 @@ mod embedding;
 mod http;
 // Server-Sent Events streams of rooms.
 mod sse;
+// Room history: recovery on reconnect, races with publishers, epochs across restarts.
+mod history;
 // The binary: configuration layering and signals.
 mod binary_cli;
 // Authentication: JWT carriers and algorithms, bad tokens, origins, custom authenticators.

@@ -68,14 +68,29 @@ fn last_event_id_replays_the_kept_history() {
         let (id, _, v) = first.next_event();
         assert_eq!((id, v["data"].as_u64()), (i, Some(i)));
     }
+    let last = first.last_id.clone();
+    let epoch = last.split_once(':').unwrap().1.to_string();
     drop(first);
-    let mut again = SseClient::open(s.addr, "/sse?room=r", &[("Last-Event-ID", "2")]);
+    let two = format!("2:{epoch}");
+    let mut again = SseClient::open(s.addr, "/sse?room=r", &[("Last-Event-ID", &two)]);
     let replayed: Vec<u64> = (0..3).map(|_| again.next_event().0).collect();
     assert_eq!(replayed, [3, 4, 5], "history keeps the last three");
+    let mut bare = SseClient::open(s.addr, "/sse?room=r", &[("Last-Event-ID", "4")]);
+    assert_eq!(bare.next_event().0, 5, "a bare offset (older servers' ids) still resumes");
     let mut old = SseClient::open(s.addr, "/sse?room=r", &[("Last-Event-ID", "0")]);
-    assert_eq!(old.next_event().0, 3, "older events are gone");
+    let (id, event, v) = old.next_event();
+    assert_eq!(event, "reset", "1 and 2 are gone: nothing partial");
+    assert_eq!((id, v["offset"].as_u64(), v["epoch"].as_str()), (5, Some(5), Some(&*epoch)));
+    let other = SseClient::open(s.addr, "/sse?room=r", &[("Last-Event-ID", "4:0000000000000000")]);
+    let mut other = other;
+    assert_eq!(other.next_event().1, "reset", "another epoch");
     a.send_json(json!({"type":"publish","room":"r","data":6}));
     assert_eq!(again.next_event().0, 6, "live events follow the replay");
+    assert_eq!(old.next_event().0, 6, "and the reset");
+    // The WebSocket member saw the same offsets in its frames.
+    let ws: Vec<u64> = (0..6).map(|_| a.expect("message")["offset"].as_u64().unwrap()).collect();
+    assert_eq!(ws, [1, 2, 3, 4, 5, 6], "one numbering for streams and WebSockets");
+    let _ = last;
 }
 
 #[test]

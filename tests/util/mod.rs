@@ -508,6 +508,8 @@ pub struct SseClient {
     pub tcp: TcpStream,
     buf: Vec<u8>,
     pub head: String,
+    /// The id of the last event read, whole (`offset:epoch`), for `Last-Event-ID`.
+    pub last_id: String,
 }
 
 impl SseClient {
@@ -534,6 +536,7 @@ impl SseClient {
             tcp: conn.tcp,
             buf: rest,
             head,
+            last_id: String::new(),
         }
     }
 
@@ -553,7 +556,8 @@ impl SseClient {
         }
     }
 
-    /// The next event (skipping comments): (id, event name, data as JSON).
+    /// The next event (skipping comments): (offset from its `offset:epoch` id, event name, data
+    /// as JSON); the whole id goes to `last_id`.
     pub fn next_event(&mut self) -> (u64, String, Value) {
         loop {
             let block = self.next_block();
@@ -565,7 +569,10 @@ impl SseClient {
             let mut data = String::new();
             for line in block.lines() {
                 if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.parse().expect("numeric id");
+                    let (offset, epoch) = v.split_once(':').expect("an offset:epoch id");
+                    assert!(!epoch.is_empty(), "{v}");
+                    id = offset.parse().expect("a numeric offset");
+                    self.last_id = v.to_string();
                 } else if let Some(v) = line.strip_prefix("event: ") {
                     event = v.to_string();
                 } else if let Some(v) = line.strip_prefix("data: ") {
