@@ -22,6 +22,13 @@ Prints the medians per revision and each revision's ratio to the first, and writ
 numbers to OUT/results.json.
 
     python3 bench/engine_cost.py --out bench/runs/DATE-engine-cost REV_BEFORE REV_AFTER ...
+
+One revision under several configurations instead (--variants, `LABEL:FLAGS;LABEL:FLAGS`, the
+baseline first): the same binary, started with each set of extra server flags in turn. The
+revision `WORKTREE` is this tree's own release build (no worktree, no second build):
+
+    python3 bench/engine_cost.py --out bench/runs/DATE-history-cost WORKTREE \
+        --variants 'off:;on:--history-size 1000 --history-ttl 5m'
 """
 import argparse
 import json
@@ -45,7 +52,11 @@ def sh(*cmd, **kw):
 
 
 def build(rev):
-    """Builds `rev` in its own worktree; returns (short sha, path of its shardhub binary)."""
+    """Builds `rev` in its own worktree; returns (short sha, path of its shardhub binary).
+    `WORKTREE`: this tree as it is, built in place."""
+    if rev == "WORKTREE":
+        sh("cargo", "build", "--release", "-q", "-p", "shardhub", cwd=ROOT)
+        return "worktree", os.path.join(ROOT, "target", "release", "shardhub")
     sha = subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", rev], text=True).strip()
     tree = os.path.join(ROOT, "target", "bench-revs", sha)
     if not os.path.isdir(tree):
@@ -55,8 +66,10 @@ def build(rev):
 
 
 def server(binary):
+    """Starts `binary`, a (path, extra flags) pair, on core 0."""
+    binary, extra = binary
     port = free_port()
-    srv = subprocess.Popen(["taskset", "-c", "0", binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
+    srv = subprocess.Popen(["taskset", "-c", "0", binary, *extra, "--listen", f"127.0.0.1:{port}", "--shards", "1",
                             "--pin-cores", "false", "--presence", "false", "--log", "warn",
                             "--rate-messages-per-sec", "0", "--rate-bytes-per-sec", "0"],
                            stdout=subprocess.DEVNULL)
@@ -128,14 +141,19 @@ def echo(binary, a, out):
     return {"rate": s["traffic"]["received_per_s"], "cpu_us": cpu}
 
 
+def p99_ms(s):
+    """The delivery latency p99 of a loadgen summary, in ms."""
+    return s["latency"]["p99_ms"]
+
+
 def fansat(binary, a, out):
     s, cpu = sampled(binary, fanout_args(a, a.sat_rate), "deliveries_total", out)
-    return {"rate": s["traffic"]["received_per_s"], "cpu_us": cpu}
+    return {"rate": s["traffic"]["received_per_s"], "cpu_us": cpu, "p99_ms": p99_ms(s)}
 
 
 def cpu_per_delivery(binary, a, out):
     s, cpu = sampled(binary, fanout_args(a, a.rate), "deliveries_total", out)
-    return {"rate": s["traffic"]["received_per_s"], "cpu_us": cpu}
+    return {"rate": s["traffic"]["received_per_s"], "cpu_us": cpu, "p99_ms": p99_ms(s)}
 
 
 def fanmax(binary, a, out):
@@ -159,8 +177,10 @@ MEASURES = {"echo": echo, "fanmax": fanmax, "fansat": fansat, "cpu": cpu_per_del
 # What each measure reports: (key, unit) pairs, rate first.
 UNITS = {"echo": [("rate", "round trips/s"), ("cpu_us", "µs of server CPU per round trip")],
          "fanmax": [("rate", "deliveries/s under the p99 bound")],
-         "fansat": [("rate", "deliveries/s at saturation"), ("cpu_us", "µs of server CPU per delivery")],
-         "cpu": [("cpu_us", "µs of server CPU per delivery at --rate")]}
+         "fansat": [("rate", "deliveries/s at saturation"), ("cpu_us", "µs of server CPU per delivery"),
+                    ("p99_ms", "p99 delivery latency at saturation, ms")],
+         "cpu": [("cpu_us", "µs of server CPU per delivery at --rate"), ("rate", "deliveries/s at --rate"),
+                 ("p99_ms", "p99 delivery latency at --rate, ms")]}
 
 
 def main():
@@ -175,10 +195,21 @@ def main():
     p.add_argument("--rate", type=int, default=200)
     p.add_argument("--p99-ms", type=int, default=50)
     p.add_argument("--sat-rate", type=int, default=10000)
+    p.add_argument("--variants", help="LABEL:FLAGS;LABEL:FLAGS: one revision with each set of extra "
+                                      "server flags, the baseline first")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     sh("cargo", "build", "--release", "-q", "-p", "shardhub-loadgen", cwd=ROOT)
-    bins = [build(r) for r in a.revs]
+    if a.variants:
+        if len(a.revs) != 1:
+            raise SystemExit("--variants takes exactly one revision")
+        sha, path = build(a.revs[0])
+        bins = []
+        for v in a.variants.split(";"):
+            label, _, flags = v.partition(":")
+            bins.append((f"{sha}-{label}", (path, flags.split())))
+    else:
+        bins = [(sha, (path, [])) for sha, path in (build(r) for r in a.revs)]
     measures = a.measures.split(",")
     results = {m: {sha: [] for sha, _ in bins} for m in measures}
     for rnd in range(a.rounds):
@@ -189,7 +220,7 @@ def main():
                 results[m][sha].append(v)
                 shown = ", ".join(f"{k} {x:,.2f}" for k, x in v.items())
                 print(f"round {rnd} {m:6} {sha}: {shown}", flush=True)
-    meta = {"revs": [sha for sha, _ in bins], "args": vars(a), "date": time.strftime("%Y-%m-%d %H:%M"),
+    meta = {"revs": [sha for sha, _ in bins], "flags": {sha: b[1] for sha, b in bins}, "args": vars(a), "date": time.strftime("%Y-%m-%d %H:%M"),
             "kernel": os.uname().release, "results": results}
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(meta, f, indent=1)

@@ -348,7 +348,7 @@ fuzz_target!(|input: Input| {
         Ok(env) => {
             assert_decoded_as_sent(&fields, "type", env.kind);
             match env.request {
-                Request::Join { room }
+                Request::Join { room, .. }
                 | Request::Leave { room }
                 | Request::Publish { room, .. }
                 | Request::Members { room } => assert_decoded_as_sent(&fields, "room", room),

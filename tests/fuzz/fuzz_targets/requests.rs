@@ -335,7 +335,7 @@ fuzz_target!(|input: Input| {
             }
             Ok(env) => {
                 let name = match env.request {
-                    Request::Join { room }
+                    Request::Join { room, .. }
                     | Request::Leave { room }
                     | Request::Publish { room, .. }
                     | Request::Members { room } => Some(room),

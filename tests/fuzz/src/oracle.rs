@@ -117,8 +117,9 @@ pub fn assert_replies_valid(env: &Envelope<'_>, max_name: usize) {
     });
     assert_eq!(v["op"].as_str(), Some(env.kind), "the type round-trips");
     match env.request {
-        Request::Join { room } => {
+        Request::Join { room, recover } => {
             assert_name_accepted("room", room, max_name);
+            let epoch = recover.map_or("e", |r| r.epoch);
             check("a join ack", &|o| {
                 reply::ack(
                     o,
@@ -126,6 +127,8 @@ pub fn assert_replies_valid(env: &Envelope<'_>, max_name: usize) {
                     Ack::Join {
                         room,
                         members: usize::MAX,
+                        position: Some((u64::MAX, epoch)),
+                        recovered: recover.map(|_| true),
                     },
                 )
             });
