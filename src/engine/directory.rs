@@ -303,7 +303,10 @@ impl Directory {
         if g.retained.is_empty() {
             return;
         }
-        let retained = std::mem::take(&mut g.retained);
+        let mut retained = std::mem::take(&mut g.retained);
+        // A room emptied, refilled and emptied again between sweeps is listed twice.
+        retained.sort_unstable();
+        retained.dedup();
         for name in retained {
             let Some(e) = g.rooms.get(&name) else {
                 continue;
