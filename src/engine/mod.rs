@@ -153,6 +153,8 @@ pub struct Engine<S> {
     pub(crate) panics_unlogged: u64,
     /// When shard 0 next sweeps expired room history (`Directory::sweep`), ns.
     next_sweep: u64,
+    /// Set while a message from the inbox is applied (`handle_inbox`).
+    pub(crate) in_inbox: bool,
 }
 
 impl<S> Engine<S> {
@@ -211,6 +213,7 @@ impl<S> Engine<S> {
             last_panic_log: None,
             panics_unlogged: 0,
             next_sweep: 0,
+            in_inbox: false,
             hub,
         }
     }
@@ -290,7 +293,12 @@ impl<S> Engine<S> {
     pub fn handle_inbox(&mut self, msg: ShardMsg, now: u64) {
         self.set_now(now);
         let about = msg.session();
+        // The driver took a batch from the inbox: later messages of it may be waiting even
+        // though the inbox looks empty, so what this routes goes through the inbox too (see
+        // `Router::route` on numbered publications).
+        self.in_inbox = true;
         self.contain(about, |e| e.apply(msg));
+        self.in_inbox = false;
     }
 
     /// Time passed: fires every timer due by `now`.

@@ -378,7 +378,10 @@ impl<S> Engine<S> {
 
     /// Routes from this shard and applies this shard's part at once.
     fn route(&mut self, route: Route<'_>) -> Routed {
-        let mut routed = self.hub.shared.router.route(Some(self.shard), route);
+        // Mid-batch (a hook publishing while an inbox message is applied), everything goes
+        // through the inbox, behind the rest of the batch.
+        let from = (!self.in_inbox).then_some(self.shard);
+        let mut routed = self.hub.shared.router.route(from, route);
         if let Some(local) = routed.local.take() {
             self.apply(local);
         }

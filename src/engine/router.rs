@@ -125,6 +125,11 @@ pub trait Bus: Send + Sync + fmt::Debug {
     fn shards(&self) -> usize;
     /// Queues a message for `shard` without blocking.
     fn post(&self, shard: usize, msg: ShardMsg) -> Result<(), Refused>;
+    /// Whether `shard`'s inbox holds nothing (asked by that shard itself, see
+    /// [`Router::route`]); `false` when the bus cannot tell, which is always safe.
+    fn is_empty(&self, _shard: usize) -> bool {
+        false
+    }
 }
 
 /// What to route.
@@ -368,9 +373,12 @@ impl Router {
                 now,
             } => {
                 // A numbered publication is posted under the log's lock, to every shard with
-                // members, the caller's own included (through its inbox, not `local`): so each
-                // shard gets the room's publications in offset order. Why recovery needs that:
-                // `history.rs`.
+                // members, so each shard gets the room's publications in offset order (why
+                // recovery needs that: `history.rs`). The caller's own part may still be applied
+                // at once, but only when its inbox is empty: then no older publication of the
+                // room is waiting there (any was posted, under this lock, before this one).
+                // Otherwise it goes through the inbox, behind them. The caller passes `from` only
+                // when it is not in the middle of applying a batch it took from its inbox.
                 let numbered = room.log.publish(&frame, now, |seq, frame| {
                     let msg = ShardMsg::Room {
                         room: room.name.clone(),
@@ -378,7 +386,8 @@ impl Router {
                         exclude,
                         seq,
                     };
-                    self.post_mask(None, room.shards(), msg, Routed::default())
+                    let here = from.filter(|&s| self.bus.is_empty(s));
+                    self.post_mask(here, room.shards(), msg, Routed::default())
                 });
                 if let Some((seq, mut numbered)) = numbered {
                     numbered.seq = seq;

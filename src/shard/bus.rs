@@ -39,6 +39,10 @@ impl Bus for Mailboxes {
         self.0.len()
     }
 
+    fn is_empty(&self, shard: usize) -> bool {
+        self.0.get(shard).is_some_and(|mb| mb.tx.is_empty())
+    }
+
     fn post(&self, shard: usize, msg: ShardMsg) -> Result<(), Refused> {
         let mb = self.0.get(shard).ok_or(Refused::Gone)?;
         mb.send(msg).map_err(|e| match e {

@@ -326,3 +326,15 @@ proptest! {
         prop_assert_eq!(offsets(&mut sim, &mut bystander), (1..=n).collect::<Vec<_>>());
     }
 }
+
+/// With nothing waiting in its inbox, the publisher's shard delivers a numbered publication at
+/// once, as it does any other (no detour through its own inbox).
+#[test]
+fn a_quiet_shard_delivers_its_own_numbered_publication_at_once() {
+    let mut sim = Sim::new(2, history(10, 0));
+    let mut a = sim.connect(0, "a");
+    join(&mut sim, &mut a, None);
+    sim.send_quiet(&mut a, json!({"type":"publish","room":"r","data":1}));
+    assert_eq!(sim.waiting(0), 0, "not posted to its own inbox");
+    assert_eq!(offsets(&mut sim, &mut a), [1]);
+}

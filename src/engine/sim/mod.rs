@@ -52,6 +52,10 @@ impl Bus for Arc<Queues> {
         self.q.len()
     }
 
+    fn is_empty(&self, shard: usize) -> bool {
+        self.q[shard].lock().unwrap().is_empty()
+    }
+
     fn post(&self, shard: usize, msg: ShardMsg) -> Result<(), Refused> {
         let mut q = self.q[shard].lock().unwrap();
         if q.len() >= self.cap.load(Ordering::Relaxed) {
