@@ -13,8 +13,11 @@
 //! Three things happen under the log's one mutex ([`RoomLog::publish`], [`RoomLog::join`]):
 //!
 //! * a publisher takes the next offset, stamps the frame with it, keeps it in the ring, reads
-//!   the room's shard mask and posts the frame to every shard in it (its own shard included,
-//!   through its inbox): so every shard's inbox receives a room's publications in offset order;
+//!   the room's shard mask and posts the frame to every shard in it: so every shard's inbox
+//!   receives a room's publications in offset order. The publisher's own shard applies its part
+//!   at once only if its inbox is empty (and it is not applying a batch taken from it), so no
+//!   older publication is still waiting there; otherwise that part goes through the inbox too.
+//!   Either way each shard applies a room's publications in offset order;
 //! * a joiner makes itself visible (its shard's member list and shard bit), reads the ring,
 //!   and notes the highest offset it has now, `H` (its *watermark*);
 //! * nothing else: shards deliver from their inboxes, in order, without the lock.
@@ -25,7 +28,8 @@
 //! reaches the new member as well (it was already in the shard's inbox, posted to the room's
 //! older members there), the member's watermark drops it. After: it read a shard mask that has
 //! the joiner's bit, so its frame reaches the joiner's shard, behind every older publication of
-//! the room in that inbox, and after the replay, which the join queued on the member's own
+//! the room in that inbox (or, on the publisher's own quiet shard, at once, after the join that
+//! thread handled earlier), and after the replay, which the join queued on the member's own
 //! connection before the shard returned to its inbox. So the member gets `N+1..=H` from the
 //! ring, then `H+1, H+2, …` live, each once. The watermark is forgotten at the first live
 //! publication above it (nothing at or below it can still come: inboxes are in offset order),

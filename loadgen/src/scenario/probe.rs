@@ -113,6 +113,11 @@ pub fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe)> {
     let (t, rest) = leading_u64(body)?;
     let (s, rest) = leading_u64(rest.strip_prefix(br#","s":"#)?)?;
     let (p, rest) = leading_u64(rest.strip_prefix(br#","p":"#)?)?;
+    // A room with history appends its stream position after `data`: `…},"offset":N}`.
+    let (rest, closing) = match without_offset(rest) {
+        Some(r) if closing == 2 => (r, 1),
+        _ => (rest, closing),
+    };
     // What may follow: our padding field (`,"x":"aaa"`), a bounce marker, then the closing
     // braces and nothing else.
     let tail_ok = rest.len() >= closing
@@ -129,6 +134,18 @@ pub fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe)> {
             p: usize::try_from(p).ok()?,
         },
     ))
+}
+
+/// `b` without a trailing `,"offset":N}` (what shardhub appends to `message` frames of rooms
+/// with history), if it ends so.
+fn without_offset(b: &[u8]) -> Option<&[u8]> {
+    const OFFSET: &[u8] = br#","offset":"#;
+    let inner = b.strip_suffix(b"}")?;
+    let digits = inner.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    inner[..inner.len() - digits].strip_suffix(OFFSET)
 }
 
 /// A decimal u64 at the start of `b`, and what follows it.
@@ -162,6 +179,8 @@ mod tests {
             br#"{"t":18446744073709551615,"s":0,"p":12}"#,
             br#"{"t":1,"s":2,"p":3,"x":"aa"}"#,
             br#"{"type":"broadcast","from":"a","session":"2","data":{"t":8,"s":9,"p":0}}"#,
+            // A room with history: its position after `data`.
+            br#"{"type":"message","room":"r","from":"a","session":"1","data":{"t":1,"s":2,"p":3},"offset":17}"#,
         ];
         for c in cases {
             let (_, p) = fast_probe(c).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(c)));
@@ -178,6 +197,8 @@ mod tests {
             br#"{"type":"message","room":"r","data":{"t":-1,"s":4,"p":0}}"#,
             br#"{"type":"message","room":"r","data":{"t":99999999999999999999999,"s":4,"p":0}}"#,
             br#"{"type":"ack","id":1}"#,
+            br#"{"type":"message","room":"r","from":"a","session":"1","data":{"t":1,"s":2,"p":3},"offset":}"#,
+            br#"{"type":"message","room":"r","from":"a","session":"1","data":{"t":1,"s":2,"p":3},"offset":1}}"#,
             br#"{"t":1,"s":2}"#,
             b"",
         ];
