@@ -49,11 +49,17 @@ fn a_client_that_reconnects_gets_the_publications_it_missed_then_live_ones() {
         publish(&mut p, n);
     }
     let last = (0..3).map(|_| r.expect("message")).last().unwrap();
-    assert_eq!((last["data"].as_u64(), last["offset"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(
+        (last["data"].as_u64(), last["offset"].as_u64()),
+        (Some(3), Some(3))
+    );
     r.close();
     for n in 4..=8 {
         publish(&mut p, n);
     }
+    wait_until("4..=8 are numbered", || {
+        s.hub.room_position("news").is_some_and(|(o, _)| o == 8)
+    });
     // The HTTP API publishes into the same stream.
     let api = http(
         s.addr,
@@ -62,7 +68,10 @@ fn a_client_that_reconnects_gets_the_publications_it_missed_then_live_ones() {
         Some(r#"{"data":9}"#),
     )
     .json();
-    assert_eq!((api["offset"].as_u64(), api["epoch"].as_str()), (Some(9), Some(&*epoch)));
+    assert_eq!(
+        (api["offset"].as_u64(), api["epoch"].as_str()),
+        (Some(9), Some(&*epoch))
+    );
     let mut back = Client::connect_on_shard(&s, "r", 0);
     let ack = join(&mut back, "news", Some((3, &epoch)));
     assert_eq!(ack["recovered"], true, "{ack}");
@@ -106,7 +115,9 @@ fn publishers_on_both_shards_racing_recoveries_lose_and_repeat_nothing() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    p.send_json(json!({"type":"publish","room":"race","data":n,"exclude_self":true}));
+                    p.send_json(
+                        json!({"type":"publish","room":"race","data":n,"exclude_self":true}),
+                    );
                     if n % 8 == 0 {
                         std::thread::sleep(Duration::from_millis(1));
                     }
@@ -146,7 +157,10 @@ fn recovery_fails_cleanly_past_the_history_or_in_another_epoch() {
         c.history_size = 2;
     });
     let mut p = Client::connect(&s, Some("p"));
-    let epoch = join(&mut p, "r", None)["epoch"].as_str().unwrap().to_string();
+    let epoch = join(&mut p, "r", None)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for n in 0..4 {
         p.send_json(json!({"type":"publish","room":"r","data":n,"exclude_self":true}));
     }
@@ -228,7 +242,10 @@ fn a_restarted_server_starts_new_epochs() {
     let child = spawn_binary(port);
     let mut a = ws(port, "a");
     let ack = send_read(&mut a, json!({"type":"join","room":"r","id":1}));
-    let epoch = ack["epoch"].as_str().expect("--history-size applies").to_string();
+    let epoch = ack["epoch"]
+        .as_str()
+        .expect("--history-size applies")
+        .to_string();
     let msg = send_read(&mut a, json!({"type":"publish","room":"r","data":"x"}));
     assert_eq!(msg["offset"], 1);
     stop_binary(child);
@@ -238,7 +255,11 @@ fn a_restarted_server_starts_new_epochs() {
     let req = json!({"type":"join","room":"r","id":1,"recover":{"offset":1,"epoch":epoch}});
     let ack = send_read(&mut b, req);
     assert_eq!(ack["recovered"], false, "{ack}");
-    assert_ne!(ack["epoch"], epoch.as_str(), "the stream was lost with the process");
+    assert_ne!(
+        ack["epoch"],
+        epoch.as_str(),
+        "the stream was lost with the process"
+    );
     assert_eq!(ack["offset"], 0);
     stop_binary(child);
 }
@@ -256,9 +277,16 @@ fn per_room_history_from_the_config_file_the_hub_and_the_http_api() {
         cfg.history_rooms = c.history_rooms.clone();
     });
     let mut m = Client::connect(&s, Some("m"));
-    assert_eq!(join(&mut m, "lobby", None)["offset"], 0, "lobby has history");
+    assert_eq!(
+        join(&mut m, "lobby", None)["offset"],
+        0,
+        "lobby has history"
+    );
     let plain = join(&mut m, "plain", None);
-    assert!(plain.get("offset").is_none(), "no history elsewhere: {plain}");
+    assert!(
+        plain.get("offset").is_none(),
+        "no history elsewhere: {plain}"
+    );
     let r = http(
         s.addr,
         "PUT",
@@ -267,14 +295,20 @@ fn per_room_history_from_the_config_file_the_hub_and_the_http_api() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
-    assert_eq!((body["size"].as_u64(), body["offset"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (body["size"].as_u64(), body["offset"].as_u64()),
+        (Some(3), Some(0))
+    );
     m.send_json(json!({"type":"publish","room":"plain","data":1}));
     assert_eq!(m.expect("message")["offset"], 1, "numbered from now on");
-    s.hub
-        .set_room_history("other", 4, Duration::ZERO)
-        .unwrap();
+    s.hub.set_room_history("other", 4, Duration::ZERO).unwrap();
     assert!(join(&mut m, "other", None).get("epoch").is_some());
-    let bad = http(s.addr, "PUT", "/api/v1/rooms/x/history", Some(r#"{"ttl":"1s"}"#));
+    let bad = http(
+        s.addr,
+        "PUT",
+        "/api/v1/rooms/x/history",
+        Some(r#"{"ttl":"1s"}"#),
+    );
     assert_eq!((bad.status, bad.error_code()), (400, "bad_request".into()));
 }
 

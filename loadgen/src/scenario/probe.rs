@@ -141,7 +141,11 @@ pub fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe)> {
 fn without_offset(b: &[u8]) -> Option<&[u8]> {
     const OFFSET: &[u8] = br#","offset":"#;
     let inner = b.strip_suffix(b"}")?;
-    let digits = inner.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    let digits = inner
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
     if digits == 0 {
         return None;
     }

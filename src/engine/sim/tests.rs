@@ -259,10 +259,17 @@ fn streams_get_heartbeats_and_numbered_events() {
         json!({"type":"publish","room":"news","data":"hi"}),
     );
     let got = String::from_utf8(std::mem::take(&mut pipe.borrow_mut().to_client)).unwrap();
-    let epoch = sim.hub.room_position("news").expect("an SSE reader started the log").1;
+    let epoch = sim
+        .hub
+        .room_position("news")
+        .expect("an SSE reader started the log")
+        .1;
     let head = format!("id: 1:{epoch}\nevent: message\ndata: {{");
     assert!(got.starts_with(&head), "{got}");
-    assert!(got.ends_with(",\"offset\":1}\n\n"), "the same frame as WebSocket members get");
+    assert!(
+        got.ends_with(",\"offset\":1}\n\n"),
+        "the same frame as WebSocket members get"
+    );
     sim.advance(secs(15));
     assert_eq!(pipe.borrow().to_client, crate::http::sse::HEARTBEAT);
     assert_eq!(sim.hub.publish("news", "raw").unwrap(), 2, "one numbering");
