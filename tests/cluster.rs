@@ -188,7 +188,55 @@ on_both_buses!(
     the_http_api_answers_for_the_whole_cluster_from_any_node,
     a_bus_restart_is_survived,
     a_killed_node_leaves_no_ghosts,
+    history_is_refused_and_recovery_says_false,
 );
+
+/// Room history is single-node for now: a cluster node never hands out positions that another
+/// node would not share (docs/cluster.md#limitations).
+fn history_is_refused_and_recovery_says_false(bus: Bus) {
+    let nodes = cluster(&bus);
+    let e = nodes[0]
+        .hub
+        .set_room_history("lobby", 10, std::time::Duration::ZERO)
+        .unwrap_err();
+    assert!(e.to_string().contains("cluster mode"), "{e}");
+    let r = http(
+        nodes[0].addr,
+        "PUT",
+        "/api/v1/rooms/lobby/history",
+        Some(r#"{"size":10}"#),
+    );
+    assert_eq!((r.status, r.error_code()), (501, "unsupported".into()));
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    joined(&mut a, "lobby");
+    // An SSE stream numbers the room on its node (its own ids), and still no WebSocket client
+    // sees a position.
+    let mut st = SseClient::open(nodes[0].addr, "/sse?room=lobby", &[]);
+    wait_until("the stream joined", || {
+        nodes[0].hub.room("lobby").is_some_and(|r| r.members == 2)
+    });
+    members_everywhere(&nodes[1..], "lobby", 1);
+    b.send_json(json!({"type":"join","room":"lobby","id":1,"recover":{"offset":0,"epoch":"x"}}));
+    let ack = next(&mut b, "ack");
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert!(
+        ack.get("offset").is_none() && ack.get("epoch").is_none(),
+        "{ack}"
+    );
+    b.send_json(json!({"type":"publish","room":"lobby","data":"hi"}));
+    let m = next(&mut a, "message");
+    assert!(
+        m.get("offset").is_none(),
+        "no position in cluster mode: {m}"
+    );
+    let (id, _, v) = st.next_event();
+    assert_eq!(
+        (id, v["data"].as_str()),
+        (1, Some("hi")),
+        "the stream's own numbering"
+    );
+}
 
 fn rooms_presence_and_members_span_the_nodes(bus: Bus) {
     let nodes = cluster(&bus);
