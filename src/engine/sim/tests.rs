@@ -273,6 +273,10 @@ fn streams_get_heartbeats_and_numbered_events() {
     sim.advance(secs(15));
     assert_eq!(pipe.borrow().to_client, crate::http::sse::HEARTBEAT);
     assert_eq!(sim.hub.publish("news", "raw").unwrap(), 2, "one numbering");
+    sim.step();
+    let got = String::from_utf8(std::mem::take(&mut pipe.borrow_mut().to_client)).unwrap();
+    let raw = format!("id: 2:{epoch}\nevent: message\ndata: raw\n\n");
+    assert!(got.ends_with(&raw), "as it is: {got}");
 }
 
 /// Found by the frame_reader fuzz target: past a frame over the limit tungstenite keeps that
