@@ -1,6 +1,5 @@
 //! The `shardhub` binary: configuration from a file, the environment and flags; SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -108,14 +107,7 @@ fn file_env_and_flags_layer_and_sigterm_drains() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + PATIENCE;
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(log.read_line(&mut line).unwrap() > 0, "server exited early");
-        assert!(Instant::now() < deadline);
-    }
+    wait_listening(&mut child);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let (code, _, _) = refused_upgrade(addr, upgrade_request("/ws", "").as_bytes());
     assert_eq!(

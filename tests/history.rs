@@ -3,11 +3,10 @@
 //! nothing; a restarted server (the real binary, configured by flags) has new epochs; the HTTP
 //! endpoint and the config file set per-room history; cluster mode refuses history clearly.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -203,14 +202,7 @@ fn spawn_binary(port: u16) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + PATIENCE;
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(log.read_line(&mut line).unwrap() > 0, "server exited early");
-        assert!(Instant::now() < deadline);
-    }
+    wait_listening(&mut child);
     child
 }
 

@@ -79,6 +79,22 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Reads the `shardhub` binary's stderr until it logs "listening on", within `PATIENCE`.
+pub fn wait_listening(child: &mut std::process::Child) {
+    use std::io::{BufRead, BufReader};
+    let mut log = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut line = String::new();
+    let deadline = Instant::now() + PATIENCE;
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "server exited early");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not start listening"
+        );
+    }
+}
+
 /// A WebSocket client on a blocking socket with a read timeout.
 pub struct Client {
     pub ws: WebSocket<TcpStream>,
