@@ -2,7 +2,8 @@
 //! (`shardhub::engine::sim`, built with `--cfg fuzzing`), clients that open connections, send
 //! raw bytes, upgrade and then send frames of any shape (masked or not, any opcode and RSV
 //! bits, lengths that lie, fragments) carrying hub requests of every type with hostile names
-//! and deep JSON, end their streams, stop reading, while time passes.
+//! and deep JSON (joins that recover from near or far positions in rooms with history), end
+//! their streams, stop reading, while time passes.
 //!
 //! This is the frame reader, the HTTP parser, the hub protocol, the router and the timers as
 //! the server runs them. Invariants: nothing panics, not even inside the engine's per-session
@@ -18,10 +19,18 @@ use shardhub::engine::ids::SessionId;
 use shardhub::engine::sim::{Client, Sim};
 use shardhub_fuzz::text::Name;
 
+/// A `join`'s `recover`: a position near the room's (small offsets, the room's real epoch or
+/// not), so that replays, overflows and expired histories are reached, or one far off.
+#[derive(Arbitrary, Debug)]
+enum Recover {
+    Near { offset: u8, real_epoch: bool },
+    Far { offset: u64 },
+}
+
 /// A hub request, structured enough to reach every handler.
 #[derive(Arbitrary, Debug)]
 enum Request {
-    Join(Name),
+    Join(Name, Option<Recover>),
     Leave(Name),
     Publish {
         room: Name,
@@ -82,10 +91,27 @@ fn data(depth: u16) -> String {
     format!("{}1{}", "[".repeat(d), "]".repeat(d))
 }
 
-fn payload(r: &Request) -> (u8, Vec<u8>) {
+/// The request's frame payload; `epoch` gives a room's current epoch (history on).
+fn payload(r: &Request, epoch: impl Fn(&str) -> Option<String>) -> (u8, Vec<u8>) {
     let name = |n: &Name| serde_json::to_string(&n.build(128)).unwrap_or_default();
     let text = match r {
-        Request::Join(room) => format!(r#"{{"type":"join","room":{},"id":1}}"#, name(room)),
+        Request::Join(room, None) => {
+            format!(r#"{{"type":"join","room":{},"id":1}}"#, name(room))
+        }
+        Request::Join(room, Some(recover)) => {
+            let (offset, epoch) = match recover {
+                Recover::Near { offset, real_epoch } => {
+                    let real = real_epoch.then(|| epoch(&room.build(128))).flatten();
+                    (u64::from(*offset), real.unwrap_or_else(|| "0".into()))
+                }
+                Recover::Far { offset } => (*offset, "0".into()),
+            };
+            format!(
+                r#"{{"type":"join","room":{},"id":1,"recover":{{"offset":{offset},"epoch":{}}}}}"#,
+                name(room),
+                serde_json::to_string(&epoch).unwrap_or_default()
+            )
+        }
         Request::Leave(room) => format!(r#"{{"type":"leave","room":{}}}"#, name(room)),
         Request::Publish {
             room,
@@ -122,8 +148,8 @@ fn payload(r: &Request) -> (u8, Vec<u8>) {
     (1, text.into_bytes())
 }
 
-fn encode(f: &Frame) -> Vec<u8> {
-    let (op, body) = payload(&f.request);
+fn encode(f: &Frame, epoch: impl Fn(&str) -> Option<String>) -> Vec<u8> {
+    let (op, body) = payload(&f.request, epoch);
     let opcode = if f.opcode % 4 == 0 {
         op
     } else {
@@ -161,6 +187,10 @@ fuzz_target!(|ops: Vec<Op>| {
         c.max_queue_bytes = 16 * 1024;
         c.rate_messages_per_sec = 0;
         c.rate_bytes_per_sec = 0;
+        // Rooms keep history: numbered publications, recovering joins, expiry while time
+        // passes, memberless rooms kept for their history.
+        c.history_size = 8;
+        c.history_ttl = Duration::from_secs(30);
     });
     let mut clients: Vec<Client> = Vec::new();
     let mut raw: Vec<(usize, SessionId)> = Vec::new();
@@ -183,7 +213,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 let Some(c) = clients.get(usize::from(*who) % clients.len().max(1)) else {
                     continue;
                 };
-                let bytes = encode(frame);
+                let bytes = encode(frame, |room| sim.hub.room_position(room).map(|(_, e)| e));
                 let at = usize::from(*split) % (bytes.len() + 1);
                 sim.raw(c.shard, c.id, &bytes[..at]);
                 sim.raw(c.shard, c.id, &bytes[at..]);
