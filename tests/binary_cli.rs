@@ -5,14 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn help_explains_the_flags() {
     let out = Command::new(env!("CARGO_BIN_EXE_shardhub"))

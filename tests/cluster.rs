@@ -36,11 +36,6 @@ fn find(bin: &str) -> Option<PathBuf> {
     found
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 static SKIP_NATS: Once = Once::new();
 static SKIP_REDIS: Once = Once::new();
 

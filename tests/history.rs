@@ -185,14 +185,6 @@ fn recovery_fails_cleanly_past_the_history_or_in_another_epoch() {
     assert_eq!(d.expect("error")["code"], "bad_request");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The binary with `--history-size`/`SHARDHUB_HISTORY_TTL`, until it listens.
 fn spawn_binary(port: u16) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))

@@ -79,6 +79,12 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A loopback port nothing listens on now (for a process that binds it itself).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("its address").port()
+}
+
 /// Reads the `shardhub` binary's stderr until it logs "listening on", within `PATIENCE`.
 pub fn wait_listening(child: &mut std::process::Child) {
     use std::io::{BufRead, BufReader};
