@@ -85,7 +85,7 @@ impl<S> Engine<S> {
             if Some(m) == exclude {
                 continue;
             }
-            if marked && r.marks.iter().any(|&(s, h)| s == m && seq <= h) {
+            if marked && r.marks.get(&m).is_some_and(|&h| seq <= h) {
                 continue;
             }
             let Some(c) = self.conns.get_mut(m.key()).filter(|c| c.id == m) else {
@@ -110,7 +110,7 @@ impl<S> Engine<S> {
         if marked {
             // The room's publications reach this shard in offset order: none at or below a
             // watermark can come after this one, so watermarks below it are done.
-            r.marks.retain(|&(_, h)| h > seq);
+            r.marks.retain(|_, h| *h > seq);
         }
         self.stats.deliveries.add(n);
         self.stats.sse_events.add(events);

@@ -21,8 +21,10 @@ pub struct LocalRoom {
     pub members: Vec<SessionId>,
     /// Members that joined at a stream position `H` (their watermark) and have not had a live
     /// publication above it yet: live frames at or below it are dropped for them alone (they
-    /// had those from the ring, or they predate the join; `history.rs`). Usually empty.
-    pub marks: Vec<(SessionId, u64)>,
+    /// had those from the ring, or they predate the join; `history.rs`). Usually empty; a map,
+    /// so that a recovery storm (thousands of members recovering at once) costs a lookup per
+    /// recipient, not a scan of every watermark.
+    pub marks: HashMap<SessionId, u64>,
 }
 
 /// Every room with at least one member on this shard.
@@ -49,7 +51,7 @@ impl LocalRooms {
             LocalRoom {
                 shared: shared.clone(),
                 members: Vec::new(),
-                marks: Vec::new(),
+                marks: HashMap::new(),
             }
         });
         if !room.members.contains(&session) {
@@ -66,7 +68,7 @@ impl LocalRooms {
             return false;
         };
         r.members.swap_remove(i);
-        r.marks.retain(|(s, _)| *s != session);
+        r.marks.remove(&session);
         if r.members.is_empty() {
             r.shared.set_shard(self.shard, false);
             self.rooms.remove(room);
@@ -81,8 +83,7 @@ impl LocalRooms {
             return;
         }
         if let Some(r) = self.rooms.get_mut(room) {
-            r.marks.retain(|(s, _)| *s != session);
-            r.marks.push((session, offset));
+            r.marks.insert(session, offset);
         }
     }
 
