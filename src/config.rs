@@ -484,4 +484,17 @@ mod tests {
         };
         assert!(c.validate().is_err());
     }
+    /// The service's example configuration (deploy/shardhub.toml) starts as the unit runs it:
+    /// with the API key its environment file provides, and not without one (a public HTTP API
+    /// without a key is refused).
+    #[test]
+    fn the_deploy_example_is_valid_with_the_units_api_key() {
+        let mut c = Config::from_toml_str(include_str!("../deploy/shardhub.toml")).unwrap();
+        assert!(c.listen.ip().is_unspecified());
+        assert!(c.has_history());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("api_key"), "{err}");
+        c.api_key = Some("from /etc/shardhub/env".into());
+        c.validate().unwrap();
+    }
 }

@@ -309,4 +309,56 @@ mod tests {
             assert!(v.parse::<f64>().is_ok(), "{l}");
         }
     }
+    /// Every metric the Grafana dashboard and the alert rules in `deploy/` query is one this
+    /// renderer writes (cluster mode included), so a renamed metric fails here, not on an
+    /// operator's empty panel.
+    #[test]
+    fn the_deploy_dashboard_and_alerts_query_only_metrics_that_exist() {
+        let h = Histograms::default();
+        let node = crate::cluster::view::NodeInfo {
+            name: "a".into(),
+            tag: 1,
+            sessions: 0,
+            published: 0,
+            last_seen_ms: 0,
+        };
+        let bus = crate::cluster::BusStats::default().snapshot();
+        let text = render(&Snapshot {
+            cluster: Some((("a".into(), vec![node]), bus)),
+            shards: vec![Stats::default()],
+            sessions: 0,
+            users: 0,
+            rooms: 0,
+            uptime_seconds: 0.0,
+            histograms: &h,
+        });
+        let rendered: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dashboard = include_str!("../../deploy/grafana/shardhub.json");
+        let panels: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let exprs = panels["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["expr"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>();
+        assert!(exprs.len() > 20, "{} queries", exprs.len());
+        let alerts = include_str!("../../deploy/prometheus/shardhub-alerts.yml");
+        let mut queried = 0;
+        for text in exprs.iter().map(String::as_str).chain([alerts]) {
+            for (at, _) in text.match_indices("shardhub_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                assert!(rendered.contains(name.as_str()), "{name} is not a metric");
+                queried += 1;
+            }
+        }
+        assert!(queried > 40, "{queried} metric references");
+    }
 }
