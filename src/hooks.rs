@@ -237,7 +237,15 @@ type HandlerFn = dyn Fn(&mut Context<'_>, &Request<'_>) + Send + Sync;
 type DisconnectFn = dyn Fn(&Session, &Disconnect) + Send + Sync;
 type ErrorFn = dyn Fn(&Session, &SessionError) + Send + Sync;
 
-/// The application's hooks. Every hook is optional; the default is the plain hub protocol.
+/// A static page the server answers `GET` requests of its path with (see [`Hooks::page`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Page {
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Arc<[u8]>,
+}
+
+/// The application's hooks, and what it serves besides the hub protocol (static pages, the
+/// `welcome` frame). Every hook is optional; the default is the plain hub protocol.
 #[derive(Default, Clone)]
 pub struct Hooks {
     pub(crate) authenticate: Option<Arc<AuthenticateFn>>,
@@ -247,12 +255,18 @@ pub struct Hooks {
     pub(crate) handlers: HashMap<String, Arc<HandlerFn>>,
     pub(crate) on_disconnect: Option<Arc<DisconnectFn>>,
     pub(crate) on_error: Option<Arc<ErrorFn>>,
+    /// Static pages by exact path.
+    pub(crate) pages: HashMap<String, Page>,
+    /// Sessions open without the `welcome` frame.
+    pub(crate) no_welcome: bool,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("pages", &self.pages.keys().collect::<Vec<_>>())
+            .field("no_welcome", &self.no_welcome)
             .finish_non_exhaustive()
     }
 }
@@ -321,6 +335,34 @@ impl Hooks {
     /// Runs when a session fails (protocol error, socket error, slow consumer, heartbeat).
     pub fn on_error(mut self, f: impl Fn(&Session, &SessionError) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(f));
+        self
+    }
+
+    /// Serves `body` to `GET` requests of exactly `path` (the query is ignored) on the main
+    /// listener, with `content_type` and `Cache-Control: no-cache`: the page of an embedded
+    /// application's client, next to its WebSocket (`/ws`) on the same port. A page takes
+    /// precedence over the built-in routes of the same path; it is public (the API key guards
+    /// `/api/v1/`, which a page's script calls with the key if it needs to).
+    pub fn page(
+        mut self,
+        path: impl Into<String>,
+        content_type: &'static str,
+        body: impl Into<Vec<u8>>,
+    ) -> Self {
+        let page = Page {
+            content_type,
+            body: body.into().into(),
+        };
+        self.pages.insert(path.into(), page);
+        self
+    }
+
+    /// Opens sessions without the `welcome` frame, for applications that speak their own
+    /// protocol to their clients (a Melody chat page would show it as a message). Everything
+    /// else the server sends unasked (presence, closes) comes only from requests of the
+    /// built-in protocol that the application's clients do not make.
+    pub fn without_welcome(mut self) -> Self {
+        self.no_welcome = true;
         self
     }
 }

@@ -17,6 +17,8 @@ mod bad_input;
 mod lifecycle;
 // Embedding: hooks, typed handlers, session keys, the hub handle.
 mod embedding;
+// The examples that speak Melody's and the gorilla hub tutorial's protocols.
+mod examples;
 // The HTTP API on the same port: probes, limits, keep-alive, the key, every route.
 mod http;
 // Server-Sent Events streams of rooms.

@@ -144,6 +144,17 @@ impl<S> super::Engine<S> {
                 .with_header("Upgrade", "websocket");
             return self.respond(id, &r, keep);
         }
+        if req.method == "GET" && listener != Listener::Admin {
+            if let Some(page) = self.hooks.pages.get(req.path.as_str()) {
+                let r = Response {
+                    status: 200,
+                    content_type: page.content_type,
+                    body: page.body.to_vec(),
+                    headers: vec![("Cache-Control", "no-cache".into())],
+                };
+                return self.respond(id, &r, keep);
+            }
+        }
         let route = match router::route(&req.method, &req.path) {
             Ok(r) if listener.serves(&r) => r,
             Ok(_) => {
@@ -255,7 +266,7 @@ impl<S> super::Engine<S> {
             addr: self.conns[id.key()].addr,
         });
         self.users.entry(user.clone()).or_default().push(id);
-        if !self.cfg().echo {
+        if !self.cfg().echo && !hooks.no_welcome {
             let out = self.fb.start();
             reply::welcome(out, id.0, &user, self.shard);
             let f = self.fb.finish(OpCode::Text);
