@@ -232,14 +232,15 @@ describe("requests", () => {
 
   test("requests made while connecting are queued and sent in order once connected", async () => {
     const name = uniqueRoom("queue");
-    const alice = makeClient(server, { user: "alice" });
+    const aliceName = uniqueRoom("queue-alice");
+    const alice = makeClient(server, { user: aliceName });
     await connected(alice);
     const bob = makeClient(server, { user: "bob" });
     const bRoom = bob.room(name);
     const got = [];
     bRoom.on("message", (m) => got.push(m.data));
     // Not connected yet: a request fails at once instead of waiting forever.
-    await assert.rejects(bob.send("alice", "x"), { code: "disconnected" });
+    await assert.rejects(bob.send(aliceName, "x"), { code: "disconnected" });
 
     bob.connect();
     assert.equal(bob.state, "connecting");
@@ -248,7 +249,7 @@ describe("requests", () => {
       bRoom.join(),
       bRoom.publish(1),
       bRoom.publish(2),
-      bob.send("alice", "queued"),
+      bob.send(aliceName, "queued"),
     ]);
     assert.equal(results[0].room, name);
     assert.deepEqual(results[3], { sessions: 1 });

@@ -7,7 +7,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -137,8 +137,10 @@ export class Server {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once("exit", resolve));
     child.kill(signal);
-    await Promise.race([exited, sleep(10_000).then(() => child.kill("SIGKILL"))]);
+    // SIGTERM drains for up to the server's drain timeout; never wait more than 10 s.
+    const force = setTimeout(() => child.kill("SIGKILL"), 10_000);
     await exited;
+    clearTimeout(force);
   }
 
   async restart() {
@@ -146,9 +148,14 @@ export class Server {
     await this.start();
   }
 
-  /** SIGSTOP: the server holds its sockets but answers nothing (a dead connection). */
-  pause() {
+  /**
+   * SIGSTOP: the server holds its sockets but answers nothing (a dead connection). Resolves
+   * once the kernel reports the process stopped.
+   */
+  async pause() {
     this.child.kill("SIGSTOP");
+    const stat = `/proc/${this.child.pid}/stat`;
+    await until(() => / T /.test(readFileSync(stat, "utf8")), { timeout: 2000, what: "the server to stop" });
   }
 
   resume() {

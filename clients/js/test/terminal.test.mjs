@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { closeClients, connected, jwt, makeClient, nextEvent, record, Server, sleep, uniqueRoom } from "./harness.mjs";
 
-const SECRET = "test-secret-of-the-js-client";
+const SECRET = "test-secret-of-the-js-client-0123456789"; // at least 32 bytes
 
 let open; // anonymous access, no authentication
 let secured; // --jwt-secret
@@ -29,7 +29,7 @@ async function staysDown(client, ms = 700) {
 }
 
 describe("close codes", () => {
-  test("3505 (DELETE /api/v1/sessions/{id}) stops the client; waiting requests and joins fail", async () => {
+  test("3505 (DELETE /api/v1/sessions/{id}) stops the client; requests fail at once; connect() again rejoins its rooms", async () => {
     const client = makeClient(open);
     const welcome = await connected(client);
     const room = client.room(uniqueRoom());
