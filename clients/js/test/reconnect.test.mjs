@@ -142,6 +142,39 @@ describe("recovery", () => {
   });
 });
 
+describe("the browser's online event", () => {
+  test("cuts the reconnect delay short", async () => {
+    // What a browser has: a window that fires `online` when the network comes back.
+    const window = new EventTarget();
+    globalThis.window = window;
+    const flaky = await Server.start();
+    try {
+      // Without the event, the next attempt would come 20-30 s later.
+      const client = makeClient(flaky, { minReconnectDelay: 20_000, maxReconnectDelay: 30_000 });
+      await connected(client);
+      const down = nextEvent(client, "disconnected");
+      await flaky.stop();
+      await down;
+      await flaky.start();
+      await sleep(200);
+      assert.equal(client.state, "reconnecting", "waits out its delay");
+      const started = Date.now();
+      const back = nextEvent(client, "connected", { timeout: 5000 });
+      window.dispatchEvent(new Event("online"));
+      await back;
+      assert.ok(Date.now() - started < 5000);
+      // disconnect() stops listening: a later online event does nothing.
+      client.disconnect();
+      window.dispatchEvent(new Event("online"));
+      await sleep(100);
+      assert.equal(client.state, "disconnected");
+    } finally {
+      delete globalThis.window;
+      await flaky.stop();
+    }
+  });
+});
+
 describe("a dead connection", () => {
   test("no pong within pongTimeout: the client drops the connection and reconnects when the server answers again", async () => {
     const dead = await Server.start();
