@@ -217,6 +217,6 @@ export interface RoomEvents {
   subscribed: (info: JoinInfo) => void;
   /** The room was left ({@link Room.leave}), or a rejoin failed (`error` says why). */
   unsubscribed: (error: ShardhubError | undefined) => void;
-  /** A rejoin after a reconnect failed (the room is then unsubscribed). */
+  /** The server refused a join or a rejoin after a reconnect (the room is then unsubscribed; `join()` callers get the same error). */
   error: (error: ShardhubError) => void;
 }
