@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Client } from "../dist/index.js";
 import { WebSocket } from "ws";
-import { closeClients, connected, makeClient, nextEvent, record, Server, sleep, uniqueRoom, until } from "./harness.mjs";
+import { closeClients, connected, freePort, makeClient, nextEvent, record, Server, sleep, uniqueRoom, until } from "./harness.mjs";
 
 let server;
 before(async () => {
@@ -142,6 +142,31 @@ describe("recovery", () => {
   });
 });
 
+describe("a server that is not up yet", () => {
+  test("the first connection is retried (state connecting) until the server answers", async () => {
+    const late = new Server();
+    late.port = await freePort();
+    try {
+      const client = makeClient(late);
+      const states = record(client, ["state"]);
+      const downs = record(client, ["disconnected"]);
+      const up = nextEvent(client, "connected", { timeout: 10_000 });
+      client.connect();
+      await until(() => downs.length >= 2, { what: "two failed attempts" });
+      assert.ok(downs.every((d) => d.args[0].code === 1006 && d.args[0].reconnect));
+      assert.equal(client.state, "connecting");
+      await late.start();
+      await up;
+      assert.deepEqual(
+        states.map((e) => e.args[0]),
+        ["connecting", "connected"],
+      );
+    } finally {
+      await late.stop();
+    }
+  });
+});
+
 describe("the browser's online event", () => {
   test("cuts the reconnect delay short", async () => {
     // What a browser has: a window that fires `online` when the network comes back.
@@ -190,6 +215,14 @@ describe("a dead connection", () => {
       assert.equal(info.code, 1006);
       assert.match(info.reason, /no pong within 300 ms/);
       assert.equal(info.reconnect, true);
+      assert.equal(client.state, "reconnecting");
+      // Attempts meanwhile reach the stopped server's socket but get no welcome: each is
+      // abandoned after connectTimeout and retried.
+      const downs = record(client, ["disconnected"]);
+      await until(() => downs.some((d) => /no welcome within 500 ms/.test(d.args[0].reason)), {
+        timeout: 5000,
+        what: "an attempt abandoned for want of a welcome",
+      });
       assert.equal(client.state, "reconnecting");
       const back = nextEvent(room, "subscribed", { timeout: 8000 });
       dead.resume();
