@@ -12,8 +12,10 @@ message, and the time from the storm's start until each client was done (its max
 had recovered).
 
 The script samples the server every 0.1 s from /proc (utime+stime, VmRSS) and its connection
-count (/metrics); the storm window is from the last sample before the reconnects start (the
-members are gone) to the first sample after the loadgen reports every client done. It also
+count (/metrics); the storm window is from the last sample that sees the members away (the
+storm starts within 0.1 s after it) to all clients done (the loadgen's max) plus 0.3 s. CPU %
+is the window's CPU seconds over the storm's length (all done); ticks are 10 ms, so storms of a
+few hundred ms (1,000 members) are measured coarsely. It also
 reads the recovery counters from /metrics after each run, and the server's peak RSS (VmHWM).
 
 Single node (default): server pinned to core 0 with --shards 1, or on both cores with
@@ -164,28 +166,74 @@ class Servers:
 
 
 class Sampler:
-    """Every `every` s: the time, CPU ticks and RSS of every node, and the connections open."""
+    """Every `every` s: the time, CPU ticks and RSS of every node (from /proc, never late), and
+    on a thread of its own the connections open (from /metrics, which a busy server answers
+    late); each /proc sample carries the last connection count seen."""
 
     def __init__(self, servers, every=0.1):
         self.servers, self.samples, self.stop_ev = servers, [], threading.Event()
-        self.thread = threading.Thread(target=self.run, args=(every,), daemon=True)
-        self.thread.start()
+        self.conns = None
+        self.threads = [threading.Thread(target=self.run, args=(every,), daemon=True),
+                        threading.Thread(target=self.count, args=(every,), daemon=True)]
+        for t in self.threads:
+            t.start()
 
     def run(self, every):
         while not self.stop_ev.wait(every):
-            s = {"t": time.monotonic(),
-                 "cpu": [cpu_ticks(pid) for pid in self.servers.pids()],
-                 "rss": [proc_status(pid, "VmRSS") for pid in self.servers.pids()]}
+            self.samples.append({"t": time.monotonic(),
+                                 "cpu": [cpu_ticks(pid) for pid in self.servers.pids()],
+                                 "rss": [proc_status(pid, "VmRSS") for pid in self.servers.pids()],
+                                 "conns": self.conns})
+
+    def count(self, every):
+        while not self.stop_ev.wait(every):
             try:
-                s["conns"] = sum(metrics(port).get("shardhub_connections", 0.0) for _, port in self.servers.nodes)
+                self.conns = sum(metrics(port).get("shardhub_connections", 0.0) for _, port in self.servers.nodes)
             except (OSError, ValueError):
-                s["conns"] = None  # a late answer: CPU and RSS still count
-            self.samples.append(s)
+                pass  # a late answer: keep the last count
 
     def stop(self):
         self.stop_ev.set()
-        self.thread.join()
+        for t in self.threads:
+            t.join()
         return self.samples
+
+
+def storm_metrics(samples, conns, all_done_ms):
+    """Server CPU and RSS over the storm, from the samples (`t` s, `cpu` ticks and `rss` bytes
+    per node, `conns` open): None if the samples do not show the members leaving.
+
+    The members are away from the first sample, after the room was full, that sees fewer than
+    10% of them connected (`gone`) until the reconnects show; the storm starts within one
+    sampling interval (0.1 s) after the last sample of that stretch (`i0`). The window runs
+    until all clients were done (the loadgen's max) plus 0.3 s of margin for the sampling and
+    the last replies (the loadgen holds the connections for --grace, 2 s, after the storm, so
+    their closing is outside). An idle server uses next to no CPU, so the margin adds little; CPU % is
+    the window's CPU seconds over the storm's own length (all done). Ticks are 10 ms, so the
+    storms of a few hundred ms (1,000 members) are measured coarsely."""
+    if all_done_ms is None:
+        return None
+    full = next((i for i, s in enumerate(samples) if s["conns"] is not None and s["conns"] >= conns), None)
+    if full is None:
+        return None
+    gone = next((i for i in range(full, len(samples))
+                 if samples[i]["conns"] is not None and samples[i]["conns"] < conns * 0.1), None)
+    if gone is None:
+        return None
+    i0 = gone
+    while i0 + 1 < len(samples) and (samples[i0 + 1]["conns"] is None or samples[i0 + 1]["conns"] < conns * 0.1):
+        i0 += 1
+    t_all = samples[i0]["t"] + 0.1 + all_done_ms / 1000 + 0.3
+    i1 = next((i for i in range(i0, len(samples)) if samples[i]["t"] >= t_all), len(samples) - 1)
+    s0, s1 = samples[i0], samples[i1]
+    cpu_s = (sum(s1["cpu"]) - sum(s0["cpu"])) / CLK_TCK
+    return {"window_s": s1["t"] - s0["t"], "window_samples": [i0, i1], "server_cpu_s": cpu_s,
+            "server_cpu_pct": 100 * cpu_s / (all_done_ms / 1000) if all_done_ms else None,
+            "leave_cpu_s": (sum(samples[i0]["cpu"]) - sum(samples[gone - 1]["cpu"])) / CLK_TCK,
+            "rss_before_mb": sum(samples[gone - 1]["rss"]) / 2**20,
+            "rss_storm_start_mb": sum(s0["rss"]) / 2**20,
+            "rss_peak_mb": max(sum(s["rss"]) for s in samples[i0:i1 + 1]) / 2**20,
+            "rss_after_mb": sum(s1["rss"]) / 2**20}
 
 
 def run_one(a, conns, shards, mode, rnd, work):
@@ -235,31 +283,14 @@ def run_one(a, conns, shards, mode, rnd, work):
                               for k in ("recoveries_total", "recoveries_failed_total",
                                         "recovered_messages_total")},
            "rss_peak_vmhwm_mb": sum(hwm) / 2**20}
-    # Window: the members all gone, then back and done. The loadgen's done times are relative
-    # to the storm's start, which is `offline` after the members left.
-    gone = None
-    full = next((i for i, s in enumerate(samples) if s["conns"] is not None and s["conns"] >= conns), None)
-    if full is not None:
-        gone = next((i for i in range(full, len(samples))
-                     if samples[i]["conns"] is not None and samples[i]["conns"] < conns * 0.1), None)
-    if gone is not None and done.get("max_ms") is not None:
-        # The members are gone `offline` before the storm; the sample that saw it is up to
-        # 0.1 s late (and the close itself takes a little), so the storm starts at most
-        # `offline` after it.
-        t_storm = samples[gone]["t"] + a.offline - 0.1
-        i0 = max(i for i in range(gone, len(samples)) if samples[i]["t"] <= t_storm)
-        t_all = t_storm + done["max_ms"] / 1000
-        i1 = next((i for i in range(i0, len(samples)) if samples[i]["t"] >= t_all), len(samples) - 1)
-        s0, s1 = samples[i0], samples[i1]
-        dt = s1["t"] - s0["t"]
-        cpu_s = sum(s1["cpu"]) / CLK_TCK - sum(s0["cpu"]) / CLK_TCK
-        peak = max(sum(s["rss"]) for s in samples[i0:i1 + 1])
-        res["storm"] = {"window_s": dt, "server_cpu_s": cpu_s, "server_cpu_pct": 100 * cpu_s / dt if dt else None,
-                        "rss_before_mb": sum(samples[gone - 1]["rss"]) / 2**20 if gone else None,
-                        "rss_storm_start_mb": sum(s0["rss"]) / 2**20,
-                        "rss_peak_mb": peak / 2**20,
-                        "rss_after_mb": sum(s1["rss"]) / 2**20}
+    storm = storm_metrics(samples, conns, done.get("max_ms"))
+    if storm:
+        res["storm"] = storm
     res["rss_end_mb"] = sum(samples[-1]["rss"]) / 2**20 if samples else None
+    # The raw samples (time from the loadgen's start, CPU ticks, RSS bytes, connections), so the
+    # window can be checked or recomputed.
+    res["samples"] = [{"t": round(x["t"] - t_start, 3), "cpu": x["cpu"], "rss": x["rss"], "conns": x["conns"]}
+                      for x in samples]
     return res
 
 
@@ -331,7 +362,22 @@ def main():
     p.add_argument("--source", default="127.0.0.1-127.0.0.4")
     p.add_argument("--cluster", choices=["none", "redis"], default="none")
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--rescan", action="store_true",
+                   help="recompute the storm windows of OUT/results.json from its samples, run nothing")
     a = p.parse_args()
+    if a.rescan:
+        path = os.path.join(a.out, "results.json")
+        with open(path) as f:
+            d = json.load(f)
+        for r in d["results"]:
+            r.pop("storm", None)
+            storm = storm_metrics(r["samples"], r["conns"], r["all_done_ms"])
+            if storm:
+                r["storm"] = storm
+        with open(path, "w") as f:
+            json.dump(d, f, indent=1)
+        print(table(d["results"], d["meta"]["args"]["modes"].split(",")))
+        return
     if a.history_size < a.missed + 10:
         raise SystemExit("--history-size must exceed --missed (with some slack)")
     if not a.no_build:

@@ -517,9 +517,8 @@ impl Workload for Recover {
         }
     }
 
-    fn all_answered(&self) -> bool {
-        self.began && self.pending == 0
-    }
+    // `all_answered` stays false: after the storm the run holds every connection for --grace,
+    // so what a server measures right after the storm is not its closing 10,000 connections.
 
     fn finished(&self) -> bool {
         // With live publications the run lasts its --duration: they are checked after the
@@ -657,7 +656,7 @@ mod tests {
         for o in [6, 6, 8] {
             r.on_frame(&mut bed.ctx(20 * MS), 2, msg(o));
         }
-        assert!(r.finished() && r.all_answered());
+        assert!(r.finished());
         let c = &bed.tally.counters;
         assert_eq!((c["recovered_true"], c["recovered_false"]), (2, 1));
         assert_eq!((c["duplicates"], c["gaps"], c["gap_messages"]), (1, 1, 1));

@@ -140,6 +140,8 @@ pub struct Runner {
     end_ns: u64,
     drain_until: u64,
     duration_ns: u64,
+    /// How long the measurement lasted: `--duration`, or less if the workload finished early.
+    measured_ns: u64,
     grace_ns: u64,
     open_at_end: u64,
     tally: Tally,
@@ -180,6 +182,7 @@ impl Runner {
             end_ns: 0,
             drain_until: 0,
             duration_ns: plan.duration.as_nanos() as u64,
+            measured_ns: plan.duration.as_nanos() as u64,
             grace_ns: plan.grace.as_nanos() as u64,
             open_at_end: 0,
             tally,
@@ -318,7 +321,7 @@ impl Runner {
             adapter: plan.adapter.name().into(),
             params: plan.params(),
             started_unix_ms: 0,
-            measured_s: plan.duration.as_secs_f64(),
+            measured_s: self.measured_ns as f64 / 1e9,
             connections: Connections {
                 target: self.links.len() as u64,
                 attempted: st.attempted,
@@ -445,6 +448,9 @@ impl Handler for Runner {
                 let next = work.tick(&mut ctx).unwrap_or(u64::MAX);
                 if now >= self.end_ns || self.work.finished() {
                     self.open_at_end = net.stats.open;
+                    // A workload that finished early measured until now, not for --duration.
+                    let start = self.end_ns - self.duration_ns;
+                    self.measured_ns = now.min(self.end_ns).saturating_sub(start);
                     if !self.work.has_traffic() {
                         // Nothing in flight to wait for.
                         self.stage = Stage::Done;
