@@ -11,11 +11,10 @@ reports per client the time from its intended reconnect to the join ack and to t
 message, and the time from the storm's start until each client was done (its max: until all
 had recovered).
 
-The script samples the server every 0.1 s from /proc (utime+stime, VmRSS) and its connection
-count (/metrics); the storm window is from the last sample that sees the members away (the
-storm starts within 0.1 s after it) to all clients done (the loadgen's max) plus 0.3 s. CPU %
-is the window's CPU seconds over the storm's length (all done); ticks are 10 ms, so storms of a
-few hundred ms (1,000 members) are measured coarsely. It also
+The script samples the server every 0.1 s from /proc (utime+stime, VmRSS) and, on another
+thread, its connection count (/metrics); the storm window starts at the end of the server's idle
+stretch after the members left and runs until all clients were done plus 0.5 s (details in
+`storm_metrics`). `--rescan` recomputes the windows of a results.json from its raw samples. It also
 reads the recovery counters from /metrics after each run, and the server's peak RSS (VmHWM).
 
 Single node (default): server pinned to core 0 with --shards 1, or on both cores with
@@ -203,33 +202,37 @@ def storm_metrics(samples, conns, all_done_ms):
     """Server CPU and RSS over the storm, from the samples (`t` s, `cpu` ticks and `rss` bytes
     per node, `conns` open): None if the samples do not show the members leaving.
 
-    The members are away from the first sample, after the room was full, that sees fewer than
-    10% of them connected (`gone`) until the reconnects show; the storm starts within one
-    sampling interval (0.1 s) after the last sample of that stretch (`i0`). The window runs
-    until all clients were done (the loadgen's max) plus 0.3 s of margin for the sampling and
-    the last replies (the loadgen holds the connections for --grace, 2 s, after the storm, so
-    their closing is outside). An idle server uses next to no CPU, so the margin adds little; CPU % is
-    the window's CPU seconds over the storm's own length (all done). Ticks are 10 ms, so the
-    storms of a few hundred ms (1,000 members) are measured coarsely."""
+    The /metrics connection count lags on this busy machine (by up to a second), so it only
+    says that the members have left (`gone`: the first sample after the room was 90% full that
+    sees fewer than 10% connected). The storm's start is read from the server's CPU instead:
+    after the members left, it is idle (at most 1 tick per 0.1 s sample) until the reconnects
+    come; `i0` is the last idle sample of the first idle stretch of at least 0.5 s. The window
+    runs until all clients were done (the loadgen's max) plus 0.5 s of margin, which stays
+    before the loadgen closes its connections (it holds them for --grace, 2 s). CPU % is the
+    window's CPU seconds over the storm's own length (all done). Ticks are 10 ms, so the storms
+    of a few hundred ms (1,000 members) are measured coarsely."""
     if all_done_ms is None:
         return None
-    full = next((i for i, s in enumerate(samples) if s["conns"] is not None and s["conns"] >= conns), None)
+    full = next((i for i, s in enumerate(samples) if s["conns"] is not None and s["conns"] >= conns * 0.9), None)
     if full is None:
         return None
     gone = next((i for i in range(full, len(samples))
                  if samples[i]["conns"] is not None and samples[i]["conns"] < conns * 0.1), None)
     if gone is None:
         return None
-    i0 = gone
-    while i0 + 1 < len(samples) and (samples[i0 + 1]["conns"] is None or samples[i0 + 1]["conns"] < conns * 0.1):
+    cpu = [sum(s["cpu"]) for s in samples]
+    idle = [i > 0 and cpu[i] - cpu[i - 1] <= 1 for i in range(len(samples))]
+    i0 = next((i for i in range(gone, len(samples) - 5) if all(idle[i:i + 5])), None)
+    if i0 is None:
+        return None
+    while i0 + 1 < len(samples) and idle[i0 + 1]:
         i0 += 1
-    t_all = samples[i0]["t"] + 0.1 + all_done_ms / 1000 + 0.3
+    t_all = samples[i0]["t"] + all_done_ms / 1000 + 0.5
     i1 = next((i for i in range(i0, len(samples)) if samples[i]["t"] >= t_all), len(samples) - 1)
     s0, s1 = samples[i0], samples[i1]
-    cpu_s = (sum(s1["cpu"]) - sum(s0["cpu"])) / CLK_TCK
+    cpu_s = (cpu[i1] - cpu[i0]) / CLK_TCK
     return {"window_s": s1["t"] - s0["t"], "window_samples": [i0, i1], "server_cpu_s": cpu_s,
             "server_cpu_pct": 100 * cpu_s / (all_done_ms / 1000) if all_done_ms else None,
-            "leave_cpu_s": (sum(samples[i0]["cpu"]) - sum(samples[gone - 1]["cpu"])) / CLK_TCK,
             "rss_before_mb": sum(samples[gone - 1]["rss"]) / 2**20,
             "rss_storm_start_mb": sum(s0["rss"]) / 2**20,
             "rss_peak_mb": max(sum(s["rss"]) for s in samples[i0:i1 + 1]) / 2**20,

@@ -278,7 +278,13 @@ fn recover_storm_replays_exactly_what_each_member_missed() {
     assert_eq!(c["storm_members"], 40, "{c:?}");
     assert_eq!(c["recovered_true"], 40, "{c:?}");
     assert_eq!(c["missed_total"], 40 * 20, "{c:?}");
-    for bad in ["gaps", "duplicates", "recovered_false", "not_done", "reconnect_failed"] {
+    for bad in [
+        "gaps",
+        "duplicates",
+        "recovered_false",
+        "not_done",
+        "reconnect_failed",
+    ] {
         assert!(!c.contains_key(bad), "{bad}: {c:?}");
     }
     assert_eq!((t.sent, t.expected, t.unique, t.lost), (20, 800, 800, 0));
@@ -307,7 +313,10 @@ fn recover_storm_with_live_publications_loses_and_repeats_none() {
     }
     assert!(c["missed_total"] >= 30 * 20, "{c:?}");
     assert_eq!(t.lost, 0);
-    assert!(s.latency.as_ref().unwrap().count > 0, "live deliveries measured");
+    assert!(
+        s.latency.as_ref().unwrap().count > 0,
+        "live deliveries measured"
+    );
 }
 
 #[test]
