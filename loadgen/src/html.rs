@@ -89,6 +89,10 @@ fn summary_rows(s: &RunSummary) -> Vec<(String, String)> {
             lat(&format!("{what} @ {url}"), l);
         }
     }
+    // What a scenario measures besides messages (recover: ack, replayed, done_since_storm).
+    for (name, l) in &s.phases {
+        lat(&format!("phase {name}"), l);
+    }
     if let Some(t) = &s.traffic {
         rows.push((
             "sent (/s)".into(),
@@ -413,6 +417,9 @@ mod tests {
         assert!(html.contains("<svg") && html.contains("99.9%"));
         assert!(html.contains("a&lt;b"), "labels are escaped");
         assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+        let mut storm = run(1);
+        storm.phases = [("ack".to_string(), storm.handshake.clone())].into();
+        assert!(report(&storm).unwrap().contains("phase ack latency p50"));
     }
 
     /// Values of `attr="..."` in `svg`, in order.

@@ -113,6 +113,14 @@ enum Measure {
         #[arg(long, default_value_t = 1.0)]
         churn_life: f64,
     },
+    /// Recovery storm: members of a room with history leave, miss --missed publications, and
+    /// reconnect at once joining with `recover`; time until each and all have recovered.
+    Recover {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        storm: StormArgs,
+    },
     /// Highest publish rate with p99 under --p99-ms and no loss, by doubling then bisecting short fanout runs.
     MaxRate {
         #[command(flatten)]
@@ -183,6 +191,44 @@ struct FanoutArgs {
     /// the room: measures a broadcast's delivery to every subscriber. Needs --rooms 1.
     #[arg(long)]
     broadcast: bool,
+}
+
+#[derive(Args, Clone)]
+struct StormArgs {
+    /// Subscribers (members of the one room, `storm`).
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Publications made while the members are away.
+    #[arg(long, default_value_t = 100)]
+    missed: u64,
+    /// Seconds the members stay away (the missed publications go out halfway).
+    #[arg(long, default_value_t = 2.0)]
+    offline: f64,
+    /// Reconnects per second (0: all at once).
+    #[arg(long, default_value_t = 0.0)]
+    reconnect_rate: f64,
+    /// Rejoin with a plain join instead of `recover` (the baseline without replay).
+    #[arg(long)]
+    no_recover: bool,
+    /// Reconnect to the URL a member left rather than the next one (several --url).
+    #[arg(long)]
+    same_node: bool,
+    /// Live publishes per second during the whole measurement (0: only the missed ones).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Upper bound of the measurement in seconds, --offline included (it ends as soon as every
+    /// member has recovered or failed, unless --rate > 0).
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// New connections per second during setup (0: all at once).
+    #[arg(long, default_value_t = 1000.0)]
+    connect_rate: f64,
+    /// URL the publisher connects to (loopback only; default: the first --url).
+    #[arg(long)]
+    publisher_url: Option<String>,
+    /// Seconds to wait after the measurement for messages in flight.
+    #[arg(long, default_value_t = 2.0)]
+    grace: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -366,7 +412,9 @@ fn worker_args(plan: &Plan, c: &Common) -> Vec<String> {
             push("--connect-rate", plan.connect_rate.to_string());
             push("--rate", plan.rate.to_string());
             push("--duration", plan.duration.as_secs_f64().to_string());
-            push("--payload", plan.payload.to_string());
+            if plan.scenario != Scenario::Recover {
+                push("--payload", plan.payload.to_string());
+            }
             push("--grace", plan.grace.as_secs_f64().to_string());
         }
     }
@@ -381,6 +429,22 @@ fn worker_args(plan: &Plan, c: &Common) -> Vec<String> {
     if plan.scenario == Scenario::Churn {
         push("--churn-rate", plan.churn_rate.to_string());
         push("--churn-life", plan.churn_life.as_secs_f64().to_string());
+    }
+    if plan.scenario == Scenario::Recover {
+        let st = &plan.storm;
+        push("--missed", st.missed.to_string());
+        push("--offline", st.offline.as_secs_f64().to_string());
+        push("--reconnect-rate", st.reconnect_rate.to_string());
+        push(
+            "--publisher-url",
+            plan.targets.publisher_target().url.clone(),
+        );
+        if !st.recover {
+            a.push("--no-recover".into());
+        }
+        if !st.move_node {
+            a.push("--same-node".into());
+        }
     }
     if plan.broadcast {
         a.push("--broadcast".into());
@@ -465,6 +529,21 @@ fn job(cmd: Measure) -> Result<(Job, Common), RunError> {
                 p.churn_life = secs(churn_life, "--churn-life")?;
                 Ok(())
             })?;
+            (Job::Run(p), common)
+        }
+        Measure::Recover { common, storm } => {
+            let mut p = base_plan(Scenario::Recover, &common, storm.publisher_url.as_deref())?;
+            p.conns = storm.conns;
+            p.rate = storm.rate;
+            p.connect_rate = storm.connect_rate;
+            p.duration = secs(storm.duration, "--duration")?;
+            p.grace = secs(storm.grace, "--grace")?;
+            p.storm.missed = storm.missed;
+            p.storm.offline = secs(storm.offline, "--offline")?;
+            p.storm.reconnect_rate = storm.reconnect_rate;
+            p.storm.recover = !storm.no_recover;
+            p.storm.move_node = !storm.same_node;
+            finish_plan(&mut p, &common)?;
             (Job::Run(p), common)
         }
         Measure::MaxRate {

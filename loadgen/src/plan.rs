@@ -22,6 +22,9 @@ pub enum Scenario {
     Direct,
     /// A fanout measured while extra connections connect, join and disconnect at a rate.
     Churn,
+    /// Members of a room with history leave together, miss publications, and reconnect at once
+    /// with `recover` (or plainly rejoin): time until each, and all, have recovered.
+    Recover,
 }
 
 impl Scenario {
@@ -33,6 +36,7 @@ impl Scenario {
             Self::Echo => "echo",
             Self::Direct => "direct",
             Self::Churn => "churn",
+            Self::Recover => "recover",
         }
     }
 
@@ -111,6 +115,8 @@ pub struct Plan {
     pub churn_rate: f64,
     /// Churn: how long each extra connection lives after its greeting.
     pub churn_life: Duration,
+    /// Recover: the storm's own settings.
+    pub storm: Storm,
     /// This process's share when run as a worker: (index, count). (0, 1) otherwise.
     pub part: (usize, usize),
     /// Monotonic origin of the run's timeline (set by the parent of worker processes).
@@ -142,6 +148,7 @@ impl Plan {
             label: None,
             churn_rate: 0.0,
             churn_life: Duration::from_secs(1),
+            storm: Storm::default(),
             part: (0, 1),
             origin_ns: None,
         }
@@ -188,6 +195,27 @@ impl Plan {
                     return bad("--conns must be > 0");
                 }
             }
+            Scenario::Recover => {
+                if self.conns == 0 {
+                    return bad("--conns must be > 0");
+                }
+                if self.adapter != Adapter::Hub {
+                    return bad("recover needs the hub adapter (rooms with history)");
+                }
+                let st = &self.storm;
+                if st.missed == 0 {
+                    return bad("recover needs --missed > 0 publications to miss");
+                }
+                if !(st.reconnect_rate >= 0.0 && st.reconnect_rate.is_finite()) {
+                    return bad("--reconnect-rate must be a finite number >= 0");
+                }
+                if st.offline.is_zero() {
+                    return bad("--offline must be > 0");
+                }
+                if self.duration <= st.offline {
+                    return bad("--duration must be longer than --offline (it includes it)");
+                }
+            }
         }
         if self.scenario == Scenario::Direct {
             if self.adapter != Adapter::Hub {
@@ -213,14 +241,17 @@ impl Plan {
         match (self.scenario.is_fanout(), self.adapter) {
             (true, Adapter::Hub) => self.rooms,
             (true, Adapter::Raw) => 1,
+            _ if self.scenario == Scenario::Recover => 1,
             _ => 0,
         }
     }
 
-    /// Publisher connections actually used.
+    /// Publisher connections actually used (a storm has one).
     pub fn publisher_count(&self) -> usize {
         if self.scenario.is_fanout() {
             self.publishers
+        } else if self.scenario == Scenario::Recover {
+            1
         } else {
             0
         }
@@ -263,7 +294,54 @@ impl Plan {
             sources: self.sources.len(),
             churn_rate: self.churn_rate,
             churn_life_s: self.churn_life.as_secs_f64(),
+            storm: (self.scenario == Scenario::Recover).then(|| self.storm.clone()),
         }
+    }
+}
+
+/// A recovery storm's settings (`recover`): the room's members leave together at the common
+/// start, the publisher publishes `missed` times while they are away, and at the start plus
+/// `offline` they reconnect, all at once or at `reconnect_rate`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Storm {
+    /// Publications made while the members are away (each member is this far behind).
+    pub missed: u64,
+    /// How long the members stay away; the missed publications go out halfway through.
+    #[serde(with = "secs_f64")]
+    pub offline: Duration,
+    /// Reconnects per second, all parts together; 0: all at once.
+    pub reconnect_rate: f64,
+    /// Rejoin with `recover` (false: a plain join, the baseline without replay).
+    pub recover: bool,
+    /// Reconnect to the next `--url` rather than the one a member left (cluster runs).
+    pub move_node: bool,
+}
+
+impl Default for Storm {
+    fn default() -> Self {
+        Self {
+            missed: 100,
+            offline: Duration::from_secs(2),
+            reconnect_rate: 0.0,
+            recover: true,
+            move_node: true,
+        }
+    }
+}
+
+/// A [`Duration`] as seconds (f64) in reports.
+mod secs_f64 {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
     }
 }
 

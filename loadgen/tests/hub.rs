@@ -249,3 +249,92 @@ fn refusals_are_counted_by_http_status_or_close_code() {
         "{c:?}"
     );
 }
+
+/// A recovery storm plan: `conns` members, 20 missed publications, 300 ms away.
+fn storm_plan(hub: &Hub, conns: usize) -> Plan {
+    let mut p = plan(Scenario::Recover, hub);
+    p.conns = conns;
+    p.rate = 0.0;
+    p.threads = 2;
+    p.storm.missed = 20;
+    p.storm.offline = Duration::from_millis(300);
+    p.duration = Duration::from_secs(10);
+    p
+}
+
+#[test]
+fn recover_storm_replays_exactly_what_each_member_missed() {
+    let hub = Hub::start(|c| c.history_size = 100);
+    let p = storm_plan(&hub, 40);
+    let started = std::time::Instant::now();
+    let s = run(&p, Gate::Local).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "ends once all are done, not after --duration"
+    );
+    assert_eq!(s.connections.failed, 0, "{:?}", s.connections.failures);
+    let t = s.traffic.as_ref().unwrap();
+    let c = &t.counters;
+    assert_eq!(c["storm_members"], 40, "{c:?}");
+    assert_eq!(c["recovered_true"], 40, "{c:?}");
+    assert_eq!(c["missed_total"], 40 * 20, "{c:?}");
+    for bad in [
+        "gaps",
+        "duplicates",
+        "recovered_false",
+        "not_done",
+        "reconnect_failed",
+    ] {
+        assert!(!c.contains_key(bad), "{bad}: {c:?}");
+    }
+    assert_eq!((t.sent, t.expected, t.unique, t.lost), (20, 800, 800, 0));
+    for phase in ["ack", "replayed", "done_since_storm"] {
+        assert_eq!(s.phases[phase].count, 40, "{phase}");
+    }
+    assert!(s.phases["ack"].max_ms <= s.phases["replayed"].max_ms);
+    let st = hub.stats();
+    assert_eq!((st.recoveries, st.recovered_messages), (40, 800));
+}
+
+#[test]
+fn recover_storm_with_live_publications_loses_and_repeats_none() {
+    let hub = Hub::start(|c| c.history_size = 1000);
+    let mut p = storm_plan(&hub, 30);
+    p.rate = 200.0;
+    p.duration = Duration::from_millis(1500);
+    p.storm.reconnect_rate = 300.0;
+    let s = run(&p, Gate::Local).unwrap();
+    assert_eq!(s.connections.failed, 0, "{:?}", s.connections.failures);
+    let t = s.traffic.as_ref().unwrap();
+    let c = &t.counters;
+    assert_eq!(c["recovered_true"], 30, "{c:?}");
+    for bad in ["gaps", "duplicates", "not_done", "message_before_ack"] {
+        assert!(!c.contains_key(bad), "{bad}: {c:?}");
+    }
+    assert!(c["missed_total"] >= 30 * 20, "{c:?}");
+    assert_eq!(t.lost, 0);
+    assert!(
+        s.latency.as_ref().unwrap().count > 0,
+        "live deliveries measured"
+    );
+}
+
+#[test]
+fn recover_storm_baseline_and_a_room_without_history() {
+    let hub = Hub::start(|c| c.history_size = 100);
+    let mut p = storm_plan(&hub, 20);
+    p.storm.recover = false;
+    let s = run(&p, Gate::Local).unwrap();
+    let c = &s.traffic.as_ref().unwrap().counters;
+    assert_eq!((c["rejoined"], c["missed_total"]), (20, 400), "{c:?}");
+    assert_eq!(s.phases["ack"].count, 20);
+    assert!(!s.phases.contains_key("replayed"));
+    drop(hub);
+    // No history: the acks carry no position, and nothing can be recovered.
+    let hub = Hub::start(|_| {});
+    let s = run(&storm_plan(&hub, 10), Gate::Local).unwrap();
+    let c = &s.traffic.as_ref().unwrap().counters;
+    assert_eq!(c["ack_without_position"], 10, "{c:?}");
+    assert_eq!(c["no_position_to_recover_from"], 10, "{c:?}");
+    assert!(!c.contains_key("recovered_true"), "{c:?}");
+}

@@ -51,6 +51,9 @@ pub struct Params {
     /// Life of each churn connection, seconds (churn).
     #[serde(default)]
     pub churn_life_s: f64,
+    /// The storm's settings (recover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<crate::plan::Storm>,
 }
 
 /// Connection outcome.
@@ -161,6 +164,10 @@ pub struct RunSummary {
     /// comparable to `latency`, the generator, not the server, is the bottleneck.
     #[serde(default)]
     pub send_lag: Option<Latency>,
+    /// Named distributions of what a scenario measures besides messages (`recover`: `ack`,
+    /// `replayed`, `done_since_storm`), each from its histogram; absent in older files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phases: BTreeMap<String, Latency>,
     /// Message counts.
     pub traffic: Option<Traffic>,
     /// Per-second samples.
@@ -179,7 +186,7 @@ impl RunSummary {
         if let Some(l) = &mut self.latency {
             *l = Latency::from_hist(&l.hist()?);
         }
-        for l in self.latency_by_url.values_mut() {
+        for l in (self.latency_by_url.values_mut()).chain(self.phases.values_mut()) {
             *l = Latency::from_hist(&l.hist()?);
         }
         if let Some(l) = &mut self.send_lag {
@@ -233,15 +240,20 @@ impl RunSummary {
             Some(l) => Some(l.hist()?),
             None => None,
         };
-        let mut by_url = BTreeMap::new();
-        let mut add_by_url = |m: &BTreeMap<String, Latency>| -> Result<(), RunError> {
-            for (url, l) in m {
+        // Distributions by name (URL or phase), merged by name.
+        let add_named = |into: &mut BTreeMap<String, hdrhistogram::Histogram<u64>>,
+                         m: &BTreeMap<String, Latency>|
+         -> Result<(), RunError> {
+            for (name, l) in m {
                 let h = l.hist()?;
-                hist::merge(by_url.entry(url.clone()).or_insert_with(hist::new_hist), &h);
+                hist::merge(into.entry(name.clone()).or_insert_with(hist::new_hist), &h);
             }
             Ok(())
         };
-        add_by_url(&out.latency_by_url)?;
+        let mut by_url = BTreeMap::new();
+        add_named(&mut by_url, &out.latency_by_url)?;
+        let mut phases = BTreeMap::new();
+        add_named(&mut phases, &out.phases)?;
         let mut timeline: BTreeMap<u64, (Sample, hdrhistogram::Histogram<u64>)> = BTreeMap::new();
         let mut add_timeline = |tl: &[Sample]| -> Result<(), RunError> {
             for s in tl {
@@ -276,7 +288,8 @@ impl RunSummary {
             a.first_start_ns = min_opt(a.first_start_ns, b.first_start_ns);
             a.last_ready_ns = a.last_ready_ns.max(b.last_ready_ns);
             hist::merge(&mut hs, &p.handshake.hist()?);
-            add_by_url(&p.latency_by_url)?;
+            add_named(&mut by_url, &p.latency_by_url)?;
+            add_named(&mut phases, &p.phases)?;
             for (src, acc) in [(&p.latency, &mut lat), (&p.send_lag, &mut lag)] {
                 if let Some(l) = src {
                     let h = l.hist()?;
@@ -312,6 +325,10 @@ impl RunSummary {
         out.latency_by_url = by_url
             .iter()
             .map(|(url, h)| (url.clone(), Latency::from_hist(h)))
+            .collect();
+        out.phases = phases
+            .iter()
+            .map(|(name, h)| (name.clone(), Latency::from_hist(h)))
             .collect();
         out.timeline = timeline
             .into_values()

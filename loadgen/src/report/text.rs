@@ -38,6 +38,20 @@ impl RunSummary {
                 "conns={} rate={}/s payload={}B duration={}s",
                 p.conns, p.rate, p.payload, p.duration_s
             ),
+            "recover" => match &p.storm {
+                Some(st) => format!(
+                    "members={} missed={} offline={}s reconnect_rate={}/s {} {} live_rate={}/s duration<={}s",
+                    p.conns,
+                    st.missed,
+                    st.offline.as_secs_f64(),
+                    st.reconnect_rate,
+                    if st.recover { "recover" } else { "plain rejoin" },
+                    if st.move_node { "next-url" } else { "same-url" },
+                    p.rate,
+                    p.duration_s
+                ),
+                None => format!("members={}", p.conns),
+            },
             _ => format!(
                 "subscribers={} rooms={} publishers={} rate={}/s payload={}B duration={}s",
                 p.conns, p.rooms, p.publishers, p.rate, p.payload, p.duration_s
@@ -86,6 +100,9 @@ impl RunSummary {
             };
             let _ = writeln!(s, "{}", latency_line(what, l));
             s.push_str(&self.by_url_table(what));
+        }
+        for (name, l) in &self.phases {
+            let _ = writeln!(s, "{}", latency_line(&phase_title(name), l));
         }
         if let Some(l) = &self.send_lag {
             let _ = writeln!(
@@ -178,6 +195,16 @@ impl RunSummary {
             );
         }
         s
+    }
+}
+
+/// How a named phase reads in the summary.
+fn phase_title(name: &str) -> String {
+    match name {
+        "ack" => "reconnect to join ack".into(),
+        "replayed" => "reconnect to last missed message".into(),
+        "done_since_storm" => "storm start to client done".into(),
+        other => other.replace('_', " "),
     }
 }
 

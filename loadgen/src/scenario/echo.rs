@@ -248,7 +248,7 @@ impl Workload for RoundTrip {
                     b.bounce(ctx, tag, p);
                 }
             }
-            Frame::Raw(_) | Frame::Message(_) => {}
+            Frame::Raw(_) | Frame::Message(..) => {}
         }
     }
 
@@ -309,7 +309,7 @@ mod tests {
         e.on_frame(
             &mut bed.ctx(5_000_000),
             1,
-            Frame::Message(Probe { t: 0, s: 3, p: 0 }),
+            Frame::Message(Probe { t: 0, s: 3, p: 0 }, None),
         );
         assert_eq!(bed.tally.received_total(), 2);
         let longest = bed.tally.total.max();

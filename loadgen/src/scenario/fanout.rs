@@ -250,7 +250,7 @@ impl Workload for Fanout {
 
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, tag: usize, frame: Frame) {
         match frame {
-            Frame::Message(p) | Frame::Raw(p) => self.delivered(ctx, tag, p),
+            Frame::Message(p, _) | Frame::Raw(p) => self.delivered(ctx, tag, p),
             Frame::Direct(_) => ctx.tally.count(FOREIGN),
             Frame::Pong(_) => {}
         }
@@ -289,7 +289,7 @@ mod tests {
     }
 
     fn msg(t: u64, s: u64, p: usize) -> Frame {
-        Frame::Message(Probe { t, s, p })
+        Frame::Message(Probe { t, s, p }, None)
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //!   per-second samples and the merge.
 //! * [`tally`], [`open_loop`], [`probe`]: what scenarios count, open-loop send schedules, and
 //!   the probe payload's encoding.
-//! * [`connect`], [`fanout`], [`echo`], [`direct`], [`churn`]: what each scenario's connections
-//!   do and count (`echo` and `direct` share the round-trip workload, `direct` adding the peers
-//!   that bounce; `churn` wraps a fan-out). [`maxrate`] is a search over fanout runs.
+//! * [`connect`], [`fanout`], [`echo`], [`direct`], [`churn`], [`recover`]: what each
+//!   scenario's connections do and count (`echo` and `direct` share the round-trip workload,
+//!   `direct` adding the peers that bounce; `churn` wraps a fan-out; `recover` is a reconnect
+//!   storm into a room with history). [`maxrate`] is a search over fanout runs.
 
 pub mod churn;
 pub mod connect;
@@ -28,6 +29,7 @@ pub mod fanout;
 pub mod maxrate;
 pub mod open_loop;
 pub mod probe;
+pub mod recover;
 pub mod runner;
 pub mod tally;
 #[cfg(test)]
@@ -49,8 +51,9 @@ use tally::Tally;
 pub enum Frame {
     /// A bare probe: what a raw echo or broadcast server sends back.
     Raw(Probe),
-    /// A hub room delivery (`message`) carrying a probe.
-    Message(Probe),
+    /// A hub room delivery (`message`) carrying a probe, with the room's stream position when
+    /// the room keeps history.
+    Message(Probe, Option<u64>),
     /// A hub direct message (`direct`) carrying a probe.
     Direct(Probe),
     /// A hub `pong` answering the request with this id.
@@ -90,6 +93,10 @@ pub trait Workload {
     /// One of `tag`'s joins was acked: it is a member from now on.
     fn on_joined(&mut self, _tag: usize) {}
 
+    /// The ack of one of `tag`'s joins, with the room's stream position (rooms with history),
+    /// just before [`Workload::on_joined`]; for workloads that follow positions (`recover`).
+    fn on_join_ack(&mut self, _ctx: &mut Ctx<'_>, _tag: usize, _ack: &JoinAck) {}
+
     /// The common start: sending begins at `start` and ends before `end`.
     fn begin(&mut self, _ctx: &mut Ctx<'_>, _start: u64, _end: u64) {}
 
@@ -116,8 +123,26 @@ pub trait Workload {
         false
     }
 
+    /// Whether the measurement is complete before `--duration` is over (a `recover` storm whose
+    /// clients have all recovered or failed): the run then moves on to draining at once.
+    fn finished(&self) -> bool {
+        false
+    }
+
     /// Fills the scenario's own part of the traffic summary (rooms, expected, unique).
     fn account(&self, _tally: &Tally, _traffic: &mut Traffic) {}
+}
+
+/// What a `join` ack says about the room's stream (docs/protocol.md, "History and recovery").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinAck {
+    /// Where the member starts from: the last offset it has (been replayed), if the room keeps
+    /// history.
+    pub offset: Option<u64>,
+    /// The stream's epoch, if the room keeps history.
+    pub epoch: Option<String>,
+    /// The answer to a `recover`, if the join carried one.
+    pub recovered: Option<bool>,
 }
 
 /// Counter of direct messages that arrived where none was expected (or without a probe).
@@ -132,5 +157,6 @@ pub fn workload(plan: &Plan, share: &Share, origin: u64) -> Box<dyn Workload> {
         Scenario::Echo => Box::new(echo::RoundTrip::echo(plan, share)),
         Scenario::Direct => Box::new(direct::pairs(plan, share, origin)),
         Scenario::Churn => Box::new(churn::Churn::new(plan, share)),
+        Scenario::Recover => Box::new(recover::Recover::new(plan, share)),
     }
 }

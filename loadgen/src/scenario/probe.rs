@@ -50,6 +50,16 @@ pub struct Inbound<'a> {
     /// The request id echoed back (`pong`).
     #[serde(default)]
     pub id: Option<u64>,
+    /// The stream position: of a `message` in a room with history, or where a `join` ack
+    /// starts the member from.
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// The room's stream epoch (`join` ack of a room with history).
+    #[serde(borrow, default)]
+    pub epoch: Option<Cow<'a, str>>,
+    /// Whether a `join` with `recover` recovered (`join` ack).
+    #[serde(default)]
+    pub recovered: Option<bool>,
     #[serde(default)]
     data: Option<Probe>,
     // Raw adapter: the probe is the whole message.
@@ -89,9 +99,10 @@ pub enum FastKind {
 }
 
 /// Reads a probe from a frame laid out exactly as shardhub forwards what this tool publishes:
-/// the `data` object last, with `t`, `s`, `p` first in that order. `None` for any other layout,
-/// which then goes through the JSON parser; this is a shortcut, never a different reading.
-pub fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe)> {
+/// the `data` object last, with `t`, `s`, `p` first in that order, then the room's stream
+/// `offset` if it has history (returned too). `None` for any other layout, which then goes
+/// through the JSON parser; this is a shortcut, never a different reading.
+pub fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe, Option<u64>)> {
     const DATA: &[u8] = br#","data":{"t":"#;
     let (kind, body, closing) = if let Some(rest) = msg.strip_prefix(br#"{"t":"#) {
         (FastKind::Raw, rest, 1)
@@ -114,9 +125,9 @@ pub fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe)> {
     let (s, rest) = leading_u64(rest.strip_prefix(br#","s":"#)?)?;
     let (p, rest) = leading_u64(rest.strip_prefix(br#","p":"#)?)?;
     // A room with history appends its stream position after `data`: `…},"offset":N}`.
-    let (rest, closing) = match without_offset(rest) {
-        Some(r) if closing == 2 => (r, 1),
-        _ => (rest, closing),
+    let (rest, closing, offset) = match without_offset(rest) {
+        Some((r, offset)) if closing == 2 => (r, 1, Some(offset)),
+        _ => (rest, closing, None),
     };
     // What may follow: our padding field (`,"x":"aaa"`), a bounce marker, then the closing
     // braces and nothing else.
@@ -133,12 +144,13 @@ pub fn fast_probe(msg: &[u8]) -> Option<(FastKind, Probe)> {
             s,
             p: usize::try_from(p).ok()?,
         },
+        offset,
     ))
 }
 
 /// `b` without a trailing `,"offset":N}` (what shardhub appends to `message` frames of rooms
-/// with history), if it ends so.
-fn without_offset(b: &[u8]) -> Option<&[u8]> {
+/// with history), and N, if it ends so.
+fn without_offset(b: &[u8]) -> Option<(&[u8], u64)> {
     const OFFSET: &[u8] = br#","offset":"#;
     let inner = b.strip_suffix(b"}")?;
     let digits = inner
@@ -149,7 +161,9 @@ fn without_offset(b: &[u8]) -> Option<&[u8]> {
     if digits == 0 {
         return None;
     }
-    inner[..inner.len() - digits].strip_suffix(OFFSET)
+    let at = inner.len() - digits;
+    let (offset, _) = leading_u64(&inner[at..])?;
+    Some((inner[..at].strip_suffix(OFFSET)?, offset))
 }
 
 /// A decimal u64 at the start of `b`, and what follows it.
@@ -169,9 +183,9 @@ fn leading_u64(b: &[u8]) -> Option<(u64, &[u8])> {
 mod tests {
     use super::*;
 
-    fn serde_probe(msg: &[u8]) -> Option<(u64, u64, usize)> {
+    fn serde_probe(msg: &[u8]) -> Option<(u64, u64, usize, Option<u64>)> {
         let m: Inbound<'_> = serde_json::from_slice(msg).ok()?;
-        m.probe().map(|p| (p.t, p.s, p.p))
+        m.probe().map(|p| (p.t, p.s, p.p, m.offset))
     }
 
     #[test]
@@ -187,9 +201,10 @@ mod tests {
             br#"{"type":"message","room":"r","from":"a","session":"1","data":{"t":1,"s":2,"p":3},"offset":17}"#,
         ];
         for c in cases {
-            let (_, p) = fast_probe(c).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(c)));
+            let (_, p, offset) =
+                fast_probe(c).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(c)));
             assert_eq!(
-                Some((p.t, p.s, p.p)),
+                Some((p.t, p.s, p.p, offset)),
                 serde_probe(c),
                 "{}",
                 String::from_utf8_lossy(c)
@@ -212,6 +227,16 @@ mod tests {
         assert_eq!(fast_probe(cases[2]).unwrap().0, FastKind::Direct);
         assert_eq!(fast_probe(cases[3]).unwrap().0, FastKind::Raw);
         assert_eq!(fast_probe(cases[5]).unwrap().0, FastKind::Broadcast);
+        assert_eq!(
+            fast_probe(cases[6]).unwrap().2,
+            Some(17),
+            "the offset is read"
+        );
+        assert_eq!(
+            fast_probe(cases[0]).unwrap().2,
+            None,
+            "no history, no offset"
+        );
     }
 
     #[test]
@@ -220,8 +245,8 @@ mod tests {
         for (bounced, pad) in [(false, 0), (true, 0), (false, 5), (true, 3)] {
             let mut buf = Vec::new();
             write_probe(&mut buf, p, bounced, pad);
-            assert_eq!(fast_probe(&buf), Some((FastKind::Raw, p)));
-            assert_eq!(serde_probe(&buf), Some((9, 8, 7)));
+            assert_eq!(fast_probe(&buf), Some((FastKind::Raw, p, None)));
+            assert_eq!(serde_probe(&buf), Some((9, 8, 7, None)));
         }
         let mut buf = Vec::new();
         write_probe(&mut buf, p, true, 2);

@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use crate::hist::Latency;
 use crate::net::{ConnId, Failure, Handler, Net};
-use crate::plan::{Adapter, Plan};
+use crate::plan::{Adapter, Plan, Scenario};
 use crate::report::{Connections, RunSummary, Traffic, FORMAT_VERSION};
 use crate::schedule::Schedule;
 
 use super::probe::{fast_probe, FastKind, Inbound};
 use super::tally::Tally;
-use super::{Coord, Frame, Workload};
+use super::{Coord, Frame, JoinAck, Workload};
 
 /// Where a thread is in the run (see the module docs of [`super`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,6 +140,8 @@ pub struct Runner {
     end_ns: u64,
     drain_until: u64,
     duration_ns: u64,
+    /// How long the measurement lasted: `--duration`, or less if the workload finished early.
+    measured_ns: u64,
     grace_ns: u64,
     open_at_end: u64,
     tally: Tally,
@@ -180,6 +182,7 @@ impl Runner {
             end_ns: 0,
             drain_until: 0,
             duration_ns: plan.duration.as_nanos() as u64,
+            measured_ns: plan.duration.as_nanos() as u64,
             grace_ns: plan.grace.as_nanos() as u64,
             open_at_end: 0,
             tally,
@@ -313,14 +316,12 @@ impl Runner {
             label: plan.label.clone(),
             url: plan.targets.first().url.clone(),
             urls: plan.targets.all().iter().map(|t| t.url.clone()).collect(),
-            publisher_url: plan
-                .scenario
-                .is_fanout()
+            publisher_url: (plan.scenario.is_fanout() || plan.scenario == Scenario::Recover)
                 .then(|| plan.targets.publisher_target().url.clone()),
             adapter: plan.adapter.name().into(),
             params: plan.params(),
             started_unix_ms: 0,
-            measured_s: plan.duration.as_secs_f64(),
+            measured_s: self.measured_ns as f64 / 1e9,
             connections: Connections {
                 target: self.links.len() as u64,
                 attempted: st.attempted,
@@ -342,6 +343,9 @@ impl Runner {
                 Default::default()
             },
             send_lag: (has_traffic && !t.lag.is_empty()).then(|| Latency::from_hist(&t.lag)),
+            phases: (t.phases.iter())
+                .map(|(k, h)| (k.to_string(), Latency::from_hist(h)))
+                .collect(),
             traffic,
             timeline: Vec::new(),
         }
@@ -362,9 +366,9 @@ impl Handler for Runner {
         self.maybe_begin(net, now);
         // Deliveries are nearly all the traffic; read them without a JSON parser when they have
         // exactly the layout this tool sends and shardhub forwards (anything else falls through).
-        if let Some((kind, p)) = fast_probe(msg) {
+        if let Some((kind, p, offset)) = fast_probe(msg) {
             let frame = match kind {
-                FastKind::Message | FastKind::Broadcast => Frame::Message(p),
+                FastKind::Message | FastKind::Broadcast => Frame::Message(p, offset),
                 FastKind::Direct => Frame::Direct(p),
                 FastKind::Raw => Frame::Raw(p),
             };
@@ -384,14 +388,23 @@ impl Handler for Runner {
         }
         match m.ty.as_deref() {
             Some("welcome") if !self.links[tag].welcomed => self.greeted(net, id, tag, now),
-            Some("ack") if m.op.as_deref() == Some("join") => self.join_answered(tag, true),
+            Some("ack") if m.op.as_deref() == Some("join") => {
+                let ack = JoinAck {
+                    offset: m.offset,
+                    epoch: m.epoch.as_deref().map(str::to_owned),
+                    recovered: m.recovered,
+                };
+                let (work, mut ctx) = self.parts(net, now);
+                work.on_join_ack(&mut ctx, tag, &ack);
+                self.join_answered(tag, true);
+            }
             Some("error") => {
                 let code = m.code.as_deref().unwrap_or("unknown");
                 self.tally.count(&format!("server_error_{code}"));
                 self.join_answered(tag, false);
             }
             Some("message" | "broadcast") => match m.probe() {
-                Some(p) => self.frame(net, tag, Frame::Message(p), now),
+                Some(p) => self.frame(net, tag, Frame::Message(p, m.offset), now),
                 None => self.tally.count("foreign_messages"),
             },
             Some("direct") => match m.probe() {
@@ -433,8 +446,11 @@ impl Handler for Runner {
             Stage::Running => {
                 let (work, mut ctx) = self.parts(net, now);
                 let next = work.tick(&mut ctx).unwrap_or(u64::MAX);
-                if now >= self.end_ns {
+                if now >= self.end_ns || self.work.finished() {
                     self.open_at_end = net.stats.open;
+                    // A workload that finished early measured until now, not for --duration.
+                    let start = self.end_ns - self.duration_ns;
+                    self.measured_ns = now.min(self.end_ns).saturating_sub(start);
                     if !self.work.has_traffic() {
                         // Nothing in flight to wait for.
                         self.stage = Stage::Done;
@@ -466,7 +482,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plan::Scenario;
     use crate::scenario::testbed::plan;
     use crate::target::Target;
 

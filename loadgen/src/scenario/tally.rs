@@ -28,6 +28,9 @@ pub struct Tally {
     /// Sends that were due but had no open connection to go out on.
     pub(super) skipped: u64,
     pub(super) counters: BTreeMap<String, u64>,
+    /// Named distributions a scenario measures besides message latency (`recover`: time to the
+    /// join ack, to the last replayed message), reported as the summary's `phases`.
+    pub(super) phases: BTreeMap<&'static str, Histogram<u64>>,
     /// This second's latency histogram, and the totals at the start of the second.
     interval: Histogram<u64>,
     sec_sent: u64,
@@ -48,6 +51,7 @@ impl Tally {
             received: 0,
             skipped: 0,
             counters: BTreeMap::new(),
+            phases: BTreeMap::new(),
             interval: hist::new_hist(),
             sec_sent: 0,
             sec_received: 0,
@@ -99,6 +103,12 @@ impl Tally {
     /// Adds one to the counter `what`.
     pub fn count(&mut self, what: &str) {
         self.count_n(what, 1);
+    }
+
+    /// Records `ns` in the named distribution `phase`.
+    pub fn phase(&mut self, phase: &'static str, ns: u64) {
+        let h = self.phases.entry(phase).or_insert_with(hist::new_hist);
+        hist::record_ns(h, ns);
     }
 
     /// Adds `n` to the counter `what`.
@@ -179,5 +189,9 @@ mod tests {
         let mut one = Tally::new(tx, 0, 0);
         one.received(1_000, 0);
         assert!(one.by_url.is_empty(), "one URL: the total says it all");
+        one.phase("ack", 3_000_000);
+        one.phase("ack", 5_000_000);
+        assert_eq!(one.phases["ack"].len(), 2);
+        assert_eq!(one.total.len(), 1, "a phase is not a delivery");
     }
 }
