@@ -181,6 +181,18 @@ pub struct Config {
     /// This node's name in the cluster, unique in it. Default: the host name and the process
     /// id.
     pub node: Option<String>,
+
+    // ----- the pages the `shardhub` binary serves (crate::pages) -----
+    /// Serve the operator dashboard ([`pages::DASHBOARD`](crate::pages::DASHBOARD)) at
+    /// `/dashboard`. Default on: the page itself is public, and the API it reads is guarded by
+    /// `api_key` as always. Read by the `shardhub` binary, which registers the page with
+    /// [`Hooks::page`](crate::Hooks::page); an embedding application serves it (or not) the
+    /// same way, and the library serves no page of its own.
+    pub dashboard: bool,
+    /// Serve the demo chat at `/`. Default (none): on when `listen` is a loopback address, off
+    /// otherwise, so a server facing the network shows no demo unless asked to
+    /// ([`Config::demo_enabled`]). Read by the `shardhub` binary, like `dashboard`.
+    pub demo: Option<bool>,
 }
 
 impl Default for Config {
@@ -239,6 +251,8 @@ impl Default for Config {
             history_rooms: HashMap::new(),
             cluster: None,
             node: None,
+            dashboard: true,
+            demo: None,
         }
     }
 }
@@ -261,6 +275,12 @@ impl Config {
             size: self.history_size,
             ttl: self.history_ttl,
         }
+    }
+
+    /// Whether the demo page is on: `demo` if set, else whether `listen` is a loopback
+    /// address.
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.unwrap_or_else(|| self.listen.ip().is_loopback())
     }
 
     /// Whether any room may keep history (`history_size` or a `history_rooms` entry).
@@ -450,6 +470,19 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_demo_defaults_to_on_for_loopback_only_and_the_dashboard_to_on() {
+        let on = |toml: &str| {
+            let c = Config::from_toml_str(toml).unwrap();
+            (c.dashboard, c.demo_enabled())
+        };
+        assert_eq!(on(""), (true, true));
+        assert_eq!(on("listen = \"[::1]:9000\""), (true, true));
+        assert_eq!(on("listen = \"0.0.0.0:9000\""), (true, false));
+        assert_eq!(on("listen = \"0.0.0.0:9000\"\ndemo = true"), (true, true));
+        assert_eq!(on("demo = false\ndashboard = false"), (false, false));
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     pub(crate) open: std::sync::atomic::AtomicUsize,
     /// Each shard's latency histograms, merged in by the shard once per tick.
     pub(crate) histograms: Vec<std::sync::Mutex<Histograms>>,
+    /// The last second's histograms over every shard, merged in with the same values.
+    pub(crate) recent: std::sync::Mutex<crate::metrics::RecentHistograms>,
     /// When the server was built (uptime, and the clock of `heartbeats`).
     pub(crate) started: std::time::Instant,
     /// Each shard's last timer tick, in milliseconds since `started`: `/ready` checks that
@@ -187,6 +189,9 @@ impl Shared {
             stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
             open: Default::default(),
             histograms: (0..n).map(|_| Default::default()).collect(),
+            recent: std::sync::Mutex::new(crate::metrics::RecentHistograms::new(
+                std::time::Instant::now(),
+            )),
             started: std::time::Instant::now(),
             heartbeats: (0..n).map(|_| Default::default()).collect(),
         })
@@ -481,6 +486,18 @@ impl Hub {
             all.add(&h.lock().unwrap_or_else(|e| e.into_inner()));
         }
         all
+    }
+
+    /// The latency histograms of the last complete window of about a second, merged over
+    /// shards, and the window's length (zero, with empty histograms, before the first window
+    /// closed or when the shards stopped): what a live view plots. See
+    /// [`RecentHistograms`](crate::metrics::RecentHistograms).
+    pub fn recent_histograms(&self) -> (Histograms, std::time::Duration) {
+        self.shared
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last(std::time::Instant::now())
     }
 
     /// The configuration the server runs with.

@@ -24,6 +24,8 @@
 //!   JWT scheme or the application's), permissions.
 //! * [`cluster`]: one hub across several nodes over NATS or Redis (`--cluster`): the bus
 //!   thread, the envelopes, the view of the other nodes.
+//! * [`pages`]: the HTML pages the `shardhub` binary serves (the operator dashboard), embedded
+//!   so that an application can serve them too with [`Hooks::page`].
 //! * [`Hub`]: the thread-safe handle; [`Hooks`]: the application's callbacks; [`Server`]:
 //!   binding, running and shutting down.
 //!
@@ -56,6 +58,7 @@ pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod pages;
 pub mod protocol;
 pub mod server;
 pub mod session;

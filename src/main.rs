@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use shardhub::{Config, Server};
+use shardhub::{Config, Hooks, Server};
 
 // The allocator is the program's choice, not the library's: an embedding application picks its
 // own. mimalloc keeps per-connection allocations small and fast at 100k+ connections.
@@ -175,6 +175,15 @@ struct Args {
     /// This node's name in the cluster, unique in it [default: host name and process id].
     #[arg(long, env = "SHARDHUB_NODE")]
     node: Option<String>,
+    // ----- pages (shardhub::pages) -----
+    /// Serve the live operator dashboard at /dashboard (it reads /api/v1/ with the API key)
+    /// [default: true].
+    #[arg(long, env = "SHARDHUB_DASHBOARD")]
+    dashboard: Option<bool>,
+    /// Serve the demo chat at / [default: true when --listen is a loopback address, false
+    /// otherwise].
+    #[arg(long, env = "SHARDHUB_DEMO")]
+    demo: Option<bool>,
     /// On shutdown, write the server's latency histograms (fanout.hgrm, tick.hgrm,
     /// timer_lag.hgrm) and counters (stats.json) to this directory.
     #[arg(long, env = "SHARDHUB_HISTOGRAMS_DIR")]
@@ -243,6 +252,11 @@ impl Args {
         // HTTP API and SSE.
         set!(http_api, max_request_body_bytes, sse_heartbeat, sse_history);
         set!(history_size, history_ttl);
+        // Pages.
+        set!(dashboard);
+        if self.demo.is_some() {
+            c.demo = self.demo;
+        }
         if self.api_key.is_some() {
             c.api_key.clone_from(&self.api_key);
         }
@@ -267,7 +281,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = match Server::builder(config).build() {
+    let hooks = pages(&config);
+    let server = match Server::builder(config).hooks(hooks).build() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("shardhub: {e}");
@@ -289,6 +304,22 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The pages the configuration turns on, registered as an embedding application would.
+///
+/// `/dashboard` when `dashboard` is on. The demo chat at `/` (`demo`, see
+/// [`Config::demo_enabled`]) is not in this build yet: `/` stays unregistered.
+fn pages(config: &Config) -> Hooks {
+    let mut hooks = Hooks::default();
+    if config.dashboard {
+        hooks = hooks.page(
+            shardhub::pages::DASHBOARD_PATH,
+            shardhub::pages::HTML,
+            shardhub::pages::DASHBOARD,
+        );
+    }
+    hooks
 }
 
 /// Writes the server's histograms (`.hgrm`) and counters (`stats.json`) into `dir`.

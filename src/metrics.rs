@@ -192,6 +192,107 @@ impl Histograms {
     }
 }
 
+/// The percentiles of one histogram, in microseconds, as the API reports them
+/// (`GET /api/v1/stats?detail=histograms`). All zero when nothing was recorded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median, µs.
+    pub p50: u64,
+    /// 90th percentile, µs.
+    pub p90: u64,
+    /// 99th percentile, µs.
+    pub p99: u64,
+    /// 99.9th percentile, µs.
+    pub p999: u64,
+    /// Largest value, µs (to the histogram's precision, 3 significant digits).
+    pub max: u64,
+    /// Mean, µs.
+    pub mean: f64,
+}
+
+impl Percentiles {
+    /// The ladder of `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
+/// The latency histograms of the last complete window (about [`RecentHistograms::WINDOW`]),
+/// over every shard: what a live view plots, where the histograms since start would barely
+/// move after the first minutes.
+///
+/// Shards merge their recent values into `current` once per tick (under one lock, ten times a
+/// second per shard); the merge that finds `current` a window old moves it to `previous`. The
+/// window's edges are therefore blurred by a tick. Two sets of three histograms, whatever the
+/// shard count.
+#[derive(Debug, Clone)]
+pub struct RecentHistograms {
+    current: Histograms,
+    current_start: std::time::Instant,
+    previous: Histograms,
+    /// How long `previous` covered; zero before the first rotation.
+    previous_len: std::time::Duration,
+}
+
+impl RecentHistograms {
+    /// The window length: the dashboard polls once a second.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Empty, with the first window starting at `now`.
+    pub fn new(now: std::time::Instant) -> Self {
+        Self {
+            current: Histograms::default(),
+            current_start: now,
+            previous: Histograms::default(),
+            previous_len: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Adds a shard's values recorded up to `now`, first closing the window if it is over.
+    pub fn merge(&mut self, h: &Histograms, now: std::time::Instant) {
+        self.rotate(now);
+        self.current.add(h);
+    }
+
+    fn rotate(&mut self, now: std::time::Instant) {
+        let age = now.saturating_duration_since(self.current_start);
+        if age < Self::WINDOW {
+            return;
+        }
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.reset();
+        self.current_start = now;
+        // A window that ran much longer than WINDOW (no shard merged: they all stopped) holds
+        // old values: report it as empty rather than as recent.
+        if age >= 2 * Self::WINDOW {
+            self.previous.reset();
+        }
+        self.previous_len = age;
+    }
+
+    /// The last complete window as of `now` and how long it was; empty (and zero long) when
+    /// no shard has merged for two windows.
+    pub fn last(&self, now: std::time::Instant) -> (Histograms, std::time::Duration) {
+        if now.saturating_duration_since(self.current_start) >= 2 * Self::WINDOW {
+            return (Histograms::default(), std::time::Duration::ZERO);
+        }
+        (self.previous.clone(), self.previous_len)
+    }
+}
+
 /// The percentile distribution in HdrHistogram's `.hgrm` text format (as printed by
 /// `outputPercentileDistribution` with 5 ticks per half distance), values scaled from
 /// microseconds to milliseconds. The server's histograms and shardhub-loadgen's share it.
@@ -247,6 +348,46 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn percentiles_of_an_empty_and_a_filled_histogram() {
+        let mut h = Histograms::default();
+        assert_eq!(Percentiles::of(&h.tick), Percentiles::default());
+        for us in 1..=1000 {
+            Histograms::record(&mut h.tick, Duration::from_micros(us), 1);
+        }
+        let p = Percentiles::of(&h.tick);
+        assert_eq!(
+            (p.count, p.p50, p.p90, p.p99, p.p999),
+            (1000, 500, 900, 990, 999)
+        );
+        assert_eq!(p.max, 1000);
+        assert!((p.mean - 500.5).abs() < 1.0, "{}", p.mean);
+    }
+
+    #[test]
+    fn the_recent_window_rotates_once_a_window_and_goes_stale_when_nobody_merges() {
+        let t0 = std::time::Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut one = Histograms::default();
+        Histograms::record(&mut one.fanout, Duration::from_micros(100), 1);
+        let mut r = RecentHistograms::new(t0);
+        r.merge(&one, ms(100));
+        r.merge(&one, ms(900));
+        assert_eq!(r.last(ms(950)).0.fanout.len(), 0, "no window closed yet");
+        // The merge at 1.1 s closes the first window (two values) and opens the next.
+        r.merge(&one, ms(1100));
+        let (h, len) = r.last(ms(1200));
+        assert_eq!((h.fanout.len(), len), (2, Duration::from_millis(1100)));
+        r.merge(&one, ms(2200));
+        assert_eq!(r.last(ms(2300)).0.fanout.len(), 1, "the second window");
+        // Nobody merges for over two windows: nothing recent to show.
+        let (h, len) = r.last(ms(4300));
+        assert_eq!((h.fanout.len(), len), (0, Duration::ZERO));
+        // A merge after a long silence does not pass the old window off as recent.
+        r.merge(&one, ms(9000));
+        assert_eq!(r.last(ms(9100)).0.fanout.len(), 0);
+    }
 
     #[test]
     fn hgrm_reports_percentiles_in_milliseconds() {

@@ -210,3 +210,52 @@ fn an_unreachable_cluster_bus_is_a_clear_error() {
         );
     }
 }
+
+/// The binary serves the dashboard at /dashboard unless `--dashboard false` (or
+/// `SHARDHUB_DASHBOARD=false`) turns it off; `/` stays unserved (the demo page is not part of
+/// this build).
+#[test]
+fn the_dashboard_is_served_unless_switched_off() {
+    // (flags, environment, status of GET /dashboard)
+    type Case = (
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        u16,
+    );
+    let cases: [Case; 4] = [
+        (&[], &[], 200),
+        (&["--dashboard", "false"], &[], 404),
+        (&[], &[("SHARDHUB_DASHBOARD", "false")], 404),
+        (&["--dashboard", "true", "--demo", "true"], &[], 200),
+    ];
+    for (args, env, want) in cases {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--shards", "1"])
+            .args(["--pin-cores", "false"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_listening(&mut child);
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let r = http(addr, "GET", "/dashboard", None);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(r.status, want, "{args:?} {env:?}");
+        if want == 200 {
+            assert_eq!(r.header("content-type"), Some(shardhub::pages::HTML));
+            assert_eq!(r.text(), shardhub::pages::DASHBOARD);
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--dashboard") && help.contains("--demo"),
+        "{help}"
+    );
+}

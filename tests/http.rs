@@ -282,6 +282,116 @@ fn rooms_members_online_and_stats_describe_the_hub() {
     assert!(st["uptime_seconds"].as_f64().unwrap() >= 0.0);
 }
 
+/// What the dashboard reads: the largest rooms, each shard's counters, and the latency
+/// percentiles of the last second and since start.
+#[test]
+fn rooms_top_and_stats_detail_give_what_a_live_view_needs() {
+    let s = TestServer::start(|_| {});
+    let mut clients = Vec::new();
+    for (i, rooms) in [&["a", "b", "c"][..], &["b", "c", "d"], &["b", "d"]]
+        .iter()
+        .enumerate()
+    {
+        // Two sessions on shard 0, one on shard 1.
+        let mut c = Client::connect_on_shard(&s, &format!("u{i}"), u64::from(i == 2));
+        for room in *rooms {
+            c.send_json(json!({"type":"join","room":room}));
+            c.expect("ack");
+        }
+        clients.push(c);
+    }
+    let names = |target: &str| -> Vec<(String, u64)> {
+        http(s.addr, "GET", target, None).json()["rooms"]
+            .as_array()
+            .expect("rooms")
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().into(),
+                    r["members"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+        v.iter().map(|(n, m)| (n.to_string(), *m)).collect()
+    };
+    assert_eq!(
+        names("/api/v1/rooms?top=3"),
+        pairs(&[("b", 3), ("c", 2), ("d", 2)]),
+        "largest first, ties by name"
+    );
+    assert_eq!(names("/api/v1/rooms?top=100").len(), 4);
+    assert_eq!(
+        names("/api/v1/rooms"),
+        pairs(&[("a", 1), ("b", 3), ("c", 2), ("d", 2)]),
+        "without top: every room by name"
+    );
+    for bad in ["0", "-1", "x", ""] {
+        let r = http(s.addr, "GET", &format!("/api/v1/rooms?top={bad}"), None);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, "bad_request".into()),
+            "{bad}"
+        );
+    }
+
+    let st = http(s.addr, "GET", "/api/v1/stats", None).json();
+    assert!(st.get("shard_counters").is_none() && st.get("histograms").is_none());
+    let st = http(s.addr, "GET", "/api/v1/stats?detail=shards", None).json();
+    let per: Vec<u64> = st["shard_counters"]
+        .as_array()
+        .expect("shard_counters")
+        .iter()
+        .map(|c| c["connections"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per, [2, 1], "each shard's own sessions");
+    assert_eq!(st["counters"]["connections"], 3);
+    assert!(st.get("histograms").is_none(), "only what was asked");
+
+    // Publications keep coming until a whole second of them has been counted.
+    let mut recent = json!(null);
+    wait_until("a second with fan-outs", || {
+        clients[2].send_json(json!({"type":"publish","room":"b","data":"x"}));
+        let st = http(
+            s.addr,
+            "GET",
+            "/api/v1/stats?detail=histograms,shards",
+            None,
+        )
+        .json();
+        assert_eq!(st["shard_counters"].as_array().map(Vec::len), Some(2));
+        recent = st["histograms"].clone();
+        recent["recent"]["fanout"]["count"].as_u64() > Some(0)
+    });
+    assert_eq!(recent["unit"], "us");
+    let window = recent["window_seconds"].as_f64().unwrap();
+    assert!((0.9..3.0).contains(&window), "window {window}");
+    for which in ["recent", "total"] {
+        for h in ["fanout", "tick"] {
+            let p = &recent[which][h];
+            let ladder: Vec<u64> = ["p50", "p90", "p99", "p999", "max"]
+                .iter()
+                .map(|k| p[k].as_u64().unwrap())
+                .collect();
+            assert!(p["count"].as_u64().unwrap() > 0, "{which} {h}: {p}");
+            assert!(ladder[0] > 0, "{which} {h}: {p}");
+            assert!(ladder.windows(2).all(|w| w[0] <= w[1]), "{which} {h}: {p}");
+        }
+    }
+    assert!(
+        recent["total"]["fanout"]["count"].as_u64() >= recent["recent"]["fanout"]["count"].as_u64()
+    );
+    for bad in ["bogus", "shards,rooms"] {
+        let r = http(s.addr, "GET", &format!("/api/v1/stats?detail={bad}"), None);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, "bad_request".into()),
+            "{bad}"
+        );
+    }
+}
+
 #[test]
 fn delete_closes_a_session_with_its_code_and_reason() {
     let s = TestServer::start(|_| {});

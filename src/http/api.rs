@@ -16,6 +16,7 @@ use super::response::Response;
 use super::router::Route;
 use crate::engine::ids::SessionId;
 use crate::hub::{Hub, HubError};
+use crate::metrics::Percentiles;
 use crate::protocol::close::{reconnects, Close};
 use crate::protocol::envelope::check_name;
 use crate::protocol::frame::{self, Frame, OpCode};
@@ -38,9 +39,9 @@ pub(crate) fn handle(hub: &Hub, route: Route, req: &mut Request, draining: bool)
         Route::Health => Ok(Response::json(200, &json!({"status": "ok"}))),
         Route::Ready => Ok(ready(hub, draining)),
         Route::Metrics => Ok(metrics(hub)),
-        Route::Stats => Ok(stats(hub)),
+        Route::Stats => stats(hub, req),
         Route::Online => online(hub, req),
-        Route::Rooms => Ok(rooms(hub)),
+        Route::Rooms => rooms(hub, req),
         Route::Room(room) => room_members(hub, &room),
         Route::Send => send(hub, req),
         Route::Broadcast => broadcast(hub, req),
@@ -114,19 +115,50 @@ fn metrics(hub: &Hub) -> Response {
     r
 }
 
-fn stats(hub: &Hub) -> Response {
-    Response::json(
-        200,
-        &json!({
-            "uptime_seconds": hub.shared.started.elapsed().as_secs_f64(),
-            "shards": hub.shared.router.shards(),
-            "cluster": cluster(hub),
-            "sessions": hub.session_count(),
-            "users": hub.shared.router.directory().user_count(),
-            "rooms": hub.shared.router.directory().rooms().len(),
-            "counters": hub.stats(),
-        }),
-    )
+/// `GET /api/v1/stats`, with what `detail` (comma-separated) asks for besides the totals:
+/// `shards` (each shard's counters) and `histograms` (latency percentiles).
+fn stats(hub: &Hub, req: &Request) -> Result<Response, Response> {
+    let mut body = json!({
+        "uptime_seconds": hub.shared.started.elapsed().as_secs_f64(),
+        "shards": hub.shared.router.shards(),
+        "cluster": cluster(hub),
+        "sessions": hub.session_count(),
+        "users": hub.shared.router.directory().user_count(),
+        "rooms": hub.shared.router.directory().rooms().len(),
+        "counters": hub.stats(),
+    });
+    let detail = req.query_param("detail").unwrap_or_default();
+    for part in detail.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "shards" => body["shard_counters"] = json!(hub.shard_stats()),
+            "histograms" => body["histograms"] = histograms(hub),
+            _ => {
+                return Err(bad_request(
+                    "detail takes a comma-separated list of shards, histograms",
+                ))
+            }
+        }
+    }
+    Ok(Response::json(200, &body))
+}
+
+/// The `histograms` detail of `/api/v1/stats`: percentiles in microseconds of the last
+/// window of about a second (`recent`, what a live view plots) and since start (`total`).
+fn histograms(hub: &Hub) -> serde_json::Value {
+    let ladder = |h: &crate::metrics::Histograms| {
+        json!({
+            "fanout": Percentiles::of(&h.fanout),
+            "tick": Percentiles::of(&h.tick),
+            "timer_lag": Percentiles::of(&h.timer_lag),
+        })
+    };
+    let (recent, window) = hub.recent_histograms();
+    json!({
+        "unit": "us",
+        "window_seconds": window.as_secs_f64(),
+        "recent": ladder(&recent),
+        "total": ladder(&hub.histograms()),
+    })
 }
 
 /// The cluster part of `/api/v1/stats`: this node, the others as last heard, the bus counters
@@ -173,13 +205,24 @@ fn online(hub: &Hub, req: &Request) -> Result<Response, Response> {
     ))
 }
 
-fn rooms(hub: &Hub) -> Response {
-    let list: Vec<_> = hub
-        .rooms()
+/// `GET /api/v1/rooms`: every room by name, or with `top=N` the `N` largest, largest first.
+fn rooms(hub: &Hub, req: &Request) -> Result<Response, Response> {
+    let mut all = hub.rooms();
+    if let Some(top) = req.query_param("top") {
+        let n: usize = top
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad_request("top must be a positive integer"))?;
+        // Stable: rooms of equal size stay in name order.
+        all.sort_by_key(|r| std::cmp::Reverse(r.members));
+        all.truncate(n);
+    }
+    let list: Vec<_> = all
         .into_iter()
         .map(|r| json!({"name": r.name, "members": r.members, "capacity": r.capacity}))
         .collect();
-    Response::json(200, &json!({ "rooms": list }))
+    Ok(Response::json(200, &json!({ "rooms": list })))
 }
 
 fn no_such_room(room: &str) -> Response {

@@ -328,10 +328,17 @@ impl Shard {
         }
     }
 
-    /// Merges this shard's recent histograms into the shared ones.
+    /// Merges this shard's recent histograms into the shared ones (this shard's since start,
+    /// and every shard's last second).
     fn publish_histograms(&mut self) {
         self.hist.add(self.engine.histograms_mut());
         self.engine.histograms_mut().reset();
+        self.hub
+            .shared
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(&self.hist, Instant::now());
         if let Some(shared) = self.hub.shared.histograms.get(self.index) {
             shared
                 .lock()
