@@ -78,6 +78,15 @@ pub struct Config {
     /// Send `joined`/`left` events to room members. Default on; each join costs one delivery per
     /// member.
     pub presence: bool,
+    /// Rooms with more members than this get no `joined`/`left` events: their members get the
+    /// room's member count (`presence` frame) at most once per `presence_interval` instead, so
+    /// that a room filling up costs O(members) deliveries, not O(members²). 0: no limit.
+    /// Default 100.
+    pub presence_limit: usize,
+    /// How often members of a room over `presence_limit` hear its member count while it
+    /// changes. Default 1 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub presence_interval: Duration,
     /// Largest incoming message (after reassembly of fragments); larger ones close with 1009.
     /// Default 64 KiB: chat-sized, and it bounds what one client can make the server buffer.
     pub max_message_bytes: usize,
@@ -220,6 +229,8 @@ impl Default for Config {
             handshakes_per_ip_per_sec: 0,
             handshakes_per_ip_burst: 20,
             presence: true,
+            presence_limit: 100,
+            presence_interval: Duration::from_secs(1),
             max_message_bytes: 64 * 1024,
             max_json_depth: crate::protocol::json::DEFAULT_MAX_DEPTH,
             max_header_bytes: 8 * 1024,
@@ -386,6 +397,7 @@ impl Config {
             ("pong_timeout", self.pong_timeout),
             ("write_stall_timeout", self.write_stall_timeout),
             ("close_timeout", self.close_timeout),
+            ("presence_interval", self.presence_interval),
         ] {
             if d < self.tick {
                 return bad(format!(
@@ -488,9 +500,10 @@ mod tests {
     #[test]
     fn toml_overrides_only_what_it_names() {
         let c = Config::from_toml_str(
-            "listen = \"0.0.0.0:9000\"\nping_interval = \"5s\"\n[room_capacities]\nvip = 2\n",
+            "listen = \"0.0.0.0:9000\"\nping_interval = \"5s\"\npresence_interval = \"2s\"\n[room_capacities]\nvip = 2\n",
         )
         .unwrap();
+        assert_eq!(c.presence_interval, Duration::from_secs(2));
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.ping_interval, Duration::from_secs(5));
         assert_eq!(c.room_capacities["vip"], 2);

@@ -92,6 +92,14 @@ struct Args {
     /// Send joined/left presence events to room members [default: true].
     #[arg(long, env = "SHARDHUB_PRESENCE")]
     presence: Option<bool>,
+    /// Rooms with more members get a member count each --presence-interval instead of
+    /// joined/left events, 0 = no limit [default: 100].
+    #[arg(long, env = "SHARDHUB_PRESENCE_LIMIT")]
+    presence_limit: Option<usize>,
+    /// How often members of rooms over --presence-limit hear the member count, e.g. 1s
+    /// [default: 1s].
+    #[arg(long, env = "SHARDHUB_PRESENCE_INTERVAL", value_parser = humantime::parse_duration)]
+    presence_interval: Option<Duration>,
     /// Largest incoming message in bytes; larger ones close with 1009 [default: 65536].
     #[arg(long, env = "SHARDHUB_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
@@ -208,6 +216,8 @@ impl Args {
             pin_cores,
             allow_anonymous,
             presence,
+            presence_limit,
+            presence_interval,
             max_message_bytes,
             max_json_depth,
             max_header_bytes,

@@ -1,5 +1,7 @@
 //! Rooms: membership, capacity, presence and publishing.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::util::*;
@@ -63,7 +65,7 @@ fn publish_can_leave_the_sender_out_and_acks_when_asked() {
         json!({"type":"ack","id":9,"op":"publish","room":"r"})
     );
     assert_eq!(b.expect("message")["data"], 1);
-    a.expect_silence(std::time::Duration::from_millis(200));
+    a.expect_silence(Duration::from_millis(200));
 }
 
 #[test]
@@ -166,7 +168,7 @@ fn presence_events_can_be_switched_off() {
     a.expect("ack");
     b.send_json(json!({"type":"join","room":"quiet"}));
     b.expect("ack");
-    a.expect_silence(std::time::Duration::from_millis(200));
+    a.expect_silence(Duration::from_millis(200));
 }
 
 #[test]
@@ -194,4 +196,36 @@ fn room_messages_cross_shards_and_reach_only_members() {
         s.hub.histograms().fanout.len() >= 100
     });
     assert!(!s.hub.histograms().tick.is_empty());
+}
+
+#[test]
+fn a_room_over_the_presence_limit_sends_its_member_count_instead_of_events() {
+    let s = TestServer::start(|c| {
+        c.presence_limit = 3;
+        c.rate_messages_per_sec = 0;
+    });
+    let mut first = Client::connect(&s, Some("first"));
+    first.send_json(json!({"type":"join","room":"big","id":1}));
+    first.expect("ack");
+    let mut others = Vec::new();
+    for i in 0..9 {
+        let mut c = Client::connect(&s, Some(&format!("u{i}")));
+        c.send_json(json!({"type":"join","room":"big","id":1}));
+        assert_eq!(c.expect("ack")["members"], i + 2);
+        others.push(c);
+    }
+    // Two joins fit under the limit (the room had 2, then 3 members); the seven after them are
+    // not announced one by one: a count follows within a tick of the first, then at most one
+    // a second until it stands still at 10 (the joins may span a tick).
+    assert_eq!(first.expect("joined")["user"], "u0");
+    assert_eq!(first.expect("joined")["user"], "u1");
+    let mut counts = Vec::new();
+    while counts.last() != Some(&10) {
+        let v = first.expect("presence");
+        assert_eq!(v["room"], "big");
+        counts.push(v["members"].as_u64().unwrap());
+        assert!(counts.len() <= 3, "counts {counts:?}");
+    }
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+    first.expect_silence(Duration::from_millis(1200));
 }

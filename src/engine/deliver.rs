@@ -10,11 +10,13 @@
 use std::sync::Arc;
 
 use super::conn::Stage;
+use super::directory::RoomShared;
 use super::ids::SessionId;
 use super::router::ShardMsg;
 use super::{push_to, Engine};
 use crate::http::sse;
-use crate::protocol::frame::{self, Frame};
+use crate::protocol::frame::{self, Frame, OpCode};
+use crate::protocol::reply;
 
 /// Local recipients above which a frame from another shard is copied first (see the module
 /// docs).
@@ -117,8 +119,55 @@ impl<S> Engine<S> {
     }
 
     /// Delivers a presence event to this shard's members of `room` that may see it (the check
-    /// is per recipient, so it stays off the publish path).
+    /// is per recipient, so it stays off the publish path). In a room over `presence_limit` the
+    /// event is not delivered: the room's member count goes out later instead
+    /// ([`Self::send_presence_counts`]), so a room filling up costs O(members), not O(members²).
     fn deliver_presence(&mut self, room: &str, frame: Frame, exclude: SessionId) {
+        let Some(shared) = self.rooms.get(room).map(|r| r.shared.clone()) else {
+            return;
+        };
+        if self.over_presence_limit(&shared).is_some() {
+            self.presence_counts.insert(shared.name.clone());
+            return;
+        }
+        self.deliver_to_watchers(room, frame, Some(exclude));
+    }
+
+    /// The room's member count on every node, if it is over `presence_limit`.
+    fn over_presence_limit(&self, room: &RoomShared) -> Option<usize> {
+        let limit = self.cfg().presence_limit;
+        if limit == 0 || room.member_count() <= limit {
+            // Cheap and usual: this node alone is not over the limit (in cluster mode, ask the
+            // other nodes only then).
+            if limit == 0 || self.hub.shared.router.remote().is_none() {
+                return None;
+            }
+        }
+        let total = room.member_count() + self.hub.shared.router.remote_members(&room.name);
+        (total > limit).then_some(total)
+    }
+
+    /// Tells this shard's members of each room whose count changed while it was over the limit
+    /// how many members it has now: `{"type":"presence","room":…,"members":N}`, one frame per
+    /// room, at most once per `presence_interval` (`Engine::handle_timeout`). A room that fell
+    /// back to the limit gets its count too; its `joined`/`left` events resume from then on.
+    pub(crate) fn send_presence_counts(&mut self) {
+        let rooms: Vec<Arc<str>> = self.presence_counts.drain().collect();
+        for room in rooms {
+            let Some(shared) = self.rooms.get(&room).map(|r| r.shared.clone()) else {
+                continue;
+            };
+            let members =
+                shared.member_count() + self.hub.shared.router.remote_members(&shared.name);
+            let out = self.fb.start();
+            reply::presence_count(out, &room, members);
+            let frame = self.fb.finish(OpCode::Text);
+            self.deliver_to_watchers(&room, frame, None);
+        }
+    }
+
+    /// Delivers `frame` to this shard's members of `room` allowed to see its presence.
+    fn deliver_to_watchers(&mut self, room: &str, frame: Frame, exclude: Option<SessionId>) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -128,7 +177,7 @@ impl<S> Engine<S> {
             let Some(c) = self.conns.get_mut(m.key()).filter(|c| c.id == m) else {
                 continue;
             };
-            let sees = m != exclude
+            let sees = Some(m) != exclude
                 && matches!(&c.stage, Stage::Ws(w) if w.session.permissions.presence.allows(room));
             if sees && push_to(c, frame.clone(), now, &mut self.dirty) {
                 n += 1;

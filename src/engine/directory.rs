@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::history::{self, HistoryPolicy, RoomLog};
@@ -36,6 +36,9 @@ pub struct RoomShared {
     pub name: Arc<str>,
     /// Bit `i` is set while shard `i` has at least one member.
     shards: AtomicU64,
+    /// Members on this node, as of the last join or leave (read without the directory's lock
+    /// by shards deciding whether the room is too large for presence events).
+    members: AtomicUsize,
     /// Positions and recent publications (dormant until a reader of positions subscribes).
     pub log: RoomLog,
 }
@@ -45,6 +48,7 @@ impl RoomShared {
         Self {
             name,
             shards: AtomicU64::new(0),
+            members: AtomicUsize::new(0),
             log,
         }
     }
@@ -61,6 +65,11 @@ impl RoomShared {
         // Acquire pairs with the Release in `set_shard`: a shard that saw a member's join ack
         // arrive through a socket also sees that member's shard bit.
         self.shards.load(Ordering::Acquire)
+    }
+
+    /// Members on this node (sessions and streams), as of the last join or leave.
+    pub fn member_count(&self) -> usize {
+        self.members.load(Ordering::Relaxed)
     }
 
     /// Records that `shard` has (or no longer has) members. Only that shard calls this.
@@ -492,6 +501,7 @@ impl Directory {
             return Err(JoinError::Full { capacity });
         }
         e.members.insert(session, user.clone());
+        e.shared.members.store(e.members.len(), Ordering::Relaxed);
         let joined = Joined {
             room: e.shared.clone(),
             members: e.members.len(),
@@ -519,6 +529,7 @@ impl Directory {
         let e = g.rooms.get_mut(room)?;
         e.members.remove(&session)?;
         let left = e.members.len();
+        e.shared.members.store(left, Ordering::Relaxed);
         let name = e.shared.name.clone();
         if left == 0 && !e.persistent {
             // A room with history outlives its last member until that history expires, so

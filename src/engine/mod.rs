@@ -153,6 +153,10 @@ pub struct Engine<S> {
     pub(crate) panics_unlogged: u64,
     /// When shard 0 next sweeps expired room history (`Directory::sweep`), ns.
     next_sweep: u64,
+    /// Rooms over `presence_limit` whose member count changed since this shard last told its
+    /// members (`deliver::send_presence_counts`), and when it may next tell them, ns.
+    pub(crate) presence_counts: std::collections::HashSet<Arc<str>>,
+    next_presence: u64,
     /// Set while a message from the inbox is applied (`handle_inbox`).
     pub(crate) in_inbox: bool,
 }
@@ -213,6 +217,8 @@ impl<S> Engine<S> {
             last_panic_log: None,
             panics_unlogged: 0,
             next_sweep: 0,
+            presence_counts: std::collections::HashSet::new(),
+            next_presence: 0,
             in_inbox: false,
             hub,
         }
@@ -308,6 +314,11 @@ impl<S> Engine<S> {
         if self.shard == 0 && self.now_ns >= self.next_sweep {
             self.next_sweep = self.now_ns + 1_000_000_000;
             self.hub.shared.router.directory().sweep(self.now_ns);
+        }
+        if !self.presence_counts.is_empty() && self.now_ns >= self.next_presence {
+            let interval = self.cfg().presence_interval.as_nanos() as u64;
+            self.next_presence = self.now_ns + interval;
+            self.send_presence_counts();
         }
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(self.now, &mut expired);

@@ -211,6 +211,15 @@ pub fn presence(out: &mut Vec<u8>, joined: bool, room: &str, user: &str, session
     out.push(b'}');
 }
 
+/// `{"type":"presence","room":"…","members":N}`: the member count of a room too large for
+/// `joined`/`left` events.
+pub fn presence_count(out: &mut Vec<u8>, room: &str, members: usize) {
+    head(out, "presence", None);
+    field_str(out, "room", room);
+    field_u64(out, "members", members as u64);
+    out.push(b'}');
+}
+
 /// `{"type":"members","id":…,"room":"…","members":[{"user":"…","session":"…"},…]}`
 pub fn members<'a>(
     out: &mut Vec<u8>,

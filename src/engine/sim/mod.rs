@@ -17,6 +17,8 @@ mod history;
 #[cfg(test)]
 mod model;
 #[cfg(test)]
+mod presence;
+#[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;
@@ -396,7 +398,7 @@ impl Sim {
     }
 
     /// The next text message of `kind` the client received, skipping control frames and
-    /// presence events unless asked for.
+    /// presence events and counts unless asked for.
     pub fn expect(&mut self, c: &mut Client, kind: &str) -> Value {
         self.read(c);
         while let Some(m) = c.inbox.pop_front() {
@@ -405,7 +407,7 @@ impl Sim {
                 if v["type"] == kind {
                     return v;
                 }
-                if !matches!(v["type"].as_str(), Some("joined" | "left")) {
+                if !matches!(v["type"].as_str(), Some("joined" | "left" | "presence")) {
                     panic!("expected {kind}, got {v}");
                 }
             }

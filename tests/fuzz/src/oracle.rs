@@ -135,6 +135,9 @@ pub fn assert_replies_valid(env: &Envelope<'_>, max_name: usize) {
             check("a presence event", &|o| {
                 reply::presence(o, true, room, room, SESSION)
             });
+            check("a presence count", &|o| {
+                reply::presence_count(o, room, usize::MAX)
+            });
             check("a forbidden error", &|o| {
                 reply::error(o, id, "forbidden", "no", Some(("room", room)))
             });
