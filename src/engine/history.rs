@@ -86,6 +86,19 @@ pub struct JoinedAt {
     pub replay: Vec<(u64, Frame)>,
 }
 
+/// What the cluster's history store (Redis) answered for a member joining a room whose history
+/// lives there: the cluster-mode counterpart of [`JoinedAt`], handed to the member's shard
+/// (`ShardMsg::History`), which finishes the join with it (`engine::recovery`).
+#[derive(Debug, Clone, Default)]
+pub struct StoredRead {
+    /// The room's position when the store was read; `None`: it could not be read (Redis
+    /// unreachable, a timeout, a full queue to the bus).
+    pub position: Option<(u64, Arc<str>)>,
+    /// Every publication after the member's `recover` position, oldest first, stamped with
+    /// their offsets: `Some` only when all of them were still kept and the epoch matched.
+    pub replay: Option<Vec<(u64, Frame)>>,
+}
+
 #[derive(Debug)]
 struct Entry {
     offset: u64,
@@ -278,6 +291,12 @@ impl RoomLog {
                 .collect();
         }
         at
+    }
+
+    /// The room's history settings (in Redis cluster mode they say what Redis keeps for the
+    /// room: the stream's `MAXLEN` and TTL).
+    pub fn policy(&self) -> HistoryPolicy {
+        self.lock().policy
     }
 
     /// The room's position now: (offset, epoch).
