@@ -151,6 +151,31 @@ impl Shared {
         bus: Box<dyn Bus>,
         cluster: Option<Arc<crate::cluster::Link>>,
     ) -> Result<Self, crate::ConfigError> {
+        let remote = cluster
+            .clone()
+            .map(|l| l as Arc<dyn crate::engine::router::Remote>);
+        Self::build(config, hooks, bus, cluster, remote)
+    }
+
+    /// The shared state of a node whose other nodes are `remote` (the simulation's stand-in
+    /// for a cluster, without a bus thread).
+    #[cfg(test)]
+    pub(crate) fn with_remote(
+        config: Config,
+        hooks: Hooks,
+        bus: Box<dyn Bus>,
+        remote: Arc<dyn crate::engine::router::Remote>,
+    ) -> Result<Self, crate::ConfigError> {
+        Self::build(config, hooks, bus, None, Some(remote))
+    }
+
+    fn build(
+        config: Config,
+        hooks: Hooks,
+        bus: Box<dyn Bus>,
+        cluster: Option<Arc<crate::cluster::Link>>,
+        remote: Option<Arc<dyn crate::engine::router::Remote>>,
+    ) -> Result<Self, crate::ConfigError> {
         let n = bus.shards();
         let directory =
             Directory::new(config.default_room_capacity, config.room_capacities.clone())
@@ -176,9 +201,6 @@ impl Shared {
             directory.watch(Arc::new(move || wake.notify_one()));
         }
         let gate = crate::auth::Gate::new(&config, hooks.authenticate.clone())?;
-        let remote = cluster
-            .clone()
-            .map(|l| l as Arc<dyn crate::engine::router::Remote>);
         Ok(Self {
             config,
             gate,
