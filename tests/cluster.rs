@@ -539,6 +539,7 @@ on_redis!(
     history_lives_in_redis_and_a_client_recovers_on_another_node,
     a_publish_loop_racing_the_recovery_loses_and_repeats_nothing,
     overflowed_history_and_a_reset_say_recovered_false,
+    an_sse_stream_resumes_on_another_node_from_last_event_id,
 );
 
 /// Three nodes whose rooms keep `size` publications in Redis.
@@ -761,4 +762,54 @@ fn overflowed_history_and_a_reset_say_recovered_false(bus: Bus) {
     let ack = join_at(&mut a, "small", Some((12, &epoch)));
     assert_eq!(ack["recovered"], false, "{ack}");
     assert_ne!(ack["epoch"], epoch.as_str(), "{ack}");
+}
+
+fn an_sse_stream_resumes_on_another_node_from_last_event_id(bus: Bus) {
+    let nodes = history_cluster(&bus, 100);
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    let epoch = join_at(&mut b, "s", None)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut st = SseClient::open(nodes[0].addr, "/sse?room=s", &[]);
+    // A stream is a member of its node's room (Bob counts there too), not announced to the
+    // others: wait for it there, and for the node's subscription (a journal flush, every 20 ms
+    // at the latest).
+    wait_until("the stream joined", || {
+        nodes[0].hub.room("s").is_some_and(|r| r.members == 2)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 1..=2 {
+        b.send_json(json!({"type":"publish","room":"s","data":i}));
+    }
+    for want in 1..=2 {
+        let (id, event, v) = st.next_event();
+        assert_eq!(
+            (id, event.as_str(), &v["data"]),
+            (want, "message", &json!(want))
+        );
+    }
+    assert_eq!(
+        st.last_id,
+        format!("2:{epoch}"),
+        "the ids are Redis's positions"
+    );
+    let last = st.last_id.clone();
+    drop(st);
+    for i in 3..=4 {
+        b.send_json(json!({"type":"publish","room":"s","data":i}));
+    }
+    assert_eq!(offsets(&mut b, 4), [1, 2, 3, 4]);
+    // Back on another node: the two it missed, then live ones.
+    let mut st = SseClient::open(nodes[2].addr, "/sse?room=s", &[("Last-Event-ID", &last)]);
+    for want in 3..=4 {
+        let (id, _, v) = st.next_event();
+        assert_eq!((id, &v["data"]), (want, &json!(want)));
+    }
+    b.send_json(json!({"type":"publish","room":"s","data":5}));
+    assert_eq!(st.next_event().0, 5);
+    // A position from another epoch: a reset event with the current position.
+    let mut old = SseClient::open(nodes[0].addr, "/sse?room=s", &[("Last-Event-ID", "1:gone")]);
+    let (id, event, v) = old.next_event();
+    assert_eq!((id, event.as_str(), &v["offset"]), (5, "reset", &json!(5)));
 }

@@ -475,13 +475,14 @@ impl Bus {
             Data::Stored {
                 room,
                 exclude,
+                epoch,
                 offset,
                 frame,
-                ..
             } => {
                 let Some(shared) = router.directory().room(room) else {
                     return; // no members here (any more)
                 };
+                shared.log.note_stored_epoch(epoch);
                 let frame = crate::engine::history::stamp(&Frame::from(frame), offset);
                 router.route_from_bus(Route::Numbered {
                     room: &shared,

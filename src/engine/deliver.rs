@@ -104,9 +104,11 @@ impl<S> Engine<S> {
                 if seq == 0 || c.dead || !frame::is_text(&frame) {
                     continue;
                 }
-                let epoch = r.shared.log.epoch();
                 let ev = event
-                    .get_or_insert_with(|| sse::event(seq, epoch, sse::ws_payload(&frame)).into())
+                    .get_or_insert_with(|| {
+                        let epoch = r.shared.log.event_epoch();
+                        sse::event(seq, &epoch, sse::ws_payload(&frame)).into()
+                    })
                     .clone();
                 if super::enqueue(c, ev, now, &mut self.dirty) {
                     events += 1;

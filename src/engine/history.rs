@@ -160,6 +160,9 @@ pub struct RoomLog {
     stamp: bool,
     epoch: Arc<str>,
     ring: Mutex<Ring>,
+    /// The epoch of the room's stream in the cluster's store (Redis cluster mode), as last
+    /// seen on a publication from the bus: SSE event ids carry it instead of `epoch`.
+    stored_epoch: Mutex<Option<Arc<str>>>,
 }
 
 impl RoomLog {
@@ -175,7 +178,23 @@ impl RoomLog {
                 sse_min,
                 ..Ring::default()
             }),
+            stored_epoch: Mutex::new(None),
         }
+    }
+
+    /// Notes the epoch of the room's stream in the cluster's store (a publication from the
+    /// bus carried it); cheap when unchanged.
+    pub fn note_stored_epoch(&self, epoch: &str) {
+        let mut e = self.stored_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if e.as_deref() != Some(epoch) {
+            *e = Some(epoch.into());
+        }
+    }
+
+    /// The epoch SSE event ids carry: the store's in Redis cluster mode, else this log's.
+    pub fn event_epoch(&self) -> Arc<str> {
+        let e = self.stored_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        e.clone().unwrap_or_else(|| self.epoch.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, Ring> {

@@ -27,13 +27,14 @@ use std::sync::Arc;
 use simd_json::BorrowedValue as Value;
 
 use super::conn::Stage;
-use super::directory::Joined;
+use super::directory::{Joined, RoomShared};
 use super::history::{HistoryPolicy, Since, StoredRead};
 use super::ids::SessionId;
 use super::Engine;
+use crate::http::sse;
 use crate::protocol::close::Close;
 use crate::protocol::envelope::Recover;
-use crate::protocol::frame::Frame;
+use crate::protocol::frame::{self, Frame};
 use crate::protocol::reply::Ack;
 
 /// Live publications one recovering member may have waiting for the store's answer. A member
@@ -55,6 +56,9 @@ pub struct Pending {
     buffer: Vec<(u64, Frame)>,
     /// The buffer overflowed (and was emptied).
     overflowed: bool,
+    /// An SSE stream that came back with `Last-Event-ID`: no ack; the replay, or a `reset`
+    /// event, then the buffer, as events.
+    sse: bool,
 }
 
 impl Pending {
@@ -70,6 +74,15 @@ impl Pending {
             members,
             buffer: Vec::new(),
             overflowed: false,
+            sse: false,
+        }
+    }
+
+    /// A pending SSE stream (see [`Pending::sse`](Self)).
+    pub fn stream(since: (u64, String)) -> Self {
+        Self {
+            sse: true,
+            ..Self::new(None, Some(since), 0)
         }
     }
 
@@ -94,8 +107,8 @@ pub struct Merged {
     pub position: Option<(u64, Arc<str>)>,
     /// Whether the client's `recover` position was recovered.
     pub recovered: bool,
-    /// What to deliver after the ack, in order.
-    pub frames: Vec<Frame>,
+    /// What to deliver after the ack, in order, with their offsets (0: none).
+    pub frames: Vec<(u64, Frame)>,
     /// How many of them came from the store.
     pub replayed: usize,
     /// The highest offset delivered (or the position): the member's watermark.
@@ -112,7 +125,7 @@ pub fn merge(since: Option<&(u64, String)>, read: StoredRead, buffer: Vec<(u64, 
         m.recovered = true;
         for (o, f) in replay {
             if o > m.last {
-                m.frames.push(f);
+                m.frames.push((o, f));
                 m.last = o;
             }
         }
@@ -123,9 +136,9 @@ pub fn merge(since: Option<&(u64, String)>, read: StoredRead, buffer: Vec<(u64, 
     }
     for (o, f) in buffer {
         if o == 0 {
-            m.frames.push(f);
+            m.frames.push((o, f));
         } else if o > m.last {
-            m.frames.push(f);
+            m.frames.push((o, f));
             m.last = o;
         }
     }
@@ -205,6 +218,9 @@ impl<S> Engine<S> {
             return self.close_with(id, why.code(), "too far behind while recovering history");
         }
         let m = merge(p.since.as_ref(), read, p.buffer);
+        if p.sse {
+            return self.finish_stored_stream(id, room, m);
+        }
         let ack = Ack::Join {
             room,
             members: p.members,
@@ -213,12 +229,68 @@ impl<S> Engine<S> {
         };
         self.ack(id, p.req_id.as_ref(), ack);
         let n = m.frames.len() as u64;
-        for f in m.frames {
+        for (_, f) in m.frames {
             self.push(id, f);
         }
         self.stats.deliveries.add(n);
         self.stats.recovered_messages.add(m.replayed as u64);
         counter(self, m.recovered);
+        self.rooms.mark(room, id, m.last);
+    }
+}
+
+impl<S> Engine<S> {
+    /// An SSE stream that came back with `Last-Event-ID` to a room whose history lives in the
+    /// store: visible now, its events once the store answers.
+    pub(crate) fn stream_stored(
+        &mut self,
+        id: SessionId,
+        room: &Arc<RoomShared>,
+        since: (u64, String),
+        policy: HistoryPolicy,
+    ) {
+        self.rooms.add(room, id);
+        if let Some(r) = self.rooms.get_mut(&room.name) {
+            r.recovering.insert(id, Pending::stream(since.clone()));
+        }
+        let asked = self.hub.shared.router.remote().is_some_and(|remote| {
+            let since = Since {
+                offset: since.0,
+                epoch: Some(&since.1),
+            };
+            remote.read_history(&room.name, id, Some(since), policy)
+        });
+        if !asked {
+            self.finish_stored_join(id, &room.name, StoredRead::default());
+        }
+    }
+
+    /// The end of [`stream_stored`](Self::stream_stored): the replay as events, or a `reset`
+    /// event with the position, then what was buffered (text publications with an offset).
+    fn finish_stored_stream(&mut self, id: SessionId, room: &str, m: Merged) {
+        let epoch = match &m.position {
+            Some((_, e)) => e.clone(),
+            None => self
+                .rooms
+                .get(room)
+                .map_or_else(|| Arc::from(""), |r| r.shared.log.event_epoch()),
+        };
+        if m.recovered {
+            self.stats.recoveries.add(1);
+            self.stats.recovered_messages.add(m.replayed as u64);
+        } else {
+            self.stats.recoveries_failed.add(1);
+            let at = m.position.as_ref().map_or(0, |p| p.0);
+            self.queue(id, sse::reset(at, &epoch).into());
+        }
+        let mut n = 0;
+        for (o, f) in m.frames {
+            if o > 0 && frame::is_text(&f) {
+                self.queue(id, sse::event(o, &epoch, sse::ws_payload(&f)).into());
+                n += 1;
+            }
+        }
+        self.stats.sse_events.add(n);
         self.rooms.mark(room, id, m.last);
     }
 }
@@ -235,7 +307,7 @@ mod tests {
     fn offsets(m: &Merged) -> Vec<String> {
         m.frames
             .iter()
-            .map(|f| String::from_utf8_lossy(crate::http::sse::ws_payload(f)).into_owned())
+            .map(|(_, f)| String::from_utf8_lossy(crate::http::sse::ws_payload(f)).into_owned())
             .collect()
     }
 
