@@ -156,7 +156,8 @@ pub struct RoomLog {
     active: AtomicBool,
     /// Whether WebSocket clients see positions (the `offset` field, the join ack, recovery).
     /// Off in cluster mode, where another node's publications would get this node's numbers:
-    /// there positions stay SSE event ids on this node (docs/cluster.md).
+    /// there positions stay SSE event ids on this node, and rooms with history keep it in
+    /// Redis instead (`engine/recovery.rs`, docs/cluster.md).
     stamp: bool,
     epoch: Arc<str>,
     ring: Mutex<Ring>,

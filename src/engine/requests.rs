@@ -291,7 +291,8 @@ impl<S> Engine<S> {
                 }
                 let log = &j.room.log;
                 // Positions are the client's business only where they mean the same on every
-                // node: not in cluster mode (there recovery answers `recovered: false`).
+                // node: not in cluster mode over NATS (there recovery answers `recovered:
+                // false`); over Redis, rooms with history took the `join_stored` path above.
                 let since = recover.filter(|_| log.stamps()).map(|r| Since {
                     offset: r.offset,
                     epoch: Some(r.epoch),
