@@ -13,7 +13,10 @@
 //!   that holds the user or session, found in the [`view::View`] of the others' sessions;
 //! * broadcasts on one channel every node reads;
 //! * heartbeats, session deltas and snapshots on the control channel ([`view`] has the
-//!   consistency model).
+//!   consistency model);
+//! * with Redis, publications to rooms with history through a Lua script that numbers and
+//!   keeps them before publishing them on the room's channel, and the reads of joining members
+//!   ([`history`]; the member's side is `engine/recovery.rs`).
 //!
 //! Session ids carry their node's tag (`SessionId::node_tag`), so any node can route a command
 //! on any session. docs/cluster.md is the user's guide.
