@@ -372,6 +372,7 @@ def fanout(hub, a, name, idle, payload, work):
     observer = Observer(hub.nodes[-1][1])
     time.sleep(0.5)  # its join settled (and announced on the bus) before the samples start
     sampler = Sampler(hub)
+    losses_before = loss_counters(hub)
     try:
         run, _ = loadgen(["fanout", *url_args(hub), "--conns", str(a.subs), "--rooms", "1", "--rate", str(a.rate),
                           "--duration", str(a.duration), "--connect-rate", "5000", "--payload", str(payload),
@@ -379,6 +380,8 @@ def fanout(hub, a, name, idle, payload, work):
     finally:
         samples = sampler.stop()
         sizes = observer.stop()
+    # Every node's loss counters over the run (Redis history errors among them).
+    losses = {k: v - losses_before.get(k, 0.0) for k, v in loss_counters(hub).items()}
     t = run["traffic"]
     st = steady(samples, idle, hub.pids())
     if st and sizes:

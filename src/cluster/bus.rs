@@ -259,14 +259,18 @@ impl Bus {
         };
         let stats = &self.link.stats;
         let router = &self.hub.shared.router;
-        for (i, (_, _, op)) in ops.into_iter().enumerate() {
+        for (i, (_, payload, op)) in ops.into_iter().enumerate() {
             let answer = answers
                 .get(i)
                 .filter(|v| !matches!(v, redis::Value::ServerError(_)));
             match answer {
                 Some(_) => {
-                    if matches!(op, HistoryOp::Publish { .. }) {
+                    if let HistoryOp::Publish { frame, .. } = &op {
                         stats.published.fetch_add(1, Relaxed);
+                        // What the script publishes: the prefix, the epoch and offset (about 24
+                        // bytes with their lengths), the frame.
+                        let len = payload.len() + frame.len() + 24;
+                        stats.bytes_out.fetch_add(len as u64, Relaxed);
                     }
                 }
                 None => {
