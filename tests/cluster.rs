@@ -540,6 +540,7 @@ on_redis!(
     a_publish_loop_racing_the_recovery_loses_and_repeats_nothing,
     overflowed_history_and_a_reset_say_recovered_false,
     an_sse_stream_resumes_on_another_node_from_last_event_id,
+    a_restarted_node_keeps_the_epoch_and_its_clients_recover,
 );
 
 /// Three nodes whose rooms keep `size` publications in Redis.
@@ -812,4 +813,39 @@ fn an_sse_stream_resumes_on_another_node_from_last_event_id(bus: Bus) {
     let mut old = SseClient::open(nodes[0].addr, "/sse?room=s", &[("Last-Event-ID", "1:gone")]);
     let (id, event, v) = old.next_event();
     assert_eq!((id, event.as_str(), &v["offset"]), (5, "reset", &json!(5)));
+}
+
+/// The stream lives in Redis: every node of the cluster restarting one after the other (here:
+/// the only node, then a new one) changes no epoch, and a client recovers across it.
+fn a_restarted_node_keeps_the_epoch_and_its_clients_recover(bus: Bus) {
+    let start = |name: &str| {
+        let (url, name) = (bus.url(), name.to_string());
+        TestServer::start(move |c| {
+            c.cluster = Some(url);
+            c.node = Some(name);
+            c.presence = false;
+            c.history_size = 100;
+        })
+    };
+    let first = start("before");
+    let mut a = Client::connect(&first, Some("alice"));
+    let epoch = join_at(&mut a, "r", None)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 1..=3 {
+        a.send_json(json!({"type":"publish","room":"r","data":i}));
+    }
+    assert_eq!(offsets(&mut a, 3), [1, 2, 3]);
+    drop(a);
+    first.shutdown();
+    let second = start("after");
+    let mut a = Client::connect(&second, Some("alice"));
+    let ack = join_at(&mut a, "r", Some((1, &epoch)));
+    assert_eq!(
+        (&ack["recovered"], &ack["offset"], ack["epoch"].as_str()),
+        (&json!(true), &json!(3), Some(epoch.as_str())),
+        "{ack}"
+    );
+    assert_eq!(offsets(&mut a, 2), [2, 3]);
 }
