@@ -6,6 +6,10 @@ is shared and noisy), each round on fresh processes:
 
   nats     three shardhub nodes (one shard each) joined over a nats-server of their own
   redis    the same three nodes over a redis-server of their own
+  redis-hist  the redis configuration with room history on every node (--history-size 1000
+           --history-ttl 5m): the room's publications are numbered and kept in Redis by one
+           Lua script each and every node, the publisher's included, delivers them from Redis
+           (docs/cluster.md, "History and recovery")
   single   one shardhub node, one shard, no cluster: the reference
   single2  one node with two shards (both of this machine's cores), the fairer reference for
            throughput: the three cluster nodes share both cores too
@@ -218,7 +222,7 @@ class Hub:
         self.config, self.bus, self.nodes = config, None, []
         n, shards = (1, 1) if config == "single" else (1, 2) if config == "single2" else (3, 1)
         if n == 3:
-            self.bus = Bus(config, work)
+            self.bus = Bus("redis" if config.startswith("redis") else config, work)
         for i in range(n):
             port = free_port()
             cmd = [os.path.join(BIN, "shardhub"), "--listen", f"127.0.0.1:{port}", "--shards", str(shards),
@@ -226,6 +230,8 @@ class Hub:
                    "--rate-messages-per-sec", "0", "--rate-bytes-per-sec", "0"]
             if self.bus:
                 cmd += ["--cluster", self.bus.url, "--node", f"n{i + 1}"]
+            if config == "redis-hist":
+                cmd += ["--history-size", "1000", "--history-ttl", "5m"]
             log = open(os.path.join(work, f"{config}-n{i + 1}.log"), "a")
             self.nodes.append((subprocess.Popen(cmd, stdout=log, stderr=log), port))
         for _, port in self.nodes:
@@ -366,6 +372,7 @@ def fanout(hub, a, name, idle, payload, work):
     observer = Observer(hub.nodes[-1][1])
     time.sleep(0.5)  # its join settled (and announced on the bus) before the samples start
     sampler = Sampler(hub)
+    losses_before = loss_counters(hub)
     try:
         run, _ = loadgen(["fanout", *url_args(hub), "--conns", str(a.subs), "--rooms", "1", "--rate", str(a.rate),
                           "--duration", str(a.duration), "--connect-rate", "5000", "--payload", str(payload),
@@ -373,6 +380,8 @@ def fanout(hub, a, name, idle, payload, work):
     finally:
         samples = sampler.stop()
         sizes = observer.stop()
+    # Every node's loss counters over the run (Redis history errors among them).
+    losses = {k: v - losses_before.get(k, 0.0) for k, v in loss_counters(hub).items()}
     t = run["traffic"]
     st = steady(samples, idle, hub.pids())
     if st and sizes:

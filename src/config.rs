@@ -411,10 +411,15 @@ impl Config {
         if sizes.into_iter().any(|n| n > MAX_HISTORY_SIZE) {
             return bad(format!("history_size must be at most {MAX_HISTORY_SIZE}"));
         }
-        if self.cluster.is_some() && self.has_history() {
+        let redis = self
+            .cluster
+            .as_ref()
+            .is_some_and(|u| u.starts_with("redis://") || u.starts_with("rediss://"));
+        if self.cluster.is_some() && !redis && self.has_history() {
             return bad(
-                "history_size and history_rooms are not supported in cluster mode yet: \
-                        positions would be this node's alone (docs/cluster.md#limitations)"
+                "history_size and history_rooms in cluster mode need a Redis bus \
+                 (--cluster redis://...): with NATS, positions would be this node's alone \
+                 (docs/cluster.md#history-and-recovery)"
                     .into(),
             );
         }

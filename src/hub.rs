@@ -98,8 +98,9 @@ impl std::fmt::Display for HubError {
 impl std::error::Error for HubError {}
 
 /// Why room history is refused in cluster mode.
-pub(crate) const HISTORY_IN_CLUSTER: &str = "room history is not supported in cluster mode yet: \
-     positions would be one node's alone (docs/cluster.md#limitations)";
+pub(crate) const HISTORY_IN_CLUSTER: &str = "room history in cluster mode needs a Redis bus \
+     (--cluster redis://...): with NATS, positions would be one node's alone \
+     (docs/cluster.md#history-and-recovery)";
 
 /// A random seed per process for room epochs (std's per-process random hash keys, plus the
 /// time): a restarted server never repeats an epoch.
@@ -152,6 +153,31 @@ impl Shared {
         bus: Box<dyn Bus>,
         cluster: Option<Arc<crate::cluster::Link>>,
     ) -> Result<Self, crate::ConfigError> {
+        let remote = cluster
+            .clone()
+            .map(|l| l as Arc<dyn crate::engine::router::Remote>);
+        Self::build(config, hooks, bus, cluster, remote)
+    }
+
+    /// The shared state of a node whose other nodes are `remote` (the simulation's stand-in
+    /// for a cluster, without a bus thread).
+    #[cfg(test)]
+    pub(crate) fn with_remote(
+        config: Config,
+        hooks: Hooks,
+        bus: Box<dyn Bus>,
+        remote: Arc<dyn crate::engine::router::Remote>,
+    ) -> Result<Self, crate::ConfigError> {
+        Self::build(config, hooks, bus, None, Some(remote))
+    }
+
+    fn build(
+        config: Config,
+        hooks: Hooks,
+        bus: Box<dyn Bus>,
+        cluster: Option<Arc<crate::cluster::Link>>,
+        remote: Option<Arc<dyn crate::engine::router::Remote>>,
+    ) -> Result<Self, crate::ConfigError> {
         let n = bus.shards();
         let directory =
             Directory::new(config.default_room_capacity, config.room_capacities.clone())
@@ -177,9 +203,6 @@ impl Shared {
             directory.watch(Arc::new(move || wake.notify_one()));
         }
         let gate = crate::auth::Gate::new(&config, hooks.authenticate.clone())?;
-        let remote = cluster
-            .clone()
-            .map(|l| l as Arc<dyn crate::engine::router::Remote>);
         Ok(Self {
             config,
             gate,
@@ -286,7 +309,10 @@ impl Hub {
             Some(shared) => shared,
             // Members on other nodes only: the publication goes to them through the bus.
             None if self.shared.router.remote_members(room) > 0 => {
-                crate::engine::directory::RoomShared::elsewhere(room)
+                crate::engine::directory::RoomShared::elsewhere(
+                    room,
+                    self.directory().history_of(room),
+                )
             }
             None => return Err(HubError::NoSuchRoom(room.into())),
         };
@@ -341,15 +367,17 @@ impl Hub {
 
     /// Sets a room's history: the last `size` publications (0: none), each kept for `ttl`
     /// (zero: until pushed out), from now on and whenever the room is created again; overrides
-    /// `history_size`/`history_ttl` and the config file's `history_rooms`. Not in cluster mode
-    /// (docs/cluster.md#limitations).
+    /// `history_size`/`history_ttl` and the config file's `history_rooms`. In cluster mode only
+    /// with a Redis bus, and for this node's publications and joins: give every node the same
+    /// settings (docs/cluster.md, "History and recovery"); the room's history in Redis is
+    /// dropped, so its next publication starts a new epoch.
     pub fn set_room_history(
         &self,
         room: &str,
         size: usize,
         ttl: std::time::Duration,
     ) -> Result<(), HubError> {
-        if self.shared.cluster.is_some() {
+        if self.shared.cluster.as_ref().is_some_and(|l| !l.history) {
             return Err(HubError::Unsupported(HISTORY_IN_CLUSTER));
         }
         if size > crate::config::MAX_HISTORY_SIZE {
@@ -357,6 +385,19 @@ impl Hub {
         }
         let policy = crate::engine::history::HistoryPolicy { size, ttl };
         self.directory().set_history(room, policy);
+        if let Some(link) = &self.shared.cluster {
+            // A reset: the stream kept under the old settings goes, with its epoch.
+            let op = crate::cluster::history::HistoryOp::Reset {
+                room: room.to_string(),
+            };
+            let channel = crate::cluster::wire::Channel::Room(room.to_string());
+            if !link.send_op(channel, Vec::new(), Some(op)) {
+                return Err(HubError::Overloaded {
+                    shards: 0,
+                    bus: true,
+                });
+            }
+        }
         Ok(())
     }
 

@@ -110,8 +110,9 @@ impl ServerBuilder {
             .clone()
             .unwrap_or_else(crate::cluster::default_node_name);
         let (link, outbound) = match &cluster_url {
-            Some(_) => {
-                let (link, rx) = crate::cluster::Link::new(&node);
+            Some(url) => {
+                let redis = url.starts_with("redis://") || url.starts_with("rediss://");
+                let (link, rx) = crate::cluster::Link::new(&node, redis);
                 (Some(link), Some(rx))
             }
             None => (None, None),

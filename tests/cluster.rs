@@ -183,18 +183,29 @@ on_both_buses!(
     the_http_api_answers_for_the_whole_cluster_from_any_node,
     a_bus_restart_is_survived,
     a_killed_node_leaves_no_ghosts,
-    history_is_refused_and_recovery_says_false,
 );
 
-/// Room history is single-node for now: a cluster node never hands out positions that another
-/// node would not share (docs/cluster.md#limitations).
+mod nats_only {
+    #[test]
+    fn history_is_refused_and_recovery_says_false() {
+        if let Some(bus) = super::Bus::start(super::Kind::Nats) {
+            super::history_is_refused_and_recovery_says_false(bus)
+        }
+    }
+}
+
+/// With NATS, room history stays refused: a node never hands out positions that another node
+/// would not share (docs/cluster.md#history-and-recovery says to use Redis).
 fn history_is_refused_and_recovery_says_false(bus: Bus) {
     let nodes = cluster(&bus);
     let e = nodes[0]
         .hub
         .set_room_history("lobby", 10, std::time::Duration::ZERO)
         .unwrap_err();
-    assert!(e.to_string().contains("cluster mode"), "{e}");
+    assert!(
+        e.to_string().contains("cluster mode") && e.to_string().contains("redis://"),
+        "{e}"
+    );
     let r = http(
         nodes[0].addr,
         "PUT",
@@ -512,4 +523,329 @@ fn a_killed_node_leaves_no_ghosts(bus: Bus) {
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
     assert_eq!(next(&mut watcher, "left")["user"], "ghost");
+}
+
+// ----- room history in Redis -----
+
+macro_rules! on_redis {
+    ($($name:ident),* $(,)?) => {
+        mod redis_history {
+            $(#[test] fn $name() { if let Some(bus) = super::Bus::start(super::Kind::Redis) { super::$name(bus) } })*
+        }
+    };
+}
+
+on_redis!(
+    history_lives_in_redis_and_a_client_recovers_on_another_node,
+    a_publish_loop_racing_the_recovery_loses_and_repeats_nothing,
+    overflowed_history_and_a_reset_say_recovered_false,
+    an_sse_stream_resumes_on_another_node_from_last_event_id,
+    a_restarted_node_keeps_the_epoch_and_its_clients_recover,
+);
+
+/// Three nodes whose rooms keep `size` publications in Redis.
+fn history_cluster(bus: &Bus, size: usize) -> Vec<TestServer> {
+    let url = bus.url();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=3)
+            .map(|i| {
+                let url = url.clone();
+                s.spawn(move || {
+                    TestServer::start(move |c| {
+                        c.cluster = Some(url);
+                        c.node = Some(format!("n{i}"));
+                        c.rate_messages_per_sec = 0;
+                        c.rate_bytes_per_sec = 0;
+                        c.presence = false;
+                        c.history_size = size;
+                        c.history_ttl = Duration::from_secs(300);
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Joins `room` (recovering from `recover`) and returns the ack.
+fn join_at(c: &mut Client, room: &str, recover: Option<(u64, &str)>) -> serde_json::Value {
+    let mut req = json!({"type":"join","room":room,"id":"j"});
+    if let Some((offset, epoch)) = recover {
+        req["recover"] = json!({"offset": offset, "epoch": epoch});
+    }
+    c.send_json(req);
+    let ack = next(c, "ack");
+    assert_eq!(ack["op"], "join", "{ack}");
+    ack
+}
+
+/// The offsets of the next `n` publications (`message`s, or raw JSON objects from
+/// `Hub::publish`, which are stamped all the same).
+fn offsets(c: &mut Client, n: usize) -> Vec<u64> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let m = c.recv_json();
+        if matches!(m["type"].as_str(), Some("joined" | "left")) {
+            continue;
+        }
+        got.push(
+            m["offset"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no offset: {m}")),
+        );
+    }
+    got
+}
+
+fn history_lives_in_redis_and_a_client_recovers_on_another_node(bus: Bus) {
+    let nodes = history_cluster(&bus, 100);
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    let mut o = Client::connect(&nodes[2], Some("olga"));
+    let ack = join_at(&mut a, "h", None);
+    let epoch = ack["epoch"]
+        .as_str()
+        .expect("an epoch in the ack")
+        .to_string();
+    assert_eq!(ack["offset"], 0, "{ack}");
+    for c in [&mut b, &mut o] {
+        let ack = join_at(c, "h", None);
+        assert_eq!(
+            ack["epoch"],
+            epoch.as_str(),
+            "one epoch on every node: {ack}"
+        );
+    }
+    members_everywhere(&nodes, "h", 3);
+    for i in 1..=3 {
+        b.send_json(json!({"type":"publish","room":"h","data":{"i":i}}));
+    }
+    // Members on three nodes, the publisher's included, see the same offsets in order.
+    assert_eq!(offsets(&mut a, 3), [1, 2, 3]);
+    assert_eq!(offsets(&mut o, 3), [1, 2, 3]);
+    assert_eq!(offsets(&mut b, 3), [1, 2, 3]);
+    a.close();
+    members_everywhere(&nodes, "h", 2);
+    for i in 4..=6 {
+        b.send_json(json!({"type":"publish","room":"h","data":{"i":i}}));
+    }
+    assert_eq!(offsets(&mut o, 3), [4, 5, 6]);
+    let r = http(
+        nodes[1].addr,
+        "POST",
+        "/api/v1/rooms/h/publish",
+        Some(r#"{"data":{"i":7}}"#),
+    );
+    assert!(r.status < 300, "{}", r.text());
+    assert_eq!(offsets(&mut o, 1), [7]);
+    // Alice comes back on the third node: exactly what she missed, in order, then live ones.
+    let mut a = Client::connect(&nodes[2], Some("alice"));
+    let ack = join_at(&mut a, "h", Some((3, &epoch)));
+    assert_eq!(
+        (&ack["recovered"], &ack["offset"], ack["epoch"].as_str()),
+        (&json!(true), &json!(7), Some(epoch.as_str())),
+        "{ack}"
+    );
+    let replay: Vec<serde_json::Value> = (0..4).map(|_| next(&mut a, "message")).collect();
+    let got: Vec<(u64, u64)> = replay
+        .iter()
+        .map(|m| {
+            (
+                m["offset"].as_u64().unwrap(),
+                m["data"]["i"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [(4, 4), (5, 5), (6, 6), (7, 7)]);
+    b.send_json(json!({"type":"publish","room":"h","data":{"i":8}}));
+    assert_eq!(offsets(&mut a, 1), [8]);
+    a.expect_silence(Duration::from_millis(200));
+    let text = http(nodes[2].addr, "GET", "/metrics", None).text();
+    let recoveries: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("shardhub_recoveries_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(recoveries, 1, "the recovery is counted on its node");
+    assert!(
+        text.contains("shardhub_bus_history_errors_total 0"),
+        "no Redis error"
+    );
+}
+
+fn a_publish_loop_racing_the_recovery_loses_and_repeats_nothing(bus: Bus) {
+    let nodes = history_cluster(&bus, 10_000);
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let epoch = join_at(&mut a, "race", None)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    members_everywhere(&nodes, "race", 1);
+    let hub = nodes[1].hub.clone();
+    for i in 0..5 {
+        hub.publish("race", format!("{{\"i\":{i}}}").as_str())
+            .unwrap();
+    }
+    assert_eq!(offsets(&mut a, 5), [1, 2, 3, 4, 5]);
+    a.close();
+    wait_until("alice gone", || nodes[1].hub.room_members("race").is_none());
+    // A publish loop on node 2 (through its Hub, as an application would), while Alice
+    // recovers on node 3. The room has no member while she is away: the loop keeps a member
+    // on node 2 so that publications have somewhere to go.
+    let mut keeper = Client::connect(&nodes[1], Some("keeper"));
+    join_at(&mut keeper, "race", None);
+    const LOOP: u64 = 400;
+    let publisher = std::thread::spawn(move || {
+        for i in 0..LOOP {
+            hub.publish("race", format!("{{\"i\":{}}}", i + 5).as_str())
+                .unwrap();
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let mut a = Client::connect(&nodes[2], Some("alice"));
+    let ack = join_at(&mut a, "race", Some((5, &epoch)));
+    assert_eq!(ack["recovered"], true, "{ack}");
+    publisher.join().unwrap();
+    let last = 5 + LOOP;
+    let mut got = Vec::new();
+    while got.last() != Some(&last) {
+        got.extend(offsets(&mut a, 1));
+    }
+    let want: Vec<u64> = (6..=last).collect();
+    assert_eq!(got, want, "every publication after 5, once, in order");
+    a.expect_silence(Duration::from_millis(200));
+}
+
+fn overflowed_history_and_a_reset_say_recovered_false(bus: Bus) {
+    let nodes = history_cluster(&bus, 5);
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    let epoch = join_at(&mut a, "small", None)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    join_at(&mut b, "small", None);
+    members_everywhere(&nodes, "small", 2);
+    b.send_json(json!({"type":"publish","room":"small","data":1}));
+    assert_eq!(offsets(&mut a, 1), [1]);
+    a.close();
+    members_everywhere(&nodes, "small", 1);
+    for i in 0..10 {
+        b.send_json(json!({"type":"publish","room":"small","data":i}));
+    }
+    assert_eq!(offsets(&mut b, 11).last(), Some(&11));
+    // 2..=6 were pushed out of the 5 kept: nothing partial, the current position instead.
+    let mut a = Client::connect(&nodes[2], Some("alice"));
+    let ack = join_at(&mut a, "small", Some((1, &epoch)));
+    assert_eq!(
+        (&ack["recovered"], &ack["offset"]),
+        (&json!(false), &json!(11)),
+        "{ack}"
+    );
+    b.send_json(json!({"type":"publish","room":"small","data":"live"}));
+    assert_eq!(
+        offsets(&mut a, 1),
+        [12],
+        "live ones go on, nothing replayed"
+    );
+    // A history reset drops the stream: a new epoch, so the old position cannot recover.
+    nodes[1]
+        .hub
+        .set_room_history("small", 5, Duration::from_secs(300))
+        .unwrap();
+    b.send_json(json!({"type":"publish","room":"small","data":"after"}));
+    assert_eq!(offsets(&mut a, 1), [1], "a new stream");
+    a.close();
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let ack = join_at(&mut a, "small", Some((12, &epoch)));
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_ne!(ack["epoch"], epoch.as_str(), "{ack}");
+}
+
+fn an_sse_stream_resumes_on_another_node_from_last_event_id(bus: Bus) {
+    let nodes = history_cluster(&bus, 100);
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    let epoch = join_at(&mut b, "s", None)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut st = SseClient::open(nodes[0].addr, "/sse?room=s", &[]);
+    // A stream is a member of its node's room (Bob counts there too), not announced to the
+    // others: wait for it there, and for the node's subscription (a journal flush, every 20 ms
+    // at the latest).
+    wait_until("the stream joined", || {
+        nodes[0].hub.room("s").is_some_and(|r| r.members == 2)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 1..=2 {
+        b.send_json(json!({"type":"publish","room":"s","data":i}));
+    }
+    for want in 1..=2 {
+        let (id, event, v) = st.next_event();
+        assert_eq!(
+            (id, event.as_str(), &v["data"]),
+            (want, "message", &json!(want))
+        );
+    }
+    assert_eq!(
+        st.last_id,
+        format!("2:{epoch}"),
+        "the ids are Redis's positions"
+    );
+    let last = st.last_id.clone();
+    drop(st);
+    for i in 3..=4 {
+        b.send_json(json!({"type":"publish","room":"s","data":i}));
+    }
+    assert_eq!(offsets(&mut b, 4), [1, 2, 3, 4]);
+    // Back on another node: the two it missed, then live ones.
+    let mut st = SseClient::open(nodes[2].addr, "/sse?room=s", &[("Last-Event-ID", &last)]);
+    for want in 3..=4 {
+        let (id, _, v) = st.next_event();
+        assert_eq!((id, &v["data"]), (want, &json!(want)));
+    }
+    b.send_json(json!({"type":"publish","room":"s","data":5}));
+    assert_eq!(st.next_event().0, 5);
+    // A position from another epoch: a reset event with the current position.
+    let mut old = SseClient::open(nodes[0].addr, "/sse?room=s", &[("Last-Event-ID", "1:gone")]);
+    let (id, event, v) = old.next_event();
+    assert_eq!((id, event.as_str(), &v["offset"]), (5, "reset", &json!(5)));
+}
+
+/// The stream lives in Redis: every node of the cluster restarting one after the other (here:
+/// the only node, then a new one) changes no epoch, and a client recovers across it.
+fn a_restarted_node_keeps_the_epoch_and_its_clients_recover(bus: Bus) {
+    let start = |name: &str| {
+        let (url, name) = (bus.url(), name.to_string());
+        TestServer::start(move |c| {
+            c.cluster = Some(url);
+            c.node = Some(name);
+            c.presence = false;
+            c.history_size = 100;
+        })
+    };
+    let first = start("before");
+    let mut a = Client::connect(&first, Some("alice"));
+    let epoch = join_at(&mut a, "r", None)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 1..=3 {
+        a.send_json(json!({"type":"publish","room":"r","data":i}));
+    }
+    assert_eq!(offsets(&mut a, 3), [1, 2, 3]);
+    drop(a);
+    first.shutdown();
+    let second = start("after");
+    let mut a = Client::connect(&second, Some("alice"));
+    let ack = join_at(&mut a, "r", Some((1, &epoch)));
+    assert_eq!(
+        (&ack["recovered"], &ack["offset"], ack["epoch"].as_str()),
+        (&json!(true), &json!(3), Some(epoch.as_str())),
+        "{ack}"
+    );
+    assert_eq!(offsets(&mut a, 2), [2, 3]);
 }

@@ -1,7 +1,8 @@
 //! Room history and recovery against the real server: a client that reconnects gets what it
 //! missed, then live publications; publishers on both shards racing recoveries lose and repeat
 //! nothing; a restarted server (the real binary, configured by flags) has new epochs; the HTTP
-//! endpoint and the config file set per-room history; cluster mode refuses history clearly.
+//! endpoint and the config file set per-room history; cluster mode over NATS refuses history clearly (Redis
+//! clusters: tests/cluster.rs).
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -304,5 +305,10 @@ fn cluster_mode_refuses_history_with_a_clear_error() {
         ..shardhub::Config::default()
     };
     let e = c.validate().unwrap_err().to_string();
-    assert!(e.contains("cluster mode"), "{e}");
+    assert!(e.contains("cluster mode") && e.contains("redis://"), "{e}");
+    let redis = shardhub::Config {
+        cluster: Some("redis://127.0.0.1:6379".into()),
+        ..c
+    };
+    assert!(redis.validate().is_ok(), "history lives in Redis there");
 }

@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::history::{self, HistoryOp};
 use super::transport::{Inbound, Transport};
 use super::view::{Ask, DEAD_AFTER, HEARTBEAT};
 use super::wire::{self, Body, Channel, Control, Data, Op};
 use super::{Link, Outbound};
 use crate::engine::directory::Change;
+use crate::engine::history::StoredRead;
 use crate::engine::router::{Route, ShardMsg};
 use crate::hub::Hub;
 use crate::protocol::frame::{self, Frame, OpCode};
@@ -168,13 +170,15 @@ async fn run(
             _ = bus.link.wake.notified() => bus.flush_journal().await,
             out = rx.recv() => {
                 let Some(out) = out else { return };
+                // Subscriptions first: a history read queued after a join must find the
+                // node subscribed to the room (`engine/recovery.rs`).
                 bus.flush_journal().await;
-                let mut batch = vec![(out.channel.name(), out.payload)];
+                let mut batch = vec![out];
                 while batch.len() < PUBLISH_BATCH {
                     let Ok(out) = rx.try_recv() else { break };
-                    batch.push((out.channel.name(), out.payload));
+                    batch.push(out);
                 }
-                bus.publish_batch(batch).await;
+                bus.send_batch(batch).await;
             }
             m = bus.t.recv() => match m {
                 Some(m) => {
@@ -206,6 +210,91 @@ impl Bus {
     async fn publish(&mut self, channel: &str, payload: Vec<u8>) {
         self.publish_batch(vec![(channel.to_string(), payload)])
             .await;
+    }
+
+    /// Sends what the shards queued, in order: runs of plain envelopes as one publish call,
+    /// runs of history operations as one Redis pipeline.
+    async fn send_batch(&mut self, batch: Vec<Outbound>) {
+        let mut plain = Vec::new();
+        let mut ops = Vec::new();
+        for out in batch {
+            match out.history {
+                None => {
+                    if !ops.is_empty() {
+                        self.run_history(std::mem::take(&mut ops)).await;
+                    }
+                    plain.push((out.channel.name(), out.payload));
+                }
+                Some(op) => {
+                    if !plain.is_empty() {
+                        self.publish_batch(std::mem::take(&mut plain)).await;
+                    }
+                    ops.push((out.channel.name(), out.payload, op));
+                }
+            }
+        }
+        if !plain.is_empty() {
+            self.publish_batch(plain).await;
+        }
+        if !ops.is_empty() {
+            self.run_history(ops).await;
+        }
+    }
+
+    /// Runs room history operations in Redis and posts each read's answer to the joining
+    /// session's shard (a failed read answers "could not read": the join says
+    /// `recovered: false`). Failures are counted (`history_errors`).
+    async fn run_history(&mut self, ops: Vec<(String, Vec<u8>, HistoryOp)>) {
+        let answers = match tokio::time::timeout(history::READ_TIMEOUT, self.t.history(&ops)).await
+        {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                log::warn!("cluster: {e}");
+                Vec::new()
+            }
+            Err(_) => {
+                log::warn!("cluster: Redis did not answer history operations in time");
+                Vec::new()
+            }
+        };
+        let stats = &self.link.stats;
+        let router = &self.hub.shared.router;
+        for (i, (_, payload, op)) in ops.into_iter().enumerate() {
+            let answer = answers
+                .get(i)
+                .filter(|v| !matches!(v, redis::Value::ServerError(_)));
+            match answer {
+                Some(_) => {
+                    if let HistoryOp::Publish { frame, .. } = &op {
+                        stats.published.fetch_add(1, Relaxed);
+                        // What the script publishes: the prefix, the epoch and offset (about 24
+                        // bytes with their lengths), the frame.
+                        let len = payload.len() + frame.len() + 24;
+                        stats.bytes_out.fetch_add(len as u64, Relaxed);
+                    }
+                }
+                None => {
+                    if let Some(redis::Value::ServerError(e)) = answers.get(i) {
+                        log::warn!("cluster: Redis refused a history operation: {e:?}");
+                    }
+                    stats.history_errors.fetch_add(1, Relaxed);
+                }
+            }
+            if let HistoryOp::Read {
+                room, id, since, ..
+            } = op
+            {
+                let read = answer.map_or_else(StoredRead::default, |v| {
+                    history::parse_read(v, since.as_ref())
+                });
+                let msg = ShardMsg::History {
+                    id,
+                    room: room.into(),
+                    read,
+                };
+                router.route_from_bus(Route::Session(msg));
+            }
+        }
     }
 
     async fn publish_batch(&mut self, batch: Vec<(String, Vec<u8>)>) {
@@ -350,6 +439,8 @@ impl Bus {
             return Ok(());
         }
         match wire::decode(&m.payload) {
+            // Numbered by Redis: every node delivers it, the origin too (it did not before).
+            Ok((_, data @ Data::Stored { .. })) => self.deliver(data),
             Ok((origin, _)) if origin == self.link.tag => {} // our own, echoed
             Ok((_, data)) => self.deliver(data),
             Err(e) => log::debug!("cluster: a bad envelope on {}: {}", m.channel, e.0),
@@ -385,6 +476,26 @@ impl Bus {
     fn deliver(&self, data: Data<'_>) {
         let router = &self.hub.shared.router;
         let route = match data {
+            Data::Stored {
+                room,
+                exclude,
+                epoch,
+                offset,
+                frame,
+            } => {
+                let Some(shared) = router.directory().room(room) else {
+                    return; // no members here (any more)
+                };
+                shared.log.note_stored_epoch(epoch);
+                let frame = crate::engine::history::stamp(&Frame::from(frame), offset);
+                router.route_from_bus(Route::Numbered {
+                    room: &shared,
+                    frame,
+                    exclude,
+                    seq: offset,
+                });
+                return;
+            }
             Data::Room { room, frame } | Data::Presence { room, frame } => {
                 let Some(shared) = router.directory().room(room) else {
                     return; // no members here (any more)

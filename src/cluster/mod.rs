@@ -13,12 +13,16 @@
 //!   that holds the user or session, found in the [`view::View`] of the others' sessions;
 //! * broadcasts on one channel every node reads;
 //! * heartbeats, session deltas and snapshots on the control channel ([`view`] has the
-//!   consistency model).
+//!   consistency model);
+//! * with Redis, publications to rooms with history through a Lua script that numbers and
+//!   keeps them before publishing them on the room's channel, and the reads of joining members
+//!   ([`history`]; the member's side is `engine/recovery.rs`).
 //!
 //! Session ids carry their node's tag (`SessionId::node_tag`), so any node can route a command
 //! on any session. docs/cluster.md is the user's guide.
 
 pub(crate) mod bus;
+pub mod history;
 mod remote;
 mod transport;
 pub mod view;
@@ -43,6 +47,8 @@ pub struct Outbound {
     pub channel: Channel,
     /// The envelope.
     pub payload: Vec<u8>,
+    /// Work on a room's history in Redis instead of a plain publish (`history`).
+    pub history: Option<history::HistoryOp>,
 }
 
 /// The shards' (and the hub's) handle on the cluster: the node's identity, the queue to the
@@ -63,11 +69,14 @@ pub struct Link {
     pub stats: Arc<BusStats>,
     /// The view's clock: [`now`](Self::now) counts from here.
     clock: std::time::Instant,
+    /// Whether room history lives in the bus (Redis).
+    pub history: bool,
 }
 
 impl Link {
-    /// A link for node `node`, with the receiving end of its queue (for [`bus::start`]).
-    pub fn new(node: &str) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+    /// A link for node `node`, with the receiving end of its queue (for [`bus::start`]);
+    /// `history`: room history lives in the bus (Redis).
+    pub fn new(node: &str, history: bool) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
         let (out, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let tag = wire::tag_of(node);
         let link = Self {
@@ -79,13 +88,30 @@ impl Link {
             wake: Arc::new(Notify::new()),
             stats: Arc::default(),
             clock: std::time::Instant::now(),
+            history,
         };
         (Arc::new(link), rx)
     }
 
     /// Queues an envelope for the bus; `false` if the queue is full (counted).
     pub fn send(&self, channel: Channel, payload: Vec<u8>) -> bool {
-        match self.out.try_send(Outbound { channel, payload }) {
+        self.send_op(channel, payload, None)
+    }
+
+    /// Queues an envelope, or work on a room's history, for the bus; `false` if the queue is
+    /// full (counted).
+    pub fn send_op(
+        &self,
+        channel: Channel,
+        payload: Vec<u8>,
+        history: Option<history::HistoryOp>,
+    ) -> bool {
+        let out = Outbound {
+            channel,
+            payload,
+            history,
+        };
+        match self.out.try_send(out) {
             Ok(()) => true,
             Err(_) => {
                 self.stats.dropped.fetch_add(1, Relaxed);
@@ -126,6 +152,8 @@ pub struct BusStats {
     pub disconnects: AtomicU64,
     /// Times it came back.
     pub reconnects: AtomicU64,
+    /// Room history operations (publishes, reads, resets) Redis failed or did not answer.
+    pub history_errors: AtomicU64,
 }
 
 /// A snapshot of the bus counters.
@@ -147,6 +175,8 @@ pub struct BusCounters {
     pub disconnects: u64,
     /// Times it came back.
     pub reconnects: u64,
+    /// Room history operations Redis failed or did not answer.
+    pub history_errors: u64,
 }
 
 impl BusStats {
@@ -161,6 +191,7 @@ impl BusStats {
             publish_errors: self.publish_errors.load(Relaxed),
             disconnects: self.disconnects.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            history_errors: self.history_errors.load(Relaxed),
         }
     }
 

@@ -9,10 +9,13 @@
 
 use std::sync::Arc;
 
+use super::history::HistoryOp;
 use super::wire::{self, Channel, Data};
 use super::Link;
+use crate::engine::history::{HistoryPolicy, Since};
 use crate::engine::ids::SessionId;
 use crate::engine::router::{Forwarded, Remote, Route, ShardMsg};
+use crate::protocol::frame::Frame;
 
 impl Remote for Link {
     fn forward(&self, route: &Route<'_>) -> Forwarded {
@@ -30,6 +33,8 @@ impl Remote for Link {
                 };
                 send(Channel::Room(room.name.to_string()), data);
             }
+            // Came from the bus: never forwarded again.
+            Route::Numbered { .. } => {}
             Route::Presence { room, frame, .. } => {
                 let data = Data::Presence {
                     room: &room.name,
@@ -96,5 +101,41 @@ impl Remote for Link {
 
     fn session_count(&self) -> usize {
         self.view().session_count()
+    }
+
+    fn history(&self) -> bool {
+        self.history
+    }
+
+    fn publish_history(
+        &self,
+        room: &str,
+        frame: &Frame,
+        exclude: Option<SessionId>,
+        policy: HistoryPolicy,
+    ) -> bool {
+        let op = HistoryOp::Publish {
+            room: room.to_string(),
+            frame: frame.clone(),
+            policy,
+        };
+        let prefix = wire::stored_prefix(self.tag, room, exclude);
+        self.send_op(Channel::Room(room.to_string()), prefix, Some(op))
+    }
+
+    fn read_history(
+        &self,
+        room: &str,
+        id: SessionId,
+        since: Option<Since<'_>>,
+        policy: HistoryPolicy,
+    ) -> bool {
+        let op = HistoryOp::Read {
+            room: room.to_string(),
+            id,
+            since: since.map(|s| (s.offset, s.epoch.unwrap_or_default().to_string())),
+            policy,
+        };
+        self.send_op(Channel::Room(room.to_string()), Vec::new(), Some(op))
     }
 }

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::history::{self, HistoryOp};
 use super::BusStats;
 
 /// How long connecting may take before the bus counts as unreachable.
@@ -196,6 +197,38 @@ impl Transport {
         }
     }
 
+    /// Runs room history operations (Redis only) as one pipeline, in order, and returns each
+    /// one's answer (a `ServerError` for a failed one); `Err` when Redis did not answer at
+    /// all. An operation answered `NOSCRIPT` is run again with the script's text.
+    pub async fn history(
+        &mut self,
+        ops: &[(String, Vec<u8>, HistoryOp)],
+    ) -> Result<Vec<redis::Value>, String> {
+        let Self::Redis(r) = self else {
+            return Err("room history in cluster mode needs --cluster redis://".into());
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (channel, payload, op) in ops {
+            pipe.add_command(history::command(op, channel, payload, false));
+        }
+        let mut answers: Vec<redis::Value> = pipe
+            .query_async(&mut r.publish)
+            .await
+            .map_err(|e| format!("history: {e}"))?;
+        for (i, (channel, payload, op)) in ops.iter().enumerate() {
+            if answers.get(i).is_some_and(history::is_noscript) {
+                let again = history::command(op, channel, payload, true)
+                    .query_async(&mut r.publish)
+                    .await
+                    .map_err(|e| format!("history: {e}"))?;
+                answers[i] = again;
+                load_scripts(&mut r.publish).await;
+            }
+        }
+        Ok(answers)
+    }
+
     /// The next message; `None` when the connection is lost (Redis: call `reconnect`).
     pub async fn recv(&mut self) -> Option<Inbound> {
         match self {
@@ -246,9 +279,25 @@ async fn redis_connect(
     redis::aio::PubSubStream,
 )> {
     let config = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
-    let publish = client
+    let mut publish = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
+    load_scripts(&mut publish).await;
     let (sink, stream) = client.get_async_pubsub().await?.split();
     Ok((publish, sink, stream))
+}
+
+/// Loads the history scripts, so that `EVALSHA` finds them (best effort: a `NOSCRIPT` later is
+/// answered by `EVAL`).
+async fn load_scripts(c: &mut redis::aio::MultiplexedConnection) {
+    for src in [history::PUBLISH, history::READ] {
+        let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(src)
+            .query_async(c)
+            .await;
+        if let Err(e) = loaded {
+            log::warn!("cluster: cannot load the history scripts into Redis: {e}");
+        }
+    }
 }

@@ -43,9 +43,34 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The Redis keys of a room's history: its stream (one entry per publication, the entry id is
+/// the offset) and its meta hash (`s`: the last offset, `e`: the epoch).
+pub fn history_keys(room: &str) -> (String, String) {
+    let h = hex(room.as_bytes());
+    (
+        format!("shardhub.history.{h}"),
+        format!("shardhub.history.{h}.meta"),
+    )
+}
+
 /// A delivery or a command between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data<'a> {
+    /// A room publication numbered by Redis (history in Redis): written in two parts, the
+    /// node's [`stored_prefix`] and the tail the history script appends (epoch, offset, frame).
+    /// Every node delivers it, its origin included.
+    Stored {
+        /// The room.
+        room: &'a str,
+        /// A session that must not receive it (`exclude_self`).
+        exclude: Option<SessionId>,
+        /// The room's epoch.
+        epoch: &'a str,
+        /// The publication's offset.
+        offset: u64,
+        /// The frame (not stamped: each node stamps its copy).
+        frame: &'a [u8],
+    },
     /// A room publication (the complete frame).
     Room {
         /// The room.
@@ -123,6 +148,7 @@ pub fn encode(origin: u16, data: &Data<'_>) -> Vec<u8> {
         Data::Close { .. } => 6,
         Data::Join { .. } => 7,
         Data::Leave { .. } => 8,
+        Data::Stored { .. } => 9,
     };
     out.extend_from_slice(&[VERSION, kind]);
     out.extend_from_slice(&origin.to_be_bytes());
@@ -155,7 +181,34 @@ pub fn encode(origin: u16, data: &Data<'_>) -> Vec<u8> {
             out.extend_from_slice(&id.0.to_be_bytes());
             out.extend_from_slice(room.as_bytes());
         }
+        Data::Stored {
+            room,
+            exclude,
+            epoch,
+            offset,
+            frame,
+        } => {
+            out.truncate(0);
+            out.extend_from_slice(&stored_prefix(origin, room, *exclude));
+            name(&mut out, epoch);
+            name(&mut out, &offset.to_string());
+            out.extend_from_slice(frame);
+        }
     }
+    out
+}
+
+/// The node's part of a [`Data::Stored`] envelope: `[version][9][origin]`, the room as a
+/// name, the excluded session (8 bytes, 0: none). The history script appends the epoch and
+/// the offset (names, the offset in decimal: Lua writes it) and the frame.
+pub fn stored_prefix(origin: u16, room: &str, exclude: Option<SessionId>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + room.len());
+    out.extend_from_slice(&[VERSION, 9]);
+    out.extend_from_slice(&origin.to_be_bytes());
+    let b = &room.as_bytes()[..room.len().min(255)];
+    out.push(b.len() as u8);
+    out.extend_from_slice(b);
+    out.extend_from_slice(&exclude.map_or(0, |s| s.0).to_be_bytes());
     out
 }
 
@@ -204,6 +257,22 @@ pub fn decode(bytes: &[u8]) -> Result<(u16, Data<'_>), BadEnvelope> {
                 Data::Join { id, room }
             } else {
                 Data::Leave { id, room }
+            }
+        }
+        9 => {
+            let (room, rest) = name(rest)?;
+            let (exclude, rest) = id(rest)?;
+            let (epoch, rest) = name(rest)?;
+            let (offset, frame) = name(rest)?;
+            let offset = offset
+                .parse()
+                .map_err(|_| BadEnvelope("offset not a number"))?;
+            Data::Stored {
+                room,
+                exclude: (exclude.0 != 0).then_some(exclude),
+                epoch,
+                offset,
+                frame,
             }
         }
         _ => return Err(BadEnvelope("unknown kind")),
@@ -375,6 +444,20 @@ mod tests {
             },
             Data::Join { id, room: "r" },
             Data::Leave { id, room: "r" },
+            Data::Stored {
+                room: "h",
+                exclude: Some(id),
+                epoch: "0123abcd",
+                offset: 12_345,
+                frame: b"\x81\x02{}",
+            },
+            Data::Stored {
+                room: "h",
+                exclude: None,
+                epoch: "",
+                offset: 1,
+                frame: b"",
+            },
         ];
         for d in cases {
             let bytes = encode(4095, &d);

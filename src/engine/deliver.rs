@@ -53,6 +53,7 @@ impl<S> Engine<S> {
             ShardMsg::Close { id, code, reason } => self.close_with(id, code, &reason),
             ShardMsg::Join { id, room } => self.join(id, &room, None, None),
             ShardMsg::Leave { id, room } => self.leave(id, &room, None),
+            ShardMsg::History { id, room, read } => self.finish_stored_join(id, &room, read),
             ShardMsg::Shutdown => {
                 let drain = self.cfg().drain_timeout;
                 let ticks = drain.as_nanos() as u64 / self.cfg().tick.as_nanos().max(1) as u64;
@@ -83,9 +84,16 @@ impl<S> Engine<S> {
         let (mut n, mut events) = (0, 0);
         let mut event: Option<Frame> = None;
         let marked = seq > 0 && !r.marks.is_empty();
+        let pending = !r.recovering.is_empty();
         for &m in &r.members {
             if Some(m) == exclude {
                 continue;
+            }
+            if pending {
+                if let Some(p) = r.recovering.get_mut(&m) {
+                    p.hold(seq, &frame); // delivered when the store answers (`recovery.rs`)
+                    continue;
+                }
             }
             if marked && r.marks.get(&m).is_some_and(|&h| seq <= h) {
                 continue;
@@ -98,9 +106,11 @@ impl<S> Engine<S> {
                 if seq == 0 || c.dead || !frame::is_text(&frame) {
                     continue;
                 }
-                let epoch = r.shared.log.epoch();
                 let ev = event
-                    .get_or_insert_with(|| sse::event(seq, epoch, sse::ws_payload(&frame)).into())
+                    .get_or_insert_with(|| {
+                        let epoch = r.shared.log.event_epoch();
+                        sse::event(seq, &epoch, sse::ws_payload(&frame)).into()
+                    })
                     .clone();
                 if super::enqueue(c, ev, now, &mut self.dirty) {
                     events += 1;

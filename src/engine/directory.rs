@@ -54,9 +54,10 @@ impl RoomShared {
     }
 
     /// A room this node holds no member of, to route to the members other nodes have: no
-    /// shard bit, no log.
-    pub fn elsewhere(name: &str) -> Arc<Self> {
-        let log = RoomLog::new(HistoryPolicy::default(), 0, false, "".into());
+    /// shard bit, a log that keeps nothing here but knows the room's history settings (in
+    /// Redis cluster mode they decide whether the publication goes through Redis history).
+    pub fn elsewhere(name: &str, policy: HistoryPolicy) -> Arc<Self> {
+        let log = RoomLog::new(policy, 0, false, "".into());
         Arc::new(Self::new(name.into(), log))
     }
 
@@ -294,6 +295,15 @@ impl Directory {
             .unwrap_or(self.default_history);
         let epoch = history::epoch(self.epoch_seed, g.logs);
         RoomLog::new(policy, self.sse_history, self.stamp, epoch)
+    }
+
+    /// A room's history settings: its own, or the default.
+    pub fn history_of(&self, room: &str) -> HistoryPolicy {
+        self.lock()
+            .history_rooms
+            .get(room)
+            .copied()
+            .unwrap_or(self.default_history)
     }
 
     /// Sets a room's history (size 0: none), for the room now and if it is created again.

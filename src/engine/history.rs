@@ -86,6 +86,19 @@ pub struct JoinedAt {
     pub replay: Vec<(u64, Frame)>,
 }
 
+/// What the cluster's history store (Redis) answered for a member joining a room whose history
+/// lives there: the cluster-mode counterpart of [`JoinedAt`], handed to the member's shard
+/// (`ShardMsg::History`), which finishes the join with it (`engine::recovery`).
+#[derive(Debug, Clone, Default)]
+pub struct StoredRead {
+    /// The room's position when the store was read; `None`: it could not be read (Redis
+    /// unreachable, a timeout, a full queue to the bus).
+    pub position: Option<(u64, Arc<str>)>,
+    /// Every publication after the member's `recover` position, oldest first, stamped with
+    /// their offsets: `Some` only when all of them were still kept and the epoch matched.
+    pub replay: Option<Vec<(u64, Frame)>>,
+}
+
 #[derive(Debug)]
 struct Entry {
     offset: u64,
@@ -143,10 +156,14 @@ pub struct RoomLog {
     active: AtomicBool,
     /// Whether WebSocket clients see positions (the `offset` field, the join ack, recovery).
     /// Off in cluster mode, where another node's publications would get this node's numbers:
-    /// there positions stay SSE event ids on this node (docs/cluster.md).
+    /// there positions stay SSE event ids on this node, and rooms with history keep it in
+    /// Redis instead (`engine/recovery.rs`, docs/cluster.md).
     stamp: bool,
     epoch: Arc<str>,
     ring: Mutex<Ring>,
+    /// The epoch of the room's stream in the cluster's store (Redis cluster mode), as last
+    /// seen on a publication from the bus: SSE event ids carry it instead of `epoch`.
+    stored_epoch: Mutex<Option<Arc<str>>>,
 }
 
 impl RoomLog {
@@ -162,7 +179,23 @@ impl RoomLog {
                 sse_min,
                 ..Ring::default()
             }),
+            stored_epoch: Mutex::new(None),
         }
+    }
+
+    /// Notes the epoch of the room's stream in the cluster's store (a publication from the
+    /// bus carried it); cheap when unchanged.
+    pub fn note_stored_epoch(&self, epoch: &str) {
+        let mut e = self.stored_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if e.as_deref() != Some(epoch) {
+            *e = Some(epoch.into());
+        }
+    }
+
+    /// The epoch SSE event ids carry: the store's in Redis cluster mode, else this log's.
+    pub fn event_epoch(&self) -> Arc<str> {
+        let e = self.stored_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        e.clone().unwrap_or_else(|| self.epoch.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, Ring> {
@@ -278,6 +311,12 @@ impl RoomLog {
                 .collect();
         }
         at
+    }
+
+    /// The room's history settings (in Redis cluster mode they say what Redis keeps for the
+    /// room: the stream's `MAXLEN` and TTL).
+    pub fn policy(&self) -> HistoryPolicy {
+        self.lock().policy
     }
 
     /// The room's position now: (offset, epoch).

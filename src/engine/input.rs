@@ -407,6 +407,16 @@ impl<S> super::Engine<S> {
         let last = req
             .header("last-event-id")
             .and_then(|v| sse::parse_last_event_id(v).map(|(o, e)| (o, e.map(str::to_owned))));
+        if let (Some(policy), Some((offset, epoch))) =
+            (self.hub.shared.router.stored_history(&joined.room), &last)
+        {
+            // History in Redis (cluster mode): the same join as a WebSocket member's there
+            // (`recovery.rs`). A bare offset (no epoch) never matches the store's epoch.
+            let since = (*offset, epoch.clone().unwrap_or_default());
+            self.stream_stored(id, &joined.room, since, policy);
+            let due = now + self.timeouts.stream_beat;
+            return self.arm(id, due);
+        }
         let since = last.as_ref().map(|(offset, epoch)| Since {
             offset: *offset,
             epoch: epoch.as_deref(),

@@ -46,6 +46,7 @@ mod lifecycle;
 pub mod liveness;
 pub mod outbox;
 pub mod ratelimit;
+pub mod recovery;
 mod requests;
 pub mod rooms;
 pub mod router;

@@ -281,9 +281,18 @@ impl<S> Engine<S> {
                 self.error(id, req_id, "room_full", &msg, Some(("room", room)));
             }
             Ok(j) => {
+                if let Some(policy) = self.hub.shared.router.stored_history(&j.room) {
+                    let (room_shared, already) = (j.room.clone(), j.already);
+                    self.join_stored(id, j, req_id, recover, policy);
+                    if presence && !already {
+                        self.announce(&room_shared, true, &user, id);
+                    }
+                    return;
+                }
                 let log = &j.room.log;
                 // Positions are the client's business only where they mean the same on every
-                // node: not in cluster mode (there recovery answers `recovered: false`).
+                // node: not in cluster mode over NATS (there recovery answers `recovered:
+                // false`); over Redis, rooms with history took the `join_stored` path above.
                 let since = recover.filter(|_| log.stamps()).map(|r| Since {
                     offset: r.offset,
                     epoch: Some(r.epoch),
@@ -438,7 +447,7 @@ impl<S> Engine<S> {
         self.error(id, req_id, "not_online", &msg, ctx);
     }
 
-    fn ack(&mut self, id: SessionId, req_id: Option<&Value<'_>>, what: Ack<'_>) {
+    pub(crate) fn ack(&mut self, id: SessionId, req_id: Option<&Value<'_>>, what: Ack<'_>) {
         let out = self.fb.start();
         reply::ack(out, req_id, what);
         let f = self.fb.finish(OpCode::Text);

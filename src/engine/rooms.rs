@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::directory::RoomShared;
 use super::ids::SessionId;
+use super::recovery::Pending;
 
 /// One room as seen from one shard.
 #[derive(Debug)]
@@ -25,6 +26,9 @@ pub struct LocalRoom {
     /// so that a recovery storm (thousands of members recovering at once) costs a lookup per
     /// recipient, not a scan of every watermark.
     pub marks: HashMap<SessionId, u64>,
+    /// Members whose join waits for the cluster's history store, with the live publications
+    /// that reached them meanwhile (`recovery.rs`). Usually empty.
+    pub recovering: HashMap<SessionId, Pending>,
 }
 
 /// Every room with at least one member on this shard.
@@ -52,6 +56,7 @@ impl LocalRooms {
                 shared: shared.clone(),
                 members: Vec::new(),
                 marks: HashMap::new(),
+                recovering: HashMap::new(),
             }
         });
         if !room.members.contains(&session) {
@@ -69,6 +74,7 @@ impl LocalRooms {
         };
         r.members.swap_remove(i);
         r.marks.remove(&session);
+        r.recovering.remove(&session);
         if r.members.is_empty() {
             r.shared.set_shard(self.shard, false);
             self.rooms.remove(room);

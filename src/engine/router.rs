@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::directory::{Directory, RoomShared};
+use super::history::{HistoryPolicy, Since, StoredRead};
 use super::ids::SessionId;
-use crate::protocol::frame::Frame;
+use crate::protocol::frame::{self, Frame};
 
 /// Work for a shard, from its own engine, another shard or another thread.
 #[derive(Debug, Clone)]
@@ -91,6 +92,16 @@ pub enum ShardMsg {
         /// The room.
         room: String,
     },
+    /// The history store's answer for a member joining `room` (Redis cluster mode): the
+    /// join finishes with it (`engine::recovery`).
+    History {
+        /// The joining session.
+        id: SessionId,
+        /// The room.
+        room: Arc<str>,
+        /// What the store said.
+        read: StoredRead,
+    },
     /// Stop accepting, close every session (`Close::Shutdown`), drain, exit.
     Shutdown,
 }
@@ -103,7 +114,8 @@ impl ShardMsg {
             Self::Session { id, .. }
             | Self::Close { id, .. }
             | Self::Join { id, .. }
-            | Self::Leave { id, .. } => Some(*id),
+            | Self::Leave { id, .. }
+            | Self::History { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -145,6 +157,18 @@ pub enum Route<'a> {
         exclude: Option<SessionId>,
         /// Now, on the engine's clock (history expiry).
         now: u64,
+    },
+    /// A publication that already has its position in the room's stream (Redis cluster mode:
+    /// Redis numbered it), from the bus: to this node's members, not numbered again.
+    Numbered {
+        /// The room.
+        room: &'a Arc<RoomShared>,
+        /// The frame, stamped with its offset.
+        frame: Frame,
+        /// A session that must not receive it.
+        exclude: Option<SessionId>,
+        /// Its offset.
+        seq: u64,
     },
     /// A `joined`/`left` event to a room's members allowed to see its presence.
     Presence {
@@ -229,6 +253,37 @@ pub trait Remote: Send + Sync + fmt::Debug {
     fn rooms(&self) -> Vec<(Arc<str>, usize)>;
     /// Sessions on other nodes.
     fn session_count(&self) -> usize;
+    /// Whether room history lives in the cluster's store (Redis) rather than on this node: then
+    /// publications to a room with history go through [`publish_history`](Self::publish_history)
+    /// and joins read it with [`read_history`](Self::read_history).
+    fn history(&self) -> bool {
+        false
+    }
+    /// Queues a text publication to a room with history for the store, which numbers it, keeps
+    /// it and sends it to every node with members, this one included (nothing is delivered
+    /// here before that). `false`: the queue refused it.
+    fn publish_history(
+        &self,
+        _room: &str,
+        _frame: &Frame,
+        _exclude: Option<SessionId>,
+        _policy: HistoryPolicy,
+    ) -> bool {
+        false
+    }
+    /// Asks the store for `room`'s position and, with `since`, the publications after it; the
+    /// answer comes back to session `id`'s shard as [`ShardMsg::History`]. Called once the
+    /// member is visible (so the node subscribes to the room before the store is read).
+    /// `false`: the queue refused it (no answer will come).
+    fn read_history(
+        &self,
+        _room: &str,
+        _id: SessionId,
+        _since: Option<Since<'_>>,
+        _policy: HistoryPolicy,
+    ) -> bool {
+        false
+    }
 }
 
 /// The router: the directory it reads and the bus it posts to. See the module docs.
@@ -344,12 +399,40 @@ impl Router {
         &self.drops
     }
 
+    /// A room's history settings when its history lives in the cluster's store (Redis
+    /// cluster mode, the room keeps history); `None` otherwise.
+    pub fn stored_history(&self, room: &RoomShared) -> Option<HistoryPolicy> {
+        let remote = self.remote.as_ref()?;
+        if !remote.history() || !room.log.is_active() {
+            return None;
+        }
+        Some(room.log.policy()).filter(HistoryPolicy::is_on)
+    }
+
     /// Routes `route`, called from shard `from` (or from outside the shards: `None`), to its
     /// recipients on this node and, in a cluster, on the others.
     pub fn route(&self, from: Option<usize>, route: Route<'_>) -> Routed {
         let Some(remote) = &self.remote else {
             return self.route_here(from, route);
         };
+        if let Route::Publish {
+            room,
+            frame,
+            exclude,
+            ..
+        } = &route
+        {
+            // A text publication to a room whose history lives in Redis: Redis numbers it and
+            // sends it to every node, this one included, so that every member everywhere sees
+            // the same offsets in the same order (docs/cluster.md, "History and recovery").
+            if let Some(policy) = self.stored_history(room).filter(|_| frame::is_text(frame)) {
+                let ok = remote.publish_history(&room.name, frame, *exclude, policy);
+                return Routed {
+                    bus_dropped: !ok,
+                    ..Routed::default()
+                };
+            }
+        }
         let forwarded = remote.forward(&route);
         let elsewhere = matches!(&route, Route::Session(m) if m.session().is_some_and(|id| remote.is_remote(id)));
         let mut routed = if elsewhere {
@@ -398,6 +481,20 @@ impl Router {
                     frame,
                     exclude,
                     seq: 0,
+                };
+                (room.shards(), msg)
+            }
+            Route::Numbered {
+                room,
+                frame,
+                exclude,
+                seq,
+            } => {
+                let msg = ShardMsg::Room {
+                    room: room.name.clone(),
+                    frame,
+                    exclude,
+                    seq,
                 };
                 (room.shards(), msg)
             }

@@ -226,6 +226,11 @@ fn cluster(
             "Times the bus connection came back.",
             bus.reconnects,
         ),
+        (
+            "history_errors",
+            "Room history operations in Redis (publish, read, reset) that failed or timed out.",
+            bus.history_errors,
+        ),
     ] {
         let _ = writeln!(out, "# HELP shardhub_bus_{name}_total {help}");
         let _ = writeln!(out, "# TYPE shardhub_bus_{name}_total counter");

@@ -19,6 +19,8 @@ mod model;
 #[cfg(test)]
 mod presence;
 #[cfg(test)]
+mod stored;
+#[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;
@@ -157,6 +159,24 @@ impl Sim {
     /// A server of `shards` shards with the test defaults (no rate limits unless `tweak` sets
     /// them) and `hooks`.
     pub fn with_hooks(shards: usize, hooks: Hooks, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::build(shards, hooks, None, tweak)
+    }
+
+    /// A server whose other nodes are `remote` (a stand-in cluster: see `sim/stored.rs`).
+    pub fn with_remote(
+        shards: usize,
+        remote: Arc<dyn crate::engine::router::Remote>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::build(shards, Hooks::default(), Some(remote), tweak)
+    }
+
+    fn build(
+        shards: usize,
+        hooks: Hooks,
+        remote: Option<Arc<dyn crate::engine::router::Remote>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config {
             shards,
             ..Config::default()
@@ -167,8 +187,12 @@ impl Sim {
             cap: AtomicUsize::new(1024),
             q: (0..shards).map(|_| Mutex::default()).collect(),
         });
-        let shared =
-            Shared::new(config, hooks, Box::new(queues.clone()), None).expect("shared state");
+        let bus = Box::new(queues.clone());
+        let shared = match remote {
+            Some(r) => Shared::with_remote(config, hooks, bus, r),
+            None => Shared::new(config, hooks, bus, None),
+        }
+        .expect("shared state");
         let hub = Hub {
             shared: Arc::new(shared),
         };
