@@ -21,13 +21,14 @@ Single node (default): server pinned to core 0 with --shards 1, or on both cores
 --shards 2; the loadgen on core 1 either way (2 cores: with 2 shards they share core 1).
 
 Cluster (`--cluster redis`): three nodes over a redis-server of their own, the members spread
-over the nodes and each reconnecting to the NEXT node (not the one it left). Until the server
-supports history in cluster mode it refuses to start with history and --cluster; the script
-then stops with that message (exit status 2).
+over the nodes and each reconnecting to the NEXT node (not the one it left); the history lives
+in Redis (docs/cluster.md). A server that refuses history with --cluster (NATS, or a build
+before cluster history) stops the script with that message (exit status 2).
 
     python3 bench/recovery_storm.py --out bench/runs/2026-12-02-recovery-storm \
         --conns 1000,10000 --rounds 2 --shards 1,2 --modes recover,plain
-    python3 bench/recovery_storm.py --cluster redis --conns 10000 --out /tmp/storm-cluster
+    python3 bench/recovery_storm.py --cluster redis --conns 10000 --rounds 2 \
+        --out bench/runs/2026-12-02-recovery-storm-redis
 """
 import argparse
 import json

@@ -40,6 +40,12 @@ pub const DELTA_EVERY: Duration = Duration::from_millis(20);
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
 /// At most this many envelopes share one publish call (one Redis pipeline, one round trip).
 const PUBLISH_BATCH: usize = 256;
+/// At most this many room history operations share one Redis pipeline, each pipeline with its
+/// own `READ_TIMEOUT`: a recovery storm's reads (10,000 joins, each reading 100 publications)
+/// answered in one 256-read pipeline could take longer than the timeout on a busy machine and
+/// fail every join in it (`recovered: false` for 256 clients, measured in
+/// bench/runs/2026-12-02-recovery-storm-redis); smaller pipelines keep each answer short.
+const HISTORY_PIPELINE: usize = 32;
 
 /// Sessions per snapshot part (NATS's default payload limit is 1 MB).
 const SNAPSHOT_PART: usize = 2_000;
@@ -241,10 +247,19 @@ impl Bus {
         }
     }
 
-    /// Runs room history operations in Redis and posts each read's answer to the joining
-    /// session's shard (a failed read answers "could not read": the join says
-    /// `recovered: false`). Failures are counted (`history_errors`).
+    /// Runs room history operations in Redis, in order, [`HISTORY_PIPELINE`] per pipeline.
     async fn run_history(&mut self, ops: Vec<(String, Vec<u8>, HistoryOp)>) {
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let pipeline: Vec<_> = ops.by_ref().take(HISTORY_PIPELINE).collect();
+            self.run_history_pipeline(pipeline).await;
+        }
+    }
+
+    /// Runs one pipeline of room history operations and posts each read's answer to the
+    /// joining session's shard (a failed read answers "could not read": the join says
+    /// `recovered: false`). Failures are counted (`history_errors`).
+    async fn run_history_pipeline(&mut self, ops: Vec<(String, Vec<u8>, HistoryOp)>) {
         let answers = match tokio::time::timeout(history::READ_TIMEOUT, self.t.history(&ops)).await
         {
             Ok(Ok(a)) => a,
