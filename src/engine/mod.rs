@@ -34,8 +34,10 @@
 //! use: the [`directory`], a shard's [`rooms`], the [`router`], the room [`history`], the
 //! [`outbox`], the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
 
+pub mod acks;
 pub(crate) mod conn;
 mod deliver;
+mod direct;
 pub mod directory;
 pub mod history;
 mod hooks;
@@ -44,6 +46,7 @@ mod input;
 pub mod iplimit;
 mod lifecycle;
 pub mod liveness;
+pub mod offline;
 pub mod outbox;
 pub mod ratelimit;
 mod requests;
@@ -117,6 +120,8 @@ pub struct Engine<S> {
     /// This shard's sessions per user, for direct messages.
     pub(crate) users: HashMap<Arc<str>, Vec<SessionId>>,
     pub(crate) wheel: TimerWheel,
+    /// Acknowledged sends of this shard's sessions waiting for receipts.
+    pub(crate) acks: acks::Acks,
     pub(crate) timeouts: Timeouts,
     pub(crate) ws_config: WebSocketConfig,
     pub(crate) ws_paths: &'static [&'static str],
@@ -190,6 +195,7 @@ impl<S> Engine<S> {
             users: HashMap::new(),
             // 1024 slots of 100 ms: one rotation covers the 45 s default heartbeat deadline.
             wheel: TimerWheel::new(1024, tick),
+            acks: acks::Acks::new(tick),
             timeouts,
             ws_config,
             ws_paths: if cfg.echo { &["/ws", "/"] } else { &["/ws"] },
@@ -308,6 +314,7 @@ impl<S> Engine<S> {
         if self.shard == 0 && self.now_ns >= self.next_sweep {
             self.next_sweep = self.now_ns + 1_000_000_000;
             self.hub.shared.router.directory().sweep(self.now_ns);
+            self.hub.shared.offline.sweep(self.now_ns);
         }
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(self.now, &mut expired);
@@ -315,6 +322,7 @@ impl<S> Engine<S> {
             self.contain(Some(SessionId(e.key)), |eng| eng.on_timer(e));
         }
         self.expired = expired;
+        self.expire_acks();
     }
 
     /// The socket of `id` can take bytes again: flush it this turn.
