@@ -102,6 +102,32 @@ pub enum Data<'a> {
         /// The room.
         room: &'a str,
     },
+    /// A receipt for an acknowledged direct message, for the sender's node.
+    Receipt {
+        /// The sending session.
+        id: SessionId,
+        /// The send's number on its shard.
+        seq: u64,
+        /// The session that sent the receipt.
+        from: SessionId,
+        /// Its user.
+        user: &'a str,
+    },
+    /// An offline message kept on the origin node, for the node where its user's session
+    /// opened (the complete `direct` frame, `"stored": true`).
+    Stored {
+        /// The recipient.
+        user: &'a str,
+        /// When it was stored, Unix ms (the receiving node keeps its age if it must store it
+        /// again).
+        unix_ms: u64,
+        /// Its message id.
+        mid: &'a str,
+        /// The sending user.
+        from: &'a str,
+        /// The frame.
+        frame: &'a [u8],
+    },
 }
 
 /// Why an envelope was refused.
@@ -123,6 +149,8 @@ pub fn encode(origin: u16, data: &Data<'_>) -> Vec<u8> {
         Data::Close { .. } => 6,
         Data::Join { .. } => 7,
         Data::Leave { .. } => 8,
+        Data::Receipt { .. } => 9,
+        Data::Stored { .. } => 10,
     };
     out.extend_from_slice(&[VERSION, kind]);
     out.extend_from_slice(&origin.to_be_bytes());
@@ -154,6 +182,30 @@ pub fn encode(origin: u16, data: &Data<'_>) -> Vec<u8> {
         Data::Join { id, room } | Data::Leave { id, room } => {
             out.extend_from_slice(&id.0.to_be_bytes());
             out.extend_from_slice(room.as_bytes());
+        }
+        Data::Receipt {
+            id,
+            seq,
+            from,
+            user,
+        } => {
+            out.extend_from_slice(&id.0.to_be_bytes());
+            out.extend_from_slice(&seq.to_be_bytes());
+            out.extend_from_slice(&from.0.to_be_bytes());
+            out.extend_from_slice(user.as_bytes());
+        }
+        Data::Stored {
+            user,
+            unix_ms,
+            mid,
+            from,
+            frame,
+        } => {
+            name(&mut out, user);
+            out.extend_from_slice(&unix_ms.to_be_bytes());
+            name(&mut out, mid);
+            name(&mut out, from);
+            out.extend_from_slice(frame);
         }
     }
     out
@@ -204,6 +256,30 @@ pub fn decode(bytes: &[u8]) -> Result<(u16, Data<'_>), BadEnvelope> {
                 Data::Join { id, room }
             } else {
                 Data::Leave { id, room }
+            }
+        }
+        9 => {
+            let (sender, rest) = id(rest)?;
+            let (seq, rest) = id(rest)?;
+            let (from, user) = id(rest)?;
+            Data::Receipt {
+                id: sender,
+                seq: seq.0,
+                from,
+                user: text(user)?,
+            }
+        }
+        10 => {
+            let (user, rest) = name(rest)?;
+            let (unix_ms, rest) = id(rest)?;
+            let (mid, rest) = name(rest)?;
+            let (from, frame) = name(rest)?;
+            Data::Stored {
+                user,
+                unix_ms: unix_ms.0,
+                mid,
+                from,
+                frame,
             }
         }
         _ => return Err(BadEnvelope("unknown kind")),
@@ -375,6 +451,19 @@ mod tests {
             },
             Data::Join { id, room: "r" },
             Data::Leave { id, room: "r" },
+            Data::Receipt {
+                id,
+                seq: u64::MAX,
+                from: SessionId::new(1, 0, 0),
+                user: "bob",
+            },
+            Data::Stored {
+                user: "bob",
+                unix_ms: 1_764_000_000_000,
+                mid: "123-4",
+                from: "al",
+                frame: b"\x81\x02{}",
+            },
         ];
         for d in cases {
             let bytes = encode(4095, &d);
