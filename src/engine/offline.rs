@@ -403,6 +403,70 @@ impl OfflineStore {
         (g.users.len(), g.messages, g.bytes)
     }
 
+    /// The store's metrics for `/metrics` and `/api/v1/stats`: name, help, gauge or counter,
+    /// value.
+    pub fn metrics(&self) -> Vec<(&'static str, &'static str, bool, u64)> {
+        let (users, messages, bytes) = self.size();
+        let s = &self.stats;
+        let c = |a: &AtomicU64| a.load(Relaxed);
+        vec![
+            (
+                "offline_users",
+                "Offline users with messages kept on this node.",
+                true,
+                users as u64,
+            ),
+            (
+                "offline_messages",
+                "Offline messages kept on this node.",
+                true,
+                messages as u64,
+            ),
+            (
+                "offline_bytes",
+                "Bytes of offline messages kept on this node (their frames).",
+                true,
+                bytes as u64,
+            ),
+            (
+                "offline_stored_total",
+                "Messages stored for offline users.",
+                false,
+                c(&s.stored),
+            ),
+            (
+                "offline_delivered_total",
+                "Stored messages handed to a session of their user on this node.",
+                false,
+                c(&s.delivered),
+            ),
+            (
+                "offline_forwarded_total",
+                "Stored messages sent to the node of their user's new session.",
+                false,
+                c(&s.forwarded),
+            ),
+            (
+                "offline_evicted_total",
+                "Stored messages pushed out past offline_max_messages or offline_max_bytes.",
+                false,
+                c(&s.evicted),
+            ),
+            (
+                "offline_expired_total",
+                "Stored messages dropped at offline_ttl.",
+                false,
+                c(&s.expired),
+            ),
+            (
+                "offline_refused_total",
+                "Messages refused by the store (store_full).",
+                false,
+                c(&s.refused),
+            ),
+        ]
+    }
+
     /// A copy of `user`'s messages, oldest first, without taking them.
     pub fn peek(&self, user: &str) -> Vec<Stored> {
         if self.users.load(Relaxed) == 0 {

@@ -109,6 +109,7 @@ fn metrics(hub: &Hub) -> Response {
         rooms: directory.rooms().len(),
         uptime_seconds: hub.shared.started.elapsed().as_secs_f64(),
         histograms: &histograms,
+        node: hub.shared.offline.metrics(),
     });
     let mut r = Response::text(200, text);
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -126,6 +127,7 @@ fn stats(hub: &Hub) -> Response {
             "users": hub.shared.router.directory().user_count(),
             "rooms": hub.shared.router.directory().rooms().len(),
             "counters": hub.stats(),
+            "offline": hub.shared.offline.metrics().iter().map(|(n, _, _, v)| (*n, *v)).collect::<std::collections::BTreeMap<_, _>>(),
         }),
     )
 }
