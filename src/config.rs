@@ -181,8 +181,10 @@ pub struct Config {
     #[serde(with = "humantime_serde_compat")]
     pub ack_timeout: Duration,
     /// Acknowledged sends one session may have waiting for receipts; one more is answered
-    /// `too_many_pending`. Default 1024: a bound on the memory one session pins (~150 bytes
-    /// each), far above what a client waiting for its receipts keeps in flight.
+    /// `too_many_pending`. Default 1024: a bound on the memory one session pins (each entry
+    /// is ~130 bytes of table and timer by the structs' sizes, plus the request's `id` and one
+    /// session id per receipt), far above what a client waiting for its receipts keeps in
+    /// flight.
     pub max_pending_acks: usize,
     /// Messages kept per offline user (`"store": true`); the oldest is evicted past it.
     /// Default 100.
