@@ -14,7 +14,7 @@
 //! node: `offline_max_users` users and `offline_max_total_bytes`; a message that would pass
 //! either is refused ([`Refusal::Full`]) rather than evicting another user's, so one busy
 //! recipient cannot push out everyone else's messages. Memory is therefore at most
-//! `offline_max_total_bytes` of frames plus the bookkeeping of each message: 374 bytes of RSS
+//! `offline_max_total_bytes` of frames plus the bookkeeping of each message: 373 bytes of RSS
 //! per message with a 202-byte frame, so ~170 bytes (`bench/runs/2026-12-02-acked-send`).
 //!
 //! # Races with a session opening
