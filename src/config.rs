@@ -183,6 +183,34 @@ pub struct Config {
     /// `[history_rooms.lobby] size = 100, ttl = "5m"`.
     pub history_rooms: HashMap<String, RoomHistory>,
 
+    // ----- acknowledged sends and offline messages (docs/protocol.md#acknowledged-and-offline-direct-messages) -----
+    /// How long an acknowledged `send` (`"ack": true`) waits for the recipients' receipts when
+    /// the request names no `timeout_ms`. Default 5 s: a connected client answers within a
+    /// round trip; a phone that stopped reading should not hold the sender for long.
+    #[serde(with = "humantime_serde_compat")]
+    pub ack_timeout: Duration,
+    /// Acknowledged sends one session may have waiting for receipts; one more is answered
+    /// `too_many_pending`. Default 1024: a bound on the memory one session pins (each entry
+    /// is ~130 bytes of table and timer by the structs' sizes, plus the request's `id` and one
+    /// session id per receipt), far above what a client waiting for its receipts keeps in
+    /// flight.
+    pub max_pending_acks: usize,
+    /// Messages kept per offline user (`"store": true`); the oldest is evicted past it.
+    /// Default 100.
+    pub offline_max_messages: usize,
+    /// Bytes of messages kept per offline user (their frames); the oldest are evicted past it.
+    /// Default 1 MiB.
+    pub offline_max_bytes: usize,
+    /// How long a stored message waits for its user. Default 24 h.
+    #[serde(with = "humantime_serde_compat")]
+    pub offline_ttl: Duration,
+    /// Bytes of stored messages on this node, all users together; a message that would pass
+    /// it is refused (`store_full`) rather than evicting another user's. Default 256 MiB.
+    pub offline_max_total_bytes: usize,
+    /// Offline users with stored messages on this node; a message for one more is refused
+    /// (`store_full`). Default 100,000.
+    pub offline_max_users: usize,
+
     // ----- cluster mode (docs/cluster.md) -----
     /// The bus that joins this node to others, `nats://HOST:PORT` or `redis://HOST:PORT`.
     /// Default none: a single node, and no bus code runs.
@@ -260,6 +288,13 @@ impl Default for Config {
             history_size: 0,
             history_ttl: Duration::ZERO,
             history_rooms: HashMap::new(),
+            ack_timeout: Duration::from_secs(5),
+            max_pending_acks: 1024,
+            offline_max_messages: 100,
+            offline_max_bytes: 1024 * 1024,
+            offline_ttl: Duration::from_secs(24 * 3600),
+            offline_max_total_bytes: 256 * 1024 * 1024,
+            offline_max_users: 100_000,
             cluster: None,
             node: None,
             dashboard: true,
@@ -299,6 +334,10 @@ impl Config {
         self.history_size > 0 || self.history_rooms.values().any(|r| r.size > 0)
     }
 }
+
+/// The longest an acknowledged send may wait for receipts (`ack_timeout`, and a request's
+/// `timeout_ms`): pending entries pin memory for that long.
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Most publications one room may keep (`history_size`): a bound on the memory a
 /// configuration typo can claim per room.
@@ -405,6 +444,14 @@ impl Config {
                     self.tick
                 ));
             }
+        }
+        if self.ack_timeout < self.tick || self.ack_timeout > MAX_ACK_TIMEOUT {
+            return bad(format!(
+                "ack_timeout must be between one tick and {MAX_ACK_TIMEOUT:?}"
+            ));
+        }
+        if self.max_pending_acks == 0 {
+            return bad("max_pending_acks must be positive".into());
         }
         let sizes =
             std::iter::once(self.history_size).chain(self.history_rooms.values().map(|r| r.size));

@@ -236,6 +236,40 @@ type MessageFn = dyn Fn(&mut Context<'_>, Message<'_>) -> Flow + Send + Sync;
 type HandlerFn = dyn Fn(&mut Context<'_>, &Request<'_>) + Send + Sync;
 type DisconnectFn = dyn Fn(&Session, &Disconnect) + Send + Sync;
 type ErrorFn = dyn Fn(&Session, &SessionError) + Send + Sync;
+/// The `on_stored` hook's type.
+pub(crate) type OnStoredFn = dyn Fn(&StoreEvent<'_>) + Send + Sync;
+
+/// What happened to an offline message ([`Hooks::on_stored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEventKind {
+    /// Kept for its offline user (`send` with `"store": true`).
+    Stored,
+    /// Handed to a session of its user on this node, and gone from the store.
+    Delivered,
+    /// Sent to the node where its user's session opened (cluster mode), and gone from here.
+    Forwarded,
+    /// Pushed out by newer messages past `offline_max_messages` or `offline_max_bytes`.
+    Evicted,
+    /// Older than `offline_ttl`.
+    Expired,
+}
+
+/// An offline message changing hands, for [`Hooks::on_stored`].
+#[derive(Debug, Clone, Copy)]
+pub struct StoreEvent<'a> {
+    /// What happened.
+    pub kind: StoreEventKind,
+    /// The recipient.
+    pub user: &'a str,
+    /// The message id (`mid`).
+    pub mid: &'a str,
+    /// The sending user.
+    pub from: &'a str,
+    /// When it was stored, Unix time in ms.
+    pub unix_ms: u64,
+    /// The `direct` message as the recipient gets it (JSON).
+    pub message: &'a [u8],
+}
 
 /// A static page the server answers `GET` requests of its path with (see [`Hooks::page`]).
 #[derive(Debug, Clone)]
@@ -259,6 +293,7 @@ pub struct Hooks {
     pub(crate) pages: HashMap<String, Page>,
     /// Sessions open without the `welcome` frame.
     pub(crate) no_welcome: bool,
+    pub(crate) on_stored: Option<Arc<OnStoredFn>>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -329,6 +364,16 @@ impl Hooks {
         f: impl Fn(&Session, &Disconnect) + Send + Sync + 'static,
     ) -> Self {
         self.on_disconnect = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when an offline message is stored, and again when it leaves the store: delivered
+    /// to its user's new session, forwarded to that session's node, evicted or expired
+    /// (go-wsc's `OnMessageSend`), so the application can persist what it wants. It runs on
+    /// the thread that changed the store (a shard, the cluster bus, an HTTP or `Hub` caller),
+    /// outside the store's lock: keep it short; a panic in it is logged and contained.
+    pub fn on_stored(mut self, f: impl Fn(&StoreEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.on_stored = Some(Arc::new(f));
         self
     }
 

@@ -11,11 +11,14 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::engine::directory::{Directory, RoomInfo, SessionInfo};
 use crate::engine::ids::SessionId;
+use crate::engine::offline::Refusal;
 use crate::engine::router::{self, Bus, Route, Routed, Router, ShardMsg};
 use crate::hooks::Hooks;
+use crate::http::api::SERVER_SENDER;
 use crate::metrics::{Histograms, ShardStats, Stats};
 use crate::protocol::close::Close;
 use crate::protocol::frame::{self, Frame, OpCode};
+use crate::protocol::reply;
 
 /// A message body for the hub's send functions: text or binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +74,21 @@ pub enum HubError {
     /// This server cannot do it in its mode; the message says why (room history in cluster
     /// mode).
     Unsupported(&'static str),
+    /// The offline store refused the message (off, the message too large, or the node's
+    /// bounds reached); the message says which.
+    StoreFull(String),
+}
+
+/// What [`Hub::send_direct`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Sessions the message went to (0: the user is not online anywhere).
+    pub sessions: usize,
+    /// Its message id (`mid`), when it was stored.
+    pub mid: Option<String>,
+    /// `Some(evicted)` when it was stored for the offline user, with the user's older
+    /// messages pushed out to make room.
+    pub stored: Option<usize>,
 }
 
 impl std::fmt::Display for HubError {
@@ -79,6 +97,7 @@ impl std::fmt::Display for HubError {
             Self::NoSuchSession(id) => write!(f, "no session {id}"),
             Self::NoSuchRoom(r) => write!(f, "no room {r}"),
             Self::Unsupported(why) => f.write_str(why),
+            Self::StoreFull(why) => f.write_str(why),
             Self::Overloaded { shards, bus } => {
                 f.write_str("server overloaded: ")?;
                 if *shards != 0 {
@@ -138,6 +157,8 @@ pub(crate) struct Shared {
     pub(crate) heartbeats: Vec<std::sync::atomic::AtomicU64>,
     /// The cluster link, in cluster mode.
     pub(crate) cluster: Option<Arc<crate::cluster::Link>>,
+    /// Direct messages kept for offline users (`engine::offline`).
+    pub(crate) offline: crate::engine::offline::OfflineStore,
 }
 
 impl Shared {
@@ -203,7 +224,19 @@ impl Shared {
             directory.watch(Arc::new(move || wake.notify_one()));
         }
         let gate = crate::auth::Gate::new(&config, hooks.authenticate.clone())?;
+        // The wall clock at the engines' epoch (near enough: read together), for the `ts` of
+        // stored messages; the engines themselves never read a clock.
+        let unix_epoch_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            .saturating_sub(gate.epoch.elapsed().as_millis() as u64);
+        let offline = crate::engine::offline::OfflineStore::new(
+            crate::engine::offline::Limits::of(&config),
+            hooks.on_stored.clone(),
+            unix_epoch_ms,
+        );
         Ok(Self {
+            offline,
             config,
             gate,
             hooks,
@@ -296,6 +329,79 @@ impl Hub {
 
     pub(crate) fn send_frame_to_user(&self, user: &str, frame: Frame) -> Result<usize, HubError> {
         self.route(Route::User { user, frame }).map(|r| r.sessions)
+    }
+
+    /// Sends JSON `data` to every session of `user` as a `direct` message from `"server"`
+    /// (the envelope `POST /api/v1/send` uses). With `store` and no session anywhere, keeps it
+    /// for the user's next session instead (`docs/protocol.md`, "Offline messages"). `data`
+    /// must be valid JSON text (it is copied into the frame as it is).
+    pub fn send_direct(&self, user: &str, data: &str, store: bool) -> Result<Sent, HubError> {
+        let frame = |mark: reply::DirectMark<'_>| {
+            let mut out = Vec::with_capacity(data.len() + 96);
+            reply::direct_head(&mut out, SERVER_SENDER, 0, mark);
+            out.extend_from_slice(data.as_bytes());
+            out.push(b'}');
+            crate::protocol::frame::encode(OpCode::Text, &out)
+        };
+        let routed = self.route(Route::User {
+            user,
+            frame: frame(Default::default()),
+        })?;
+        let sent = |sessions| Sent {
+            sessions,
+            mid: None,
+            stored: None,
+        };
+        if routed.sessions > 0 || !store {
+            return Ok(sent(routed.sessions));
+        }
+        let offline = &self.shared.offline;
+        let now = self.now_ns();
+        let mid = offline.server_mid(self.shared.node_tag());
+        let mark = reply::DirectMark {
+            mid: Some(&mid),
+            ack: false,
+            stored_at: Some(offline.unix_ms(now)),
+        };
+        let msg = crate::engine::offline::Stored {
+            mid: mid.as_str().into(),
+            from: SERVER_SENDER.into(),
+            at: now,
+            frame: frame(mark),
+        };
+        let router = &self.shared.router;
+        match offline.store_if_offline(user, msg, now, || router.user_online(user)) {
+            Ok(o) => Ok(Sent {
+                sessions: 0,
+                mid: Some(mid),
+                stored: Some(o.evicted),
+            }),
+            // Online after all: deliver it live.
+            Err(Refusal::Online) => self
+                .route(Route::User {
+                    user,
+                    frame: frame(Default::default()),
+                })
+                .map(|r| sent(r.sessions)),
+            Err(Refusal::Full(why)) => Err(HubError::StoreFull(why)),
+        }
+    }
+
+    /// The messages kept for offline `user` on this node, oldest first, as the JSON text its
+    /// next session will get (they stay kept).
+    pub fn offline_messages(&self, user: &str) -> Vec<String> {
+        self.shared
+            .offline
+            .peek(user)
+            .iter()
+            .map(|m| String::from_utf8_lossy(crate::http::sse::ws_payload(&m.frame)).into_owned())
+            .collect()
+    }
+
+    /// Offline users with messages kept on this node, and those messages.
+    pub fn offline_size(&self) -> (usize, usize) {
+        let (users, messages, _) = self.shared.offline.size();
+        (users, messages)
     }
 
     /// Publishes to a room's members (raw payload, not wrapped in the JSON protocol); returns

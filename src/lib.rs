@@ -68,7 +68,10 @@ pub use auth::{Identity, Permissions};
 pub use config::{Config, ConfigError};
 pub use engine::directory::{RoomInfo, SessionInfo};
 pub use engine::ids::SessionId;
-pub use hooks::{Context, Disconnect, Flow, Hooks, Message, Reject, Request, SessionError};
+pub use hooks::{
+    Context, Disconnect, Flow, Hooks, Message, Reject, Request, SessionError, StoreEvent,
+    StoreEventKind,
+};
 pub use http::upgrade::UpgradeRequest;
 pub use hub::{Hub, HubError, Payload};
 pub use metrics::Stats;

@@ -176,6 +176,27 @@ struct Args {
     /// How long a kept publication stays recoverable, e.g. 5m [default: 0, until pushed out].
     #[arg(long, env = "SHARDHUB_HISTORY_TTL", value_parser = humantime::parse_duration)]
     history_ttl: Option<Duration>,
+    /// How long an acknowledged send waits for receipts by default, e.g. 5s [default: 5s].
+    #[arg(long, env = "SHARDHUB_ACK_TIMEOUT", value_parser = humantime::parse_duration)]
+    ack_timeout: Option<Duration>,
+    /// Acknowledged sends one session may have waiting for receipts [default: 1024].
+    #[arg(long, env = "SHARDHUB_MAX_PENDING_ACKS")]
+    max_pending_acks: Option<usize>,
+    /// Messages kept per offline user (send with store) [default: 100].
+    #[arg(long, env = "SHARDHUB_OFFLINE_MAX_MESSAGES")]
+    offline_max_messages: Option<usize>,
+    /// Bytes of messages kept per offline user [default: 1048576].
+    #[arg(long, env = "SHARDHUB_OFFLINE_MAX_BYTES")]
+    offline_max_bytes: Option<usize>,
+    /// How long a stored message waits for its user, e.g. 24h [default: 24h].
+    #[arg(long, env = "SHARDHUB_OFFLINE_TTL", value_parser = humantime::parse_duration)]
+    offline_ttl: Option<Duration>,
+    /// Bytes of stored messages on this node, all users together [default: 268435456].
+    #[arg(long, env = "SHARDHUB_OFFLINE_MAX_TOTAL_BYTES")]
+    offline_max_total_bytes: Option<usize>,
+    /// Offline users with stored messages on this node [default: 100000].
+    #[arg(long, env = "SHARDHUB_OFFLINE_MAX_USERS")]
+    offline_max_users: Option<usize>,
     /// Join a cluster over this bus: nats://HOST:PORT or redis://HOST:PORT [default: none, a
     /// single node].
     #[arg(long, env = "SHARDHUB_CLUSTER")]
@@ -267,6 +288,15 @@ impl Args {
         if self.demo.is_some() {
             c.demo = self.demo;
         }
+        set!(
+            ack_timeout,
+            max_pending_acks,
+            offline_max_messages,
+            offline_max_bytes,
+            offline_ttl,
+            offline_max_total_bytes,
+            offline_max_users
+        );
         if self.api_key.is_some() {
             c.api_key.clone_from(&self.api_key);
         }

@@ -105,6 +105,22 @@ counters! {
     recoveries_failed,
     /// Publications replayed to recovering sessions and SSE streams.
     recovered_messages,
+    /// Direct messages sent with `"ack": true` that reached a session (and so wait for
+    /// receipts).
+    acked_sends,
+    /// Acknowledged sends answered `delivered` (at least one receipt).
+    acked_delivered,
+    /// Acknowledged sends answered `not_delivered` (no receipt by the timeout).
+    acked_not_delivered,
+    /// Acknowledged sends that ended before every reached session answered (`delivered`
+    /// with fewer `sessions` than `reached`, or `not_delivered`).
+    acked_timeouts,
+    /// Receipts (`received`) counted.
+    receipts,
+    /// Receipts ignored: late, unknown, repeated, or from a session of another user.
+    receipts_ignored,
+    /// Stored messages handed to a session opening on this shard.
+    offline_delivered,
 }
 
 /// A single-writer counter: only the owning shard's engine may change it (see the module

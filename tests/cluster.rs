@@ -183,6 +183,7 @@ on_both_buses!(
     the_http_api_answers_for_the_whole_cluster_from_any_node,
     a_bus_restart_is_survived,
     a_killed_node_leaves_no_ghosts,
+    acked_sends_and_offline_messages_cross_nodes,
 );
 
 mod nats_only {
@@ -340,6 +341,51 @@ fn direct_messages_find_users_anywhere_and_not_online_is_cluster_wide(bus: Bus) 
     for b in [&mut b1, &mut b2] {
         assert!(b.recv_binary().ends_with(b"raw"));
     }
+}
+
+/// A receipt travels back to the sender's node; a message stored on alice's node reaches
+/// carol's first session on another node, in order, once, and leaves alice's node's store.
+fn acked_sends_and_offline_messages_cross_nodes(bus: Bus) {
+    let nodes = cluster(&bus);
+    let mut a = Client::connect(&nodes[0], Some("alice"));
+    let mut b = Client::connect(&nodes[1], Some("bob"));
+    wait_until("bob is known on alice's node", || {
+        nodes[0].hub.is_online("bob")
+    });
+    a.send_json(json!({"type":"send","to":"bob","data":"x","id":1,"ack":true}));
+    let ack = a.expect("ack");
+    assert_eq!(ack["sessions"], 1, "{ack}");
+    let d = b.expect("direct");
+    assert_eq!(
+        (d["mid"].clone(), d["ack"].as_bool()),
+        (ack["mid"].clone(), Some(true))
+    );
+    b.send_json(json!({"type":"received","mid":d["mid"]}));
+    let done = a.expect("delivered");
+    assert_eq!(
+        done,
+        json!({"type":"delivered","id":1,"mid":ack["mid"],"to":"bob","sessions":1,"reached":1})
+    );
+    // Carol is offline everywhere: three messages wait on alice's node.
+    for i in 0..3 {
+        a.send_json(json!({"type":"send","to":"carol","data":i,"store":true}));
+        let ack = a.expect("ack");
+        assert_eq!(ack["stored"], true, "{ack}");
+    }
+    assert_eq!(nodes[0].hub.offline_size(), (1, 3));
+    let mut c = Client::connect(&nodes[2], Some("carol"));
+    for i in 0..3 {
+        let d = c.expect("direct");
+        assert_eq!(
+            (d["data"].as_u64(), d["stored"].as_bool()),
+            (Some(i), Some(true))
+        );
+        assert_eq!(d["from"], "alice");
+    }
+    assert_eq!(nodes[0].hub.offline_size(), (0, 0));
+    let mut c2 = Client::connect(&nodes[1], Some("carol"));
+    c2.expect_silence(Duration::from_millis(300));
+    c.expect_silence(Duration::from_millis(1));
 }
 
 fn broadcasts_reach_every_node(bus: Bus) {

@@ -9,6 +9,8 @@ mod handshake;
 mod rooms;
 // Direct messages and broadcasts, within and across shards.
 mod messaging;
+// Acknowledged direct messages and offline delivery.
+mod delivery;
 // Binary frames routed by their header.
 mod binary;
 // Bad input: error frames that keep the connection, close codes that end it.

@@ -28,7 +28,9 @@ use super::wire::{self, Body, Channel, Control, Data, Op};
 use super::{Link, Outbound};
 use crate::engine::directory::Change;
 use crate::engine::history::StoredRead;
+use crate::engine::offline::Stored;
 use crate::engine::router::{Route, ShardMsg};
+use crate::hooks::StoreEventKind;
 use crate::hub::Hub;
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::reply;
@@ -432,6 +434,7 @@ impl Bus {
                 }
                 return Ok(());
             }
+            self.forward_stored(&msg);
             let now = self.now();
             let asks = self.link.view().on_control(msg, now);
             for ask in asks {
@@ -559,8 +562,93 @@ impl Bus {
                 id,
                 room: room.to_string(),
             }),
+            Data::Receipt {
+                id,
+                seq,
+                from,
+                user,
+            } => Route::Session(ShardMsg::Receipt {
+                id,
+                seq,
+                user: user.into(),
+                from,
+            }),
+            Data::Offline {
+                user,
+                unix_ms,
+                mid,
+                from,
+                frame,
+            } => return self.receive_stored(user, unix_ms, mid, from, frame),
         };
         router.route_from_bus(route);
+    }
+}
+
+impl Bus {
+    /// Sends the offline messages kept here for users who, as `msg` says, now have a session
+    /// on its node: in order, on that node's channel, and gone from here (see `offline.rs`).
+    fn forward_stored(&self, msg: &Control) {
+        let store = &self.hub.shared.offline;
+        let users: Vec<&str> = match &msg.body {
+            Body::Delta { ops, .. } => ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Up { user, .. } => Some(user.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            Body::Snapshot { sessions, .. } => {
+                sessions.iter().map(|(_, u, _)| u.as_str()).collect()
+            }
+            _ => return,
+        };
+        for user in store.holding(users) {
+            let now = self.hub.now_ns();
+            let msgs = store.take(&user, now, StoreEventKind::Forwarded);
+            for m in msgs {
+                let data = Data::Offline {
+                    user: &user,
+                    unix_ms: store.unix_ms(m.at),
+                    mid: &m.mid,
+                    from: &m.from,
+                    frame: &m.frame,
+                };
+                let bytes = wire::encode(self.link.tag, &data);
+                if !self.link.send(Channel::Node(msg.tag), bytes) {
+                    // The queue to the bus is full: keep it here for the user's next session
+                    // rather than lose it.
+                    let _ = store.store(&user, m, now);
+                }
+            }
+        }
+    }
+
+    /// An offline message another node kept, for a session of its user here: the user's
+    /// first session on this node gets it; if none is left, it is kept here for the next.
+    fn receive_stored(&self, user: &str, unix_ms: u64, mid: &str, from: &str, frame: &[u8]) {
+        let router = &self.hub.shared.router;
+        let store = &self.hub.shared.offline;
+        let frame = Frame::from(frame);
+        if let Some(id) = router.directory().user_session(user) {
+            let routed = router.route_from_bus(Route::Session(ShardMsg::Session {
+                id,
+                frame: frame.clone(),
+            }));
+            if routed.missed == 0 {
+                return;
+            }
+        }
+        // Its age counts from when the origin stored it.
+        let now = self.hub.now_ns();
+        let age_ns = store.unix_ms(now).saturating_sub(unix_ms) * 1_000_000;
+        let m = Stored {
+            mid: mid.into(),
+            from: from.into(),
+            at: now.saturating_sub(age_ns),
+            frame,
+        };
+        let _ = store.store(user, m, now);
     }
 }
 

@@ -63,6 +63,17 @@ impl Remote for Link {
                     },
                     ShardMsg::Join { id, room } => Data::Join { id: *id, room },
                     ShardMsg::Leave { id, room } => Data::Leave { id: *id, room },
+                    ShardMsg::Receipt {
+                        id,
+                        seq,
+                        user,
+                        from,
+                    } => Data::Receipt {
+                        id: *id,
+                        seq: *seq,
+                        from: *from,
+                        user,
+                    },
                     _ => return f,
                 };
                 send(Channel::Node(id.node_tag()), data);

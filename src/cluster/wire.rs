@@ -127,6 +127,32 @@ pub enum Data<'a> {
         /// The room.
         room: &'a str,
     },
+    /// A receipt for an acknowledged direct message, for the sender's node.
+    Receipt {
+        /// The sending session.
+        id: SessionId,
+        /// The send's number on its shard.
+        seq: u64,
+        /// The session that sent the receipt.
+        from: SessionId,
+        /// Its user.
+        user: &'a str,
+    },
+    /// An offline message kept on the origin node, for the node where its user's session
+    /// opened (the complete `direct` frame, `"stored": true`).
+    Offline {
+        /// The recipient.
+        user: &'a str,
+        /// When it was stored, Unix ms (the receiving node keeps its age if it must store it
+        /// again).
+        unix_ms: u64,
+        /// Its message id.
+        mid: &'a str,
+        /// The sending user.
+        from: &'a str,
+        /// The frame.
+        frame: &'a [u8],
+    },
 }
 
 /// Why an envelope was refused.
@@ -149,6 +175,8 @@ pub fn encode(origin: u16, data: &Data<'_>) -> Vec<u8> {
         Data::Join { .. } => 7,
         Data::Leave { .. } => 8,
         Data::Stored { .. } => 9,
+        Data::Receipt { .. } => 10,
+        Data::Offline { .. } => 11,
     };
     out.extend_from_slice(&[VERSION, kind]);
     out.extend_from_slice(&origin.to_be_bytes());
@@ -192,6 +220,30 @@ pub fn encode(origin: u16, data: &Data<'_>) -> Vec<u8> {
             out.extend_from_slice(&stored_prefix(origin, room, *exclude));
             name(&mut out, epoch);
             name(&mut out, &offset.to_string());
+            out.extend_from_slice(frame);
+        }
+        Data::Receipt {
+            id,
+            seq,
+            from,
+            user,
+        } => {
+            out.extend_from_slice(&id.0.to_be_bytes());
+            out.extend_from_slice(&seq.to_be_bytes());
+            out.extend_from_slice(&from.0.to_be_bytes());
+            out.extend_from_slice(user.as_bytes());
+        }
+        Data::Offline {
+            user,
+            unix_ms,
+            mid,
+            from,
+            frame,
+        } => {
+            name(&mut out, user);
+            out.extend_from_slice(&unix_ms.to_be_bytes());
+            name(&mut out, mid);
+            name(&mut out, from);
             out.extend_from_slice(frame);
         }
     }
@@ -272,6 +324,30 @@ pub fn decode(bytes: &[u8]) -> Result<(u16, Data<'_>), BadEnvelope> {
                 exclude: (exclude.0 != 0).then_some(exclude),
                 epoch,
                 offset,
+                frame,
+            }
+        }
+        10 => {
+            let (sender, rest) = id(rest)?;
+            let (seq, rest) = id(rest)?;
+            let (from, user) = id(rest)?;
+            Data::Receipt {
+                id: sender,
+                seq: seq.0,
+                from,
+                user: text(user)?,
+            }
+        }
+        11 => {
+            let (user, rest) = name(rest)?;
+            let (unix_ms, rest) = id(rest)?;
+            let (mid, rest) = name(rest)?;
+            let (from, frame) = name(rest)?;
+            Data::Offline {
+                user,
+                unix_ms: unix_ms.0,
+                mid,
+                from,
                 frame,
             }
         }
@@ -457,6 +533,19 @@ mod tests {
                 epoch: "",
                 offset: 1,
                 frame: b"",
+            },
+            Data::Receipt {
+                id,
+                seq: u64::MAX,
+                from: SessionId::new(1, 0, 0),
+                user: "bob",
+            },
+            Data::Offline {
+                user: "bob",
+                unix_ms: 1_764_000_000_000,
+                mid: "123-4",
+                from: "al",
+                frame: b"\x81\x02{}",
             },
         ];
         for d in cases {

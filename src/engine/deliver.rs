@@ -50,6 +50,12 @@ impl<S> Engine<S> {
                     self.stats.deliveries.add(1);
                 }
             }
+            ShardMsg::Receipt {
+                id,
+                seq,
+                user,
+                from,
+            } => self.on_receipt(id, seq, &user, from),
             ShardMsg::Close { id, code, reason } => self.close_with(id, code, &reason),
             ShardMsg::Join { id, room } => self.join(id, &room, None, None),
             ShardMsg::Leave { id, room } => self.leave(id, &room, None),

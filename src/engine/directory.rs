@@ -456,6 +456,11 @@ impl Directory {
         }
     }
 
+    /// One session of `user` on this node (its oldest), if it has any.
+    pub fn user_session(&self, user: &str) -> Option<SessionId> {
+        self.lock().users.get(user).and_then(|l| l.first().copied())
+    }
+
     /// Distinct users online.
     pub fn user_count(&self) -> usize {
         self.lock().users.len()

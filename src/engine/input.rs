@@ -271,6 +271,9 @@ impl<S> super::Engine<S> {
             reply::welcome(out, id.0, &user, self.shard);
             let f = self.fb.finish(OpCode::Text);
             self.push(id, f);
+            // Before anything live: nothing routed to this session can be applied before
+            // this returns (see `offline.rs` on why none is missed or duplicated).
+            self.deliver_stored(id, &user);
         }
         if let Some(on_open) = &hooks.on_open {
             self.with_context(id, |ctx| on_open(ctx));

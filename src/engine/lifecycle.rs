@@ -180,6 +180,7 @@ impl<S> Engine<S> {
         self.leave_all(&session, websocket);
         if websocket {
             self.forget_user(&session);
+            self.acks.end_session(session.id);
             self.hub.shared.router.directory().remove_session(id);
             self.stats.connections.sub(1);
             let hooks = self.hooks.clone();

@@ -28,14 +28,17 @@
 //!
 //! # Layout
 //! `conn`: a connection's lifecycle. `input`: HTTP requests, upgrades, WebSocket frames.
-//! `requests`: the hub protocol's requests. `deliver`: routed messages to local members.
+//! `requests`: the hub protocol's requests. `direct`: direct messages with receipts
+//! ([`acks`]) and for offline users ([`offline`]). `deliver`: routed messages to local members.
 //! `lifecycle`: closing, ending sessions, timers, flushing, removal, shutdown. `hooks`: the
 //! application's callbacks and the containment of their panics. The rest are the pieces these
 //! use: the [`directory`], a shard's [`rooms`], the [`router`], the room [`history`], the
 //! [`outbox`], the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
 
+pub mod acks;
 pub(crate) mod conn;
 mod deliver;
+mod direct;
 pub mod directory;
 pub mod history;
 mod hooks;
@@ -44,6 +47,7 @@ mod input;
 pub mod iplimit;
 mod lifecycle;
 pub mod liveness;
+pub mod offline;
 pub mod outbox;
 pub mod ratelimit;
 pub mod recovery;
@@ -118,6 +122,8 @@ pub struct Engine<S> {
     /// This shard's sessions per user, for direct messages.
     pub(crate) users: HashMap<Arc<str>, Vec<SessionId>>,
     pub(crate) wheel: TimerWheel,
+    /// Acknowledged sends of this shard's sessions waiting for receipts.
+    pub(crate) acks: acks::Acks,
     pub(crate) timeouts: Timeouts,
     pub(crate) ws_config: WebSocketConfig,
     pub(crate) ws_paths: &'static [&'static str],
@@ -195,6 +201,7 @@ impl<S> Engine<S> {
             users: HashMap::new(),
             // 1024 slots of 100 ms: one rotation covers the 45 s default heartbeat deadline.
             wheel: TimerWheel::new(1024, tick),
+            acks: acks::Acks::new(tick),
             timeouts,
             ws_config,
             ws_paths: if cfg.echo { &["/ws", "/"] } else { &["/ws"] },
@@ -315,6 +322,7 @@ impl<S> Engine<S> {
         if self.shard == 0 && self.now_ns >= self.next_sweep {
             self.next_sweep = self.now_ns + 1_000_000_000;
             self.hub.shared.router.directory().sweep(self.now_ns);
+            self.hub.shared.offline.sweep(self.now_ns);
         }
         if !self.presence_counts.is_empty() && self.now_ns >= self.next_presence {
             let interval = self.cfg().presence_interval.as_nanos() as u64;
@@ -327,6 +335,7 @@ impl<S> Engine<S> {
             self.contain(Some(SessionId(e.key)), |eng| eng.on_timer(e));
         }
         self.expired = expired;
+        self.expire_acks();
     }
 
     /// The socket of `id` can take bytes again: flush it this turn.

@@ -123,23 +123,23 @@ impl<S> Engine<S> {
                     self.ack(id, req_id, Ack::Publish { room });
                 }
             }
-            Req::Send { to, data } => {
-                if !self.permit(id, Act::Send(to), req_id, false) {
-                    return;
-                }
-                let Some(user) = self.user_of(id) else { return };
-                let out = self.fb.start();
-                reply::delivery(out, "direct", None, &user, id.0, data);
-                let frame = self.fb.finish(OpCode::Text);
-                let routed = self.route(Route::User { user: to, frame });
-                if routed.sessions == 0 {
-                    return self.not_online(id, req_id, to, None);
-                }
-                if !self.overloaded(id, req_id, &routed, None) {
-                    let sessions = routed.sessions;
-                    self.ack(id, req_id, Ack::Send { to, sessions });
+            Req::Send {
+                to,
+                data,
+                ack,
+                store,
+                timeout_ms,
+            } => {
+                if self.permit(id, Act::Send(to), req_id, false) {
+                    let o = super::direct::SendOpts {
+                        ack,
+                        store,
+                        timeout_ms,
+                    };
+                    self.send_direct(id, req_id, to, data, o);
                 }
             }
+            Req::Received { mid } => self.send_receipt(id, req_id, mid),
             Req::Broadcast { data, exclude_self } => {
                 if !self.permit(id, Act::Broadcast, req_id, false) {
                     return;
@@ -376,7 +376,7 @@ impl<S> Engine<S> {
         Some((user, self.rooms.get(room)?.shared.clone()))
     }
 
-    fn user_of(&mut self, id: SessionId) -> Option<Arc<str>> {
+    pub(super) fn user_of(&mut self, id: SessionId) -> Option<Arc<str>> {
         match &self.conn(id)?.stage {
             Stage::Ws(w) => Some(w.session.user.clone()),
             _ => None,
@@ -386,7 +386,7 @@ impl<S> Engine<S> {
     // ----- routing from a session -----
 
     /// Routes from this shard and applies this shard's part at once.
-    fn route(&mut self, route: Route<'_>) -> Routed {
+    pub(super) fn route(&mut self, route: Route<'_>) -> Routed {
         // Mid-batch (a hook publishing while an inbox message is applied), everything goes
         // through the inbox, behind the rest of the batch.
         let from = (!self.in_inbox).then_some(self.shard);
@@ -399,7 +399,7 @@ impl<S> Engine<S> {
 
     /// Answers `overloaded` when some shard's inbox refused the delivery; returns whether it
     /// did.
-    fn overloaded(
+    pub(super) fn overloaded(
         &mut self,
         id: SessionId,
         req_id: Option<&Value<'_>>,
@@ -435,7 +435,7 @@ impl<S> Engine<S> {
         self.error(id, req_id, "not_member", &msg, ctx);
     }
 
-    fn not_online(
+    pub(super) fn not_online(
         &mut self,
         id: SessionId,
         req_id: Option<&Value<'_>>,

@@ -69,6 +69,17 @@ pub enum ShardMsg {
         /// The encoded frame.
         frame: Frame,
     },
+    /// A receipt for an acknowledged direct message, for its sender's shard (`acks.rs`).
+    Receipt {
+        /// The sending session (from the message id).
+        id: SessionId,
+        /// The send's number on that session's shard (from the message id).
+        seq: u64,
+        /// The user whose session sent the receipt.
+        user: Arc<str>,
+        /// That session.
+        from: SessionId,
+    },
     /// Close one session.
     Close {
         /// The session.
@@ -112,6 +123,7 @@ impl ShardMsg {
     pub fn session(&self) -> Option<SessionId> {
         match self {
             Self::Session { id, .. }
+            | Self::Receipt { id, .. }
             | Self::Close { id, .. }
             | Self::Join { id, .. }
             | Self::Leave { id, .. }
@@ -382,6 +394,15 @@ impl Router {
     pub fn has_session(&self, id: SessionId) -> bool {
         self.directory.session(id).is_some()
             || self.remote.as_ref().is_some_and(|r| r.has_session(id))
+    }
+
+    /// Whether `user` has a session on any node (as far as this node knows).
+    pub fn user_online(&self, user: &str) -> bool {
+        self.directory.user_shards(user).1 > 0
+            || self
+                .remote
+                .as_ref()
+                .is_some_and(|r| r.user_sessions(user) > 0)
     }
 
     /// Open sessions on every node.

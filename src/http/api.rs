@@ -68,6 +68,7 @@ fn hub_error(e: HubError) -> Response {
         HubError::Overloaded { .. } => Response::error(503, "overloaded", &e.to_string()),
         HubError::NoSuchRoom(room) => no_such_room(&room),
         HubError::Unsupported(why) => Response::error(501, "unsupported", why),
+        HubError::StoreFull(why) => Response::error(507, "store_full", &why),
         HubError::NoSuchSession(id) => {
             Response::error(404, "no_such_session", &format!("no open session {id}"))
         }
@@ -109,6 +110,7 @@ fn metrics(hub: &Hub) -> Response {
         rooms: directory.rooms().len(),
         uptime_seconds: hub.shared.started.elapsed().as_secs_f64(),
         histograms: &histograms,
+        node: hub.shared.offline.metrics(),
     });
     let mut r = Response::text(200, text);
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -126,6 +128,13 @@ fn stats(hub: &Hub, req: &Request) -> Result<Response, Response> {
         "users": hub.shared.router.directory().user_count(),
         "rooms": hub.shared.router.directory().rooms().len(),
         "counters": hub.stats(),
+        "offline": hub
+            .shared
+            .offline
+            .metrics()
+            .iter()
+            .map(|(n, _, _, v)| (*n, *v))
+            .collect::<std::collections::BTreeMap<_, _>>(),
     });
     let detail = req.query_param("detail").unwrap_or_default();
     for part in detail.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -296,15 +305,36 @@ fn envelope(kind: &str, room: Option<&str>, data: &Value<'_>) -> Frame {
 fn send(hub: &Hub, req: &mut Request) -> Result<Response, Response> {
     let v = parse_body(&mut req.body, hub.config().max_json_depth)?;
     let to = name_field(hub, &v, "to", true)?.unwrap_or_default();
-    let frame = envelope("direct", None, data_of(&v)?);
-    match hub.send_frame_to_user(to, frame).map_err(hub_error)? {
-        0 => Err(Response::error(
-            404,
-            "not_online",
-            &format!("user {to} is not online"),
-        )),
-        n => Ok(Response::json(200, &json!({"to": to, "sessions": n}))),
+    let data = data_of(&v)?;
+    let store = match v.get("store") {
+        None => false,
+        Some(b) => b
+            .as_bool()
+            .ok_or_else(|| bad_request("store must be a boolean"))?,
+    };
+    if !store {
+        let frame = envelope("direct", None, data);
+        return match hub.send_frame_to_user(to, frame).map_err(hub_error)? {
+            0 => Err(not_online(to)),
+            n => Ok(Response::json(200, &json!({"to": to, "sessions": n}))),
+        };
     }
+    let mut text = Vec::new();
+    reply::write_value(&mut text, data);
+    let text = String::from_utf8_lossy(&text);
+    let sent = hub.send_direct(to, &text, true).map_err(hub_error)?;
+    match (sent.sessions, sent.stored) {
+        (0, None) => Err(not_online(to)),
+        (_, Some(evicted)) => Ok(Response::json(
+            202,
+            &json!({"to": to, "sessions": 0, "stored": true, "mid": sent.mid, "evicted": evicted}),
+        )),
+        (n, None) => Ok(Response::json(200, &json!({"to": to, "sessions": n}))),
+    }
+}
+
+fn not_online(to: &str) -> Response {
+    Response::error(404, "not_online", &format!("user {to} is not online"))
 }
 
 fn broadcast(hub: &Hub, req: &mut Request) -> Result<Response, Response> {

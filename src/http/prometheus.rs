@@ -37,6 +37,9 @@ pub struct Snapshot<'a> {
     pub uptime_seconds: f64,
     /// Latency histograms merged over shards.
     pub histograms: &'a Histograms,
+    /// Node-wide metrics outside the shards' counters (the offline store's): name (without
+    /// the `shardhub_` prefix), help, whether a gauge (else a counter), value.
+    pub node: Vec<(&'static str, &'static str, bool, u64)>,
 }
 
 /// The refused-message counts, rendered as one metric with a `reason` label.
@@ -125,6 +128,12 @@ pub fn render(s: &Snapshot<'_>) -> String {
     ] {
         let _ = writeln!(out, "# HELP shardhub_{name} {help}");
         let _ = writeln!(out, "# TYPE shardhub_{name} gauge");
+        let _ = writeln!(out, "shardhub_{name} {v}");
+    }
+    for &(name, help, gauge, v) in &s.node {
+        let kind = if gauge { "gauge" } else { "counter" };
+        let _ = writeln!(out, "# HELP shardhub_{name} {help}");
+        let _ = writeln!(out, "# TYPE shardhub_{name} {kind}");
         let _ = writeln!(out, "shardhub_{name} {v}");
     }
     if let Some(((node, others), bus)) = &s.cluster {
@@ -283,6 +292,7 @@ mod tests {
             rooms: 3,
             uptime_seconds: 1.5,
             histograms: &h,
+            node: vec![("offline_messages", "Kept.", true, 5)],
         });
         for line in [
             "# TYPE shardhub_connections gauge",
@@ -294,6 +304,8 @@ mod tests {
             "shardhub_bus_drops_total{shard=\"0\",reason=\"inbox_full\"} 4",
             "shardhub_bus_drops_total{shard=\"1\",reason=\"shard_gone\"} 0",
             "shardhub_uptime_seconds 1.5",
+            "# TYPE shardhub_offline_messages gauge",
+            "shardhub_offline_messages 5",
             "# TYPE shardhub_fanout_seconds histogram",
             "shardhub_fanout_seconds_bucket{le=\"0.00001\"} 0",
             "shardhub_fanout_seconds_bucket{le=\"0.00005\"} 3",
@@ -336,6 +348,7 @@ mod tests {
             rooms: 0,
             uptime_seconds: 0.0,
             histograms: &h,
+            node: Vec::new(),
         });
         let rendered: std::collections::HashSet<&str> = text
             .lines()

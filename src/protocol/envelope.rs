@@ -39,6 +39,17 @@ pub enum Request<'v> {
         to: &'v str,
         /// The payload, any JSON.
         data: &'v Value<'v>,
+        /// `"ack": true`: report `delivered` / `not_delivered` from the recipients' receipts.
+        ack: bool,
+        /// `"store": true`: keep it if the user is offline.
+        store: bool,
+        /// `"timeout_ms"`: how long to wait for receipts (1..=300000; only with `ack`).
+        timeout_ms: Option<u64>,
+    },
+    /// A receipt for an acknowledged direct message.
+    Received {
+        /// The message id the `direct` carried.
+        mid: &'v str,
     },
     /// Send to every session on the server.
     Broadcast {
@@ -178,33 +189,68 @@ pub fn parse_envelope<'v>(v: &'v Value<'v>, max_name: usize) -> Result<Envelope<
             .as_bool()
             .ok_or_else(|| bad("field exclude_self must be a boolean")),
     };
-    let request = match kind {
-        "join" => Request::Join {
-            room: name("room")?,
-            recover: recover(v)?,
-        },
-        "leave" => Request::Leave {
-            room: name("room")?,
-        },
-        "publish" => Request::Publish {
-            room: name("room")?,
-            data: data()?,
-            exclude_self: exclude_self()?,
-        },
-        "send" => Request::Send {
-            to: name("to")?,
-            data: data()?,
-        },
-        "broadcast" => Request::Broadcast {
-            data: data()?,
-            exclude_self: exclude_self()?,
-        },
-        "members" => Request::Members {
-            room: name("room")?,
-        },
-        "ping" => Request::Ping,
-        _ => Request::Other,
-    };
+    let request =
+        match kind {
+            "join" => Request::Join {
+                room: name("room")?,
+                recover: recover(v)?,
+            },
+            "leave" => Request::Leave {
+                room: name("room")?,
+            },
+            "publish" => Request::Publish {
+                room: name("room")?,
+                data: data()?,
+                exclude_self: exclude_self()?,
+            },
+            "send" => {
+                let flag = |field: &str| match v.get(field) {
+                    None => Ok(false),
+                    Some(b) => b
+                        .as_bool()
+                        .ok_or_else(|| bad(format!("field {field} must be a boolean"))),
+                };
+                let ack = flag("ack")?;
+                let timeout_ms =
+                    match v.get("timeout_ms") {
+                        None => None,
+                        Some(t) => {
+                            let max = crate::config::MAX_ACK_TIMEOUT.as_millis() as u64;
+                            let ms = t.as_u64().filter(|ms| (1..=max).contains(ms)).ok_or_else(
+                                || bad(format!("field timeout_ms must be an integer in 1..={max}")),
+                            )?;
+                            if !ack {
+                                return Err(bad("field timeout_ms needs \"ack\": true"));
+                            }
+                            Some(ms)
+                        }
+                    };
+                Request::Send {
+                    to: name("to")?,
+                    data: data()?,
+                    ack,
+                    store: flag("store")?,
+                    timeout_ms,
+                }
+            }
+            "received" => {
+                let mid = v
+                    .get("mid")
+                    .ok_or_else(|| bad("missing field mid"))?
+                    .as_str()
+                    .ok_or_else(|| bad("field mid must be a string"))?;
+                Request::Received { mid }
+            }
+            "broadcast" => Request::Broadcast {
+                data: data()?,
+                exclude_self: exclude_self()?,
+            },
+            "members" => Request::Members {
+                room: name("room")?,
+            },
+            "ping" => Request::Ping,
+            _ => Request::Other,
+        };
     Ok(Envelope { kind, id, request })
 }
 
@@ -344,6 +390,15 @@ mod tests {
             "Members"
         );
         assert_eq!(parse(r#"{"type":"ping","id":"x"}"#).unwrap(), "Ping");
+        assert_eq!(
+            parse(r#"{"type":"send","to":"b","data":1,"ack":true,"store":false,"timeout_ms":9}"#)
+                .unwrap(),
+            "Send"
+        );
+        assert_eq!(
+            parse(r#"{"type":"received","mid":"1-2"}"#).unwrap(),
+            "Received"
+        );
         assert_eq!(parse(r#"{"type":"echo","text":"x"}"#).unwrap(), "Other");
     }
 
@@ -366,6 +421,28 @@ mod tests {
                 r#"{"type":"broadcast","data":1,"exclude_self":"yes"}"#,
                 "exclude_self must be a boolean",
             ),
+            (
+                r#"{"type":"send","to":"b","data":1,"ack":1}"#,
+                "ack must be a boolean",
+            ),
+            (
+                r#"{"type":"send","to":"b","data":1,"store":"yes"}"#,
+                "store must be a boolean",
+            ),
+            (
+                r#"{"type":"send","to":"b","data":1,"ack":true,"timeout_ms":0}"#,
+                "timeout_ms must be an integer in 1..=300000",
+            ),
+            (
+                r#"{"type":"send","to":"b","data":1,"ack":true,"timeout_ms":1.5}"#,
+                "timeout_ms must be an integer",
+            ),
+            (
+                r#"{"type":"send","to":"b","data":1,"timeout_ms":10}"#,
+                "timeout_ms needs",
+            ),
+            (r#"{"type":"received"}"#, "missing field mid"),
+            (r#"{"type":"received","mid":7}"#, "mid must be a string"),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text);

@@ -116,6 +116,10 @@ pub enum Ack<'a> {
         to: &'a str,
         /// Sessions the message went to.
         sessions: usize,
+        /// Its message id, when it has one (`ack` or `store` asked).
+        mid: Option<&'a str>,
+        /// Stored for the offline user: `Some(evicted)`, the user's older messages pushed out.
+        stored: Option<usize>,
     },
     /// A broadcast.
     Broadcast,
@@ -154,10 +158,22 @@ pub fn ack(out: &mut Vec<u8>, id: Option<&Value<'_>>, what: Ack<'_>) {
             field_str(out, "op", "publish");
             field_str(out, "room", room);
         }
-        Ack::Send { to, sessions } => {
+        Ack::Send {
+            to,
+            sessions,
+            mid,
+            stored,
+        } => {
             field_str(out, "op", "send");
             field_str(out, "to", to);
             field_u64(out, "sessions", sessions as u64);
+            if let Some(mid) = mid {
+                field_str(out, "mid", mid);
+            }
+            if let Some(evicted) = stored {
+                out.extend_from_slice(b",\"stored\":true");
+                field_u64(out, "evicted", evicted as u64);
+            }
         }
         Ack::Broadcast => field_str(out, "op", "broadcast"),
     }
@@ -199,6 +215,78 @@ pub fn delivery(
     field_session(out, session);
     out.extend_from_slice(b",\"data\":");
     write_value(out, data);
+    out.push(b'}');
+}
+
+/// What a `direct` delivery carries beyond the plain one (`docs/protocol.md`, "Acknowledged
+/// and offline direct messages").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectMark<'a> {
+    /// The message id (`"mid"`), for receipts and deduplication.
+    pub mid: Option<&'a str>,
+    /// The sender waits for a receipt (`"ack": true`): answer `received`.
+    pub ack: bool,
+    /// Kept while the user was offline: when it was sent, Unix ms (`"stored": true, "ts"`).
+    pub stored_at: Option<u64>,
+}
+
+/// A `direct` delivery: `{"type":"direct","from":…,"session":…,["mid","ack","stored","ts"],
+/// "data":…}`.
+pub fn direct(out: &mut Vec<u8>, from: &str, session: u64, data: &Value<'_>, m: DirectMark<'_>) {
+    direct_head(out, from, session, m);
+    write_value(out, data);
+    out.push(b'}');
+}
+
+/// A `direct` delivery up to its `"data":`; the caller appends the data and the closing `}`.
+pub fn direct_head(out: &mut Vec<u8>, from: &str, session: u64, m: DirectMark<'_>) {
+    head(out, "direct", None);
+    field_str(out, "from", from);
+    field_session(out, session);
+    if let Some(mid) = m.mid {
+        field_str(out, "mid", mid);
+    }
+    if m.ack {
+        out.extend_from_slice(b",\"ack\":true");
+    }
+    if let Some(ts) = m.stored_at {
+        out.extend_from_slice(b",\"stored\":true");
+        field_u64(out, "ts", ts);
+    }
+    out.extend_from_slice(b",\"data\":");
+}
+
+/// The outcome of an acknowledged send, once every session it reached sent a receipt or the
+/// timeout passed: `{"type":"delivered","id":…,"mid":"…","to":"…","sessions":N,"reached":M}`
+/// with N > 0 receipts, else `{"type":"not_delivered",…,"reached":M}`. `id` is the request's,
+/// kept as the JSON it was.
+pub fn delivered(
+    out: &mut Vec<u8>,
+    id: Option<&[u8]>,
+    mid: &str,
+    to: &str,
+    acked: usize,
+    reached: usize,
+) {
+    out.extend_from_slice(b"{\"type\":");
+    write_str(
+        out,
+        if acked > 0 {
+            "delivered"
+        } else {
+            "not_delivered"
+        },
+    );
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id);
+    }
+    field_str(out, "mid", mid);
+    field_str(out, "to", to);
+    if acked > 0 {
+        field_u64(out, "sessions", acked as u64);
+    }
+    field_u64(out, "reached", reached as u64);
     out.push(b'}');
 }
 
@@ -281,6 +369,8 @@ mod tests {
                 Ack::Send {
                     to: "bob",
                     sessions: 2,
+                    mid: None,
+                    stored: None,
                 },
             )
         });

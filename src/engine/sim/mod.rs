@@ -13,6 +13,8 @@
 #[cfg(test)]
 mod closes;
 #[cfg(test)]
+mod direct;
+#[cfg(test)]
 mod history;
 #[cfg(test)]
 mod model;

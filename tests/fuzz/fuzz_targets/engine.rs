@@ -2,7 +2,8 @@
 //! (`shardhub::engine::sim`, built with `--cfg fuzzing`), clients that open connections, send
 //! raw bytes, upgrade and then send frames of any shape (masked or not, any opcode and RSV
 //! bits, lengths that lie, fragments) carrying hub requests of every type with hostile names
-//! and deep JSON (joins that recover from near or far positions in rooms with history), end
+//! and deep JSON (joins that recover from near or far positions in rooms with history; sends
+//! with receipts and to offline users, and receipts for real and made-up message ids), end
 //! their streams, stop reading, while time passes.
 //!
 //! This is the frame reader, the HTTP parser, the hub protocol, the router and the timers as
@@ -41,6 +42,17 @@ enum Request {
         to: Name,
         depth: u16,
     },
+    /// A send to user `u{to % 8}` (online or not) with `ack`, `store` and `timeout_ms`.
+    SendTo {
+        to: u8,
+        ack: bool,
+        store: bool,
+        timeout_ms: Option<u16>,
+    },
+    /// A receipt for send number `seq` of client `sender`'s session (a real one when that
+    /// send asked for receipts), or for any text.
+    Received { sender: u8, seq: u8 },
+    ReceivedRaw(String),
     Broadcast {
         depth: u16,
     },
@@ -91,8 +103,13 @@ fn data(depth: u16) -> String {
     format!("{}1{}", "[".repeat(d), "]".repeat(d))
 }
 
-/// The request's frame payload; `epoch` gives a room's current epoch (history on).
-fn payload(r: &Request, epoch: impl Fn(&str) -> Option<String>) -> (u8, Vec<u8>) {
+/// The request's frame payload; `epoch` gives a room's current epoch (history on), `sessions`
+/// the clients' session ids.
+fn payload(
+    r: &Request,
+    epoch: impl Fn(&str) -> Option<String>,
+    sessions: &[u64],
+) -> (u8, Vec<u8>) {
     let name = |n: &Name| serde_json::to_string(&n.build(128)).unwrap_or_default();
     let text = match r {
         Request::Join(room, None) => {
@@ -127,6 +144,29 @@ fn payload(r: &Request, epoch: impl Fn(&str) -> Option<String>) -> (u8, Vec<u8>)
             name(to),
             data(*depth)
         ),
+        Request::SendTo {
+            to,
+            ack,
+            store,
+            timeout_ms,
+        } => {
+            let timeout = timeout_ms.map_or(String::new(), |t| format!(r#","timeout_ms":{t}"#));
+            format!(
+                r#"{{"type":"send","to":"u{}","data":1,"ack":{ack},"store":{store}{timeout},"id":4}}"#,
+                to % 8
+            )
+        }
+        Request::Received { sender, seq } => {
+            let s = sessions
+                .get(usize::from(*sender) % sessions.len().max(1))
+                .copied()
+                .unwrap_or(1);
+            format!(r#"{{"type":"received","mid":"{s}-{seq}"}}"#)
+        }
+        Request::ReceivedRaw(mid) => format!(
+            r#"{{"type":"received","mid":{}}}"#,
+            serde_json::to_string(mid).unwrap_or_default()
+        ),
         Request::Broadcast { depth } => {
             format!(r#"{{"type":"broadcast","data":{},"id":2}}"#, data(*depth))
         }
@@ -148,8 +188,8 @@ fn payload(r: &Request, epoch: impl Fn(&str) -> Option<String>) -> (u8, Vec<u8>)
     (1, text.into_bytes())
 }
 
-fn encode(f: &Frame, epoch: impl Fn(&str) -> Option<String>) -> Vec<u8> {
-    let (op, body) = payload(&f.request, epoch);
+fn encode(f: &Frame, epoch: impl Fn(&str) -> Option<String>, sessions: &[u64]) -> Vec<u8> {
+    let (op, body) = payload(&f.request, epoch, sessions);
     let opcode = if f.opcode % 4 == 0 {
         op
     } else {
@@ -191,6 +231,12 @@ fuzz_target!(|ops: Vec<Op>| {
         // passes, memberless rooms kept for their history.
         c.history_size = 8;
         c.history_ttl = Duration::from_secs(30);
+        // Small bounds on receipts and the offline store, so that they are reached.
+        c.max_pending_acks = 4;
+        c.offline_max_messages = 4;
+        c.offline_max_bytes = 1024;
+        c.offline_ttl = Duration::from_secs(30);
+        c.offline_max_users = 4;
     });
     let mut clients: Vec<Client> = Vec::new();
     let mut raw: Vec<(usize, SessionId)> = Vec::new();
@@ -213,7 +259,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 let Some(c) = clients.get(usize::from(*who) % clients.len().max(1)) else {
                     continue;
                 };
-                let bytes = encode(frame, |room| sim.hub.room_position(room).map(|(_, e)| e));
+                let sessions: Vec<u64> = clients.iter().map(|c| c.id.0).collect();
+                let epoch = |room: &str| sim.hub.room_position(room).map(|(_, e)| e);
+                let bytes = encode(frame, epoch, &sessions);
                 let at = usize::from(*split) % (bytes.len() + 1);
                 sim.raw(c.shard, c.id, &bytes[..at]);
                 sim.raw(c.shard, c.id, &bytes[at..]);

@@ -49,7 +49,7 @@ struct Text {
 
 #[derive(Arbitrary, Debug)]
 enum Kind {
-    /// One of the built-in types (index mod 7).
+    /// One of the built-in types (index mod 8).
     Known(u8),
     /// Any other string, in a spelling.
     Unknown(String, Spelling),
@@ -59,7 +59,7 @@ enum Kind {
     NotString(Val),
 }
 
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 8] = [
     "join",
     "leave",
     "publish",
@@ -67,6 +67,7 @@ const KINDS: [&str; 7] = [
     "broadcast",
     "members",
     "ping",
+    "received",
 ];
 
 #[derive(Arbitrary, Debug)]
@@ -76,6 +77,11 @@ enum Field {
     Data(Val),
     Id(Val),
     ExcludeSelf(Val),
+    /// `send`'s `ack`, `store` and `timeout_ms`; `received`'s `mid`.
+    Ack(Val),
+    Store(Val),
+    TimeoutMs(Val),
+    Mid(Val),
     /// A field no request reads, with any name.
     Extra(String, Val),
 }
@@ -102,8 +108,11 @@ enum Ty {
     Str(String),
     /// A string literal that may not decode: the parser refuses it, or the model cannot tell.
     BadStr,
+    /// An integer, with its value.
+    Int(i128),
+    /// Any other number.
     Number,
-    Bool,
+    Bool(bool),
     Null,
     Array,
     Object,
@@ -124,11 +133,11 @@ impl Val {
             }
             Self::Int(n) => {
                 out.extend_from_slice(n.to_string().as_bytes());
-                Ty::Number
+                Ty::Int(i128::from(*n))
             }
             Self::UInt(n) => {
                 out.extend_from_slice(n.to_string().as_bytes());
-                Ty::Number
+                Ty::Int(i128::from(*n))
             }
             Self::Num(n) => {
                 n.render(out);
@@ -137,7 +146,7 @@ impl Val {
             }
             Self::Bool(b) => {
                 out.extend_from_slice(if *b { b"true" } else { b"false" });
-                Ty::Bool
+                Ty::Bool(*b)
             }
             Self::Null => {
                 out.extend_from_slice(b"null");
@@ -198,7 +207,7 @@ fn render(t: &Text, max_name: usize) -> (Vec<u8>, Vec<(String, Ty)>) {
     let mut kind_text = None;
     match &t.kind {
         Kind::Known(i) => {
-            kind_text = Some((KINDS[usize::from(i % 7)].to_string(), Spelling::Minimal))
+            kind_text = Some((KINDS[usize::from(i % 8)].to_string(), Spelling::Minimal))
         }
         Kind::Unknown(s, spelling) => kind_text = Some((s.clone(), *spelling)),
         Kind::Missing => {}
@@ -213,6 +222,10 @@ fn render(t: &Text, max_name: usize) -> (Vec<u8>, Vec<(String, Ty)>) {
             Field::Data(v) => ("data".to_string(), v),
             Field::Id(v) => ("id".to_string(), v),
             Field::ExcludeSelf(v) => ("exclude_self".to_string(), v),
+            Field::Ack(v) => ("ack".to_string(), v),
+            Field::Store(v) => ("store".to_string(), v),
+            Field::TimeoutMs(v) => ("timeout_ms".to_string(), v),
+            Field::Mid(v) => ("mid".to_string(), v),
             Field::Extra(k, v) => (k.clone(), v),
         })
         .collect();
@@ -234,6 +247,7 @@ fn render(t: &Text, max_name: usize) -> (Vec<u8>, Vec<(String, Ty)>) {
                 complete.push(("to".into(), &good_name));
                 complete.push(("data".into(), &good_data));
             }
+            "received" => complete.push(("mid".into(), &good_name)),
             "broadcast" => {
                 complete.push(("data".into(), &good_data));
                 complete.push(("exclude_self".into(), &good_bool));
@@ -283,7 +297,7 @@ fn model(fields: &[(String, Ty)], max_name: usize) -> Option<Result<(String, Opt
     let Some(Ty::Str(kind)) = get("type") else {
         return Some(Err(()));
     };
-    if get("id").is_some_and(|t| !matches!(t, Ty::Str(_) | Ty::Number)) {
+    if get("id").is_some_and(|t| !matches!(t, Ty::Str(_) | Ty::Number | Ty::Int(_))) {
         return Some(Err(()));
     }
     let name = |f: &str| match get(f) {
@@ -291,14 +305,34 @@ fn model(fields: &[(String, Ty)], max_name: usize) -> Option<Result<(String, Opt
         _ => Err(()),
     };
     let data = || get("data").map(|_| ()).ok_or(());
-    let flag = || match get("exclude_self") {
-        None | Some(Ty::Bool) => Ok(()),
+    let bool_or_absent = |f: &str| match get(f) {
+        None | Some(Ty::Bool(_)) => Ok(()),
         _ => Err(()),
     };
+    let flag = || bool_or_absent("exclude_self");
+    // `timeout_ms`: an integer in 1..=300000, and only with `"ack": true`; a number that is
+    // not an integer literal is refused too.
+    let timeout = || match get("timeout_ms") {
+        None => Ok(()),
+        Some(Ty::Int(ms)) if (1..=300_000).contains(ms) && get("ack") == Some(&Ty::Bool(true)) => {
+            Ok(())
+        }
+        _ => Err(()),
+    };
+    if kind == "send" && matches!(get("timeout_ms"), Some(Ty::Number)) {
+        return None; // 1e3 or 5.0: whether simd-json reads it as an integer is its business
+    }
     let got = match kind.as_str() {
         "join" | "leave" | "members" => name("room"),
         "publish" => name("room").and_then(|n| data().and(flag()).map(|_| n)),
-        "send" => name("to").and_then(|n| data().map(|_| n)),
+        "send" => bool_or_absent("ack")
+            .and(timeout())
+            .and(name("to"))
+            .and_then(|n| data().and(bool_or_absent("store")).map(|_| n)),
+        "received" => match get("mid") {
+            Some(Ty::Str(_)) => Ok(None),
+            _ => Err(()),
+        },
         "broadcast" => data().and(flag()).map(|_| None),
         _ => Ok(None),
     };

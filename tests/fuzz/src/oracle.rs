@@ -158,7 +158,7 @@ pub fn assert_replies_valid(env: &Envelope<'_>, max_name: usize) {
                 reply::delivery(o, "message", Some(room), room, SESSION, data)
             });
         }
-        Request::Send { to, data } => {
+        Request::Send { to, data, .. } => {
             assert_name_accepted("to", to, max_name);
             check("a send ack", &|o| {
                 reply::ack(
@@ -167,11 +167,29 @@ pub fn assert_replies_valid(env: &Envelope<'_>, max_name: usize) {
                     Ack::Send {
                         to,
                         sessions: usize::MAX,
+                        mid: Some("1-2"),
+                        stored: Some(3),
                     },
                 )
             });
             check("a direct delivery", &|o| {
                 reply::delivery(o, "direct", None, to, SESSION, data)
+            });
+            check("a stored direct delivery", &|o| {
+                let mark = reply::DirectMark {
+                    mid: Some("1-2"),
+                    ack: true,
+                    stored_at: Some(u64::MAX),
+                };
+                reply::direct(o, to, SESSION, data, mark)
+            });
+            // `delivered` echoes the id as the JSON it was.
+            let mut raw = Vec::new();
+            if let Some(id) = id {
+                reply::write_value(&mut raw, id);
+            }
+            check("a delivered report", &|o| {
+                reply::delivered(o, id.map(|_| &raw[..]), "1-2", to, 1, 2)
             });
             check("a not_online error", &|o| {
                 reply::error(o, id, "not_online", "offline", Some(("to", to)))
@@ -189,6 +207,11 @@ pub fn assert_replies_valid(env: &Envelope<'_>, max_name: usize) {
                 reply::members(o, id, room, [(SESSION, room), (0, room)])
             });
             assert_eq!(v["members"][1]["user"].as_str(), Some(room));
+        }
+        Request::Received { mid } => {
+            check("a receipt's error", &|o| {
+                reply::error(o, id, "bad_request", mid, Some(("mid", mid)))
+            });
         }
         Request::Ping | Request::Other => {}
     }
