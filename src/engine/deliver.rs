@@ -175,6 +175,11 @@ impl<S> Engine<S> {
             };
             let members =
                 shared.member_count() + self.hub.shared.router.remote_members(&shared.name);
+            // A join's event may reach this shard after a count that already included it.
+            match self.rooms.get_mut(&room) {
+                Some(r) if r.presence_sent != members => r.presence_sent = members,
+                _ => continue,
+            }
             let out = self.fb.start();
             reply::presence_count(out, &room, members);
             let frame = self.fb.finish(OpCode::Text);

@@ -29,6 +29,9 @@ pub struct LocalRoom {
     /// Members whose join waits for the cluster's history store, with the live publications
     /// that reached them meanwhile (`recovery.rs`). Usually empty.
     pub recovering: HashMap<SessionId, Pending>,
+    /// The member count this shard last told the room's members (`presence` frames of rooms
+    /// over `presence_limit`; 0: none yet), so that an unchanged count is not sent again.
+    pub presence_sent: usize,
 }
 
 /// Every room with at least one member on this shard.
@@ -57,6 +60,7 @@ impl LocalRooms {
                 members: Vec::new(),
                 marks: HashMap::new(),
                 recovering: HashMap::new(),
+                presence_sent: 0,
             }
         });
         if !room.members.contains(&session) {
