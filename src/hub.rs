@@ -182,7 +182,7 @@ impl Shared {
 
     /// The shared state of a node whose other nodes are `remote` (the simulation's stand-in
     /// for a cluster, without a bus thread).
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn with_remote(
         config: Config,
         hooks: Hooks,
