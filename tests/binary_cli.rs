@@ -212,8 +212,7 @@ fn an_unreachable_cluster_bus_is_a_clear_error() {
 }
 
 /// The binary serves the dashboard at /dashboard unless `--dashboard false` (or
-/// `SHARDHUB_DASHBOARD=false`) turns it off; `/` stays unserved (the demo page is not part of
-/// this build).
+/// `SHARDHUB_DASHBOARD=false`) turns it off.
 #[test]
 fn the_dashboard_is_served_unless_switched_off() {
     // (flags, environment, status of GET /dashboard)
@@ -258,4 +257,61 @@ fn the_dashboard_is_served_unless_switched_off() {
         help.contains("--dashboard") && help.contains("--demo"),
         "{help}"
     );
+}
+
+/// The demo chat at `/` and the client it imports at `/shardhub-client.js`: served by default
+/// on a loopback address, not on another one unless `--demo true`, and never with
+/// `--demo false` (or `SHARDHUB_DEMO=false`).
+#[test]
+fn the_demo_is_served_on_loopback_by_default_and_switches_off() {
+    // (listen address, flags, environment, served)
+    type Case = (
+        &'static str,
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        bool,
+    );
+    let cases: [Case; 5] = [
+        ("127.0.0.1", &[], &[], true),
+        ("127.0.0.1", &["--demo", "false"], &[], false),
+        ("127.0.0.1", &[], &[("SHARDHUB_DEMO", "false")], false),
+        // Not loopback (the API then needs a key): off unless asked for.
+        ("0.0.0.0", &["--api-key", "k"], &[], false),
+        ("0.0.0.0", &["--api-key", "k", "--demo", "true"], &[], true),
+    ];
+    for (host, args, env, served) in cases {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+            .args(["--listen", &format!("{host}:{port}"), "--shards", "1"])
+            .args(["--pin-cores", "false"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_listening(&mut child);
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let page = http(addr, "GET", "/", None);
+        let client = http(addr, "GET", "/shardhub-client.js", None);
+        let dashboard = http(addr, "GET", "/dashboard", None);
+        let _ = child.kill();
+        let _ = child.wait();
+        let what = format!("{host} {args:?} {env:?}");
+        // The switch is the demo's alone.
+        assert_eq!(dashboard.status, 200, "{what}");
+        if served {
+            assert_eq!(page.status, 200, "{what}");
+            assert_eq!(page.header("content-type"), Some(shardhub::pages::HTML));
+            assert_eq!(page.text(), shardhub::pages::DEMO);
+            assert_eq!(client.status, 200, "{what}");
+            assert_eq!(
+                client.header("content-type"),
+                Some("text/javascript; charset=utf-8")
+            );
+            assert_eq!(client.text(), shardhub::pages::CLIENT);
+        } else {
+            assert_eq!(page.status, 404, "{what}");
+            assert_eq!(client.status, 404, "{what}");
+        }
+    }
 }
