@@ -325,9 +325,11 @@ fn pages(config: &Config) -> Hooks {
     use shardhub::pages;
     let mut hooks = Hooks::default();
     if config.demo_enabled() {
-        hooks = hooks
-            .page(pages::DEMO_PATH, pages::HTML, pages::DEMO)
-            .page(pages::CLIENT_PATH, pages::JAVASCRIPT, pages::CLIENT);
+        hooks = hooks.page(pages::DEMO_PATH, pages::HTML, pages::DEMO).page(
+            pages::CLIENT_PATH,
+            pages::JAVASCRIPT,
+            pages::CLIENT,
+        );
     }
     if config.dashboard {
         hooks = hooks.page(

@@ -201,7 +201,7 @@ test("rooms: join, leave, and the member count of a room over presence_limit", a
       clients.push(c);
     }
     await page.waitForFunction(() => document.getElementById("member-count").textContent === "4");
-    await page.waitForFunction(() => /^4 members: the server sends counts/.test(document.getElementById("members-note").textContent));
+    await page.waitForFunction(() => /^a large room: the server sends its member count/.test(document.getElementById("members-note").textContent));
     // The list follows with a members request.
     await waitFor("the full list", async () => (await members(page, "ops")).length === 4);
     await screenshot(page, "demo-presence-count");
@@ -240,7 +240,7 @@ test("without history the page says missed messages cannot be recovered; sends w
     await waitState(page, "connected");
     await waitMessage(page, "alice", "sent while away");
     assert.deepEqual((await connStates(page)).slice(-2), ["reconnecting", "connected"]);
-    assert.ok((await notices(page)).some((t) => t.endsWith("this server keeps no history, so messages sent while you were away cannot be recovered")));
+    assert.ok((await notices(page)).some((t) => t.endsWith("the room kept no history, so messages sent while you were away cannot be recovered")));
     await screenshot(page, "demo-no-history");
     assert.deepEqual(page.errors, []);
   } finally {
