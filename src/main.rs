@@ -209,8 +209,8 @@ struct Args {
     /// [default: true].
     #[arg(long, env = "SHARDHUB_DASHBOARD")]
     dashboard: Option<bool>,
-    /// Serve the demo chat at / [default: true when --listen is a loopback address, false
-    /// otherwise].
+    /// Serve the demo chat at / and the JavaScript client it loads at /shardhub-client.js
+    /// [default: true when --listen is a loopback address, false otherwise].
     #[arg(long, env = "SHARDHUB_DEMO")]
     demo: Option<bool>,
     /// On shutdown, write the server's latency histograms (fanout.hgrm, tick.hgrm,
@@ -348,10 +348,19 @@ fn main() -> ExitCode {
 
 /// The pages the configuration turns on, registered as an embedding application would.
 ///
-/// `/dashboard` when `dashboard` is on. The demo chat at `/` (`demo`, see
-/// [`Config::demo_enabled`]) is not in this build yet: `/` stays unregistered.
+/// `/dashboard` when `dashboard` is on; the demo chat at `/` and the JavaScript client it
+/// imports at `/shardhub-client.js` when `demo` is on ([`Config::demo_enabled`]: by default on
+/// a loopback `listen` only).
 fn pages(config: &Config) -> Hooks {
+    use shardhub::pages;
     let mut hooks = Hooks::default();
+    if config.demo_enabled() {
+        hooks = hooks.page(pages::DEMO_PATH, pages::HTML, pages::DEMO).page(
+            pages::CLIENT_PATH,
+            pages::JAVASCRIPT,
+            pages::CLIENT,
+        );
+    }
     if config.dashboard {
         hooks = hooks.page(
             shardhub::pages::DASHBOARD_PATH,

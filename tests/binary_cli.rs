@@ -212,8 +212,7 @@ fn an_unreachable_cluster_bus_is_a_clear_error() {
 }
 
 /// The binary serves the dashboard at /dashboard unless `--dashboard false` (or
-/// `SHARDHUB_DASHBOARD=false`) turns it off; `/` stays unserved (the demo page is not part of
-/// this build).
+/// `SHARDHUB_DASHBOARD=false`) turns it off.
 #[test]
 fn the_dashboard_is_served_unless_switched_off() {
     // (flags, environment, status of GET /dashboard)
@@ -258,4 +257,134 @@ fn the_dashboard_is_served_unless_switched_off() {
         help.contains("--dashboard") && help.contains("--demo"),
         "{help}"
     );
+}
+
+/// The demo chat at `/` and the client it imports at `/shardhub-client.js`: served by default
+/// on a loopback address, not on another one unless `--demo true`, and never with
+/// `--demo false` (or `SHARDHUB_DEMO=false`).
+#[test]
+fn the_demo_is_served_on_loopback_by_default_and_switches_off() {
+    // (listen address, flags, environment, served)
+    type Case = (
+        &'static str,
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        bool,
+    );
+    let cases: [Case; 5] = [
+        ("127.0.0.1", &[], &[], true),
+        ("127.0.0.1", &["--demo", "false"], &[], false),
+        ("127.0.0.1", &[], &[("SHARDHUB_DEMO", "false")], false),
+        // Not loopback (the API then needs a key): off unless asked for.
+        ("0.0.0.0", &["--api-key", "k"], &[], false),
+        ("0.0.0.0", &["--api-key", "k", "--demo", "true"], &[], true),
+    ];
+    for (host, args, env, served) in cases {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+            .args(["--listen", &format!("{host}:{port}"), "--shards", "1"])
+            .args(["--pin-cores", "false"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_listening(&mut child);
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let page = http(addr, "GET", "/", None);
+        let client = http(addr, "GET", "/shardhub-client.js", None);
+        let dashboard = http(addr, "GET", "/dashboard", None);
+        let _ = child.kill();
+        let _ = child.wait();
+        let what = format!("{host} {args:?} {env:?}");
+        // The switch is the demo's alone.
+        assert_eq!(dashboard.status, 200, "{what}");
+        if served {
+            assert_eq!(page.status, 200, "{what}");
+            assert_eq!(page.header("content-type"), Some(shardhub::pages::HTML));
+            assert_eq!(page.text(), shardhub::pages::DEMO);
+            assert_eq!(client.status, 200, "{what}");
+            assert_eq!(
+                client.header("content-type"),
+                Some("text/javascript; charset=utf-8")
+            );
+            assert_eq!(client.text(), shardhub::pages::CLIENT);
+        } else {
+            assert_eq!(page.status, 404, "{what}");
+            assert_eq!(client.status, 404, "{what}");
+        }
+    }
+}
+
+/// The configuration example of README.md, as written, starts the binary (on a free port
+/// instead of 8080; the address stays non-loopback, so the API key it sets is what lets it
+/// start), with the API behind that key and the demo off.
+#[test]
+fn the_readme_configuration_example_starts() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = &readme[readme
+        .find("\n## Configuration")
+        .expect("a Configuration section")..];
+    let start = section.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    assert!(example.contains("listen = \"0.0.0.0:8080\""), "{example}");
+    let key = example
+        .lines()
+        .find_map(|l| l.strip_prefix("api_key = \""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("the example sets api_key");
+
+    let dir = std::env::temp_dir().join(format!("shardhub-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hub.toml");
+    std::fs::write(&path, example).unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--shards", "1"])
+        .args(["--pin-cores", "false"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(&mut child);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let without_key = http(addr, "GET", "/api/v1/stats", None);
+    let with_key = HttpConn::connect(addr).request(
+        "GET",
+        "/api/v1/stats",
+        &[("authorization", &format!("Bearer {key}"))],
+        None,
+    );
+    let demo = http(addr, "GET", "/", None);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(without_key.status, 401);
+    assert_eq!(with_key.status, 200);
+    assert_eq!(demo.status, 404, "no demo on a non-loopback address");
+
+    // Without its api_key the same example refuses to start, saying why.
+    let bare: String = example
+        .lines()
+        .filter(|l| !l.starts_with("api_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&path, bare).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+        .arg("--config")
+        .arg(&path)
+        .args([
+            "--listen",
+            &format!("0.0.0.0:{}", free_port()),
+            "--shards",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set api_key"));
 }

@@ -65,13 +65,14 @@ export async function waitFor(what, check, { timeout = 10_000, every = 50 } = {}
 
 /**
  * Starts the server. `args` are extra flags; `shards` defaults to 2 and `--pin-cores false`
- * keeps it off other processes' cores. `name` names its log under `ARTIFACTS`.
+ * keeps it off other processes' cores. `name` names its log under `ARTIFACTS`. `port` (default:
+ * a free one) starts it where a stopped server was, for restarts.
  */
-export async function startServer({ args = [], shards = 2, env = {}, name = "server" } = {}) {
+export async function startServer({ args = [], shards = 2, env = {}, name = "server", port } = {}) {
   if (!existsSync(BINARY)) {
     throw new Error(`${BINARY} does not exist: run \`cargo build --release\` first`);
   }
-  const port = await freePort();
+  port ??= await freePort();
   const child = spawn(
     BINARY,
     ["--listen", `127.0.0.1:${port}`, "--shards", String(shards), "--pin-cores", "false",
@@ -95,10 +96,13 @@ export async function startServer({ args = [], shards = 2, env = {}, name = "ser
     wsUrl: (p = "/ws") => `ws://127.0.0.1:${port}${p}`,
     /** What the server wrote to stdout and stderr so far. */
     log: () => log,
-    /** Stops it (SIGTERM, then SIGKILL), saves its log, and says how it exited. */
-    async stop() {
+    /**
+     * Stops it (`signal`, SIGTERM by default: a graceful shutdown; then SIGKILL if it does not
+     * exit in time), saves its log, and says how it exited.
+     */
+    async stop(signal = "SIGTERM") {
       if (!gone) {
-        child.kill("SIGTERM");
+        child.kill(signal);
         const timer = sleep(STOP_TIMEOUT_MS).then(() => "timeout");
         if ((await Promise.race([exited, timer])) === "timeout") child.kill("SIGKILL");
       }
