@@ -266,13 +266,16 @@ impl<S> super::Engine<S> {
             addr: self.conns[id.key()].addr,
         });
         self.users.entry(user.clone()).or_default().push(id);
-        if !self.cfg().echo && !hooks.no_welcome {
-            let out = self.fb.start();
-            reply::welcome(out, id.0, &user, self.shard);
-            let f = self.fb.finish(OpCode::Text);
-            self.push(id, f);
+        if !self.cfg().echo {
+            if !hooks.no_welcome {
+                let out = self.fb.start();
+                reply::welcome(out, id.0, &user, self.shard);
+                let f = self.fb.finish(OpCode::Text);
+                self.push(id, f);
+            }
             // Before anything live: nothing routed to this session can be applied before
-            // this returns (see `offline.rs` on why none is missed or duplicated).
+            // this returns (see `offline.rs` on why none is missed or duplicated). An
+            // application without the welcome gets them too: it stored them (`Hub::send_direct`).
             self.deliver_stored(id, &user);
         }
         if let Some(on_open) = &hooks.on_open {

@@ -446,8 +446,17 @@ var DEFAULTS = Object.freeze({
   pingInterval: 25e3,
   pongTimeout: 1e4,
   maxQueue: 256,
-  tokenTransport: "protocol"
+  tokenTransport: "protocol",
+  receipts: "auto"
 });
+var SEEN_MIDS = 1024;
+function sendResult(ack) {
+  return {
+    sessions: typeof ack.sessions === "number" ? ack.sessions : 0,
+    mid: typeof ack.mid === "string" ? ack.mid : void 0,
+    stored: ack.stored === true
+  };
+}
 var Client = class extends Emitter {
   /** The server's WebSocket URL as given. */
   url;
@@ -466,6 +475,10 @@ var Client = class extends Emitter {
   /** Waiting for a connection, in order. */
   #queue = [];
   #rooms = /* @__PURE__ */ new Map();
+  /** Acknowledged sends past their `ack`, by request id. */
+  #outcomes = /* @__PURE__ */ new Map();
+  /** The last {@link SEEN_MIDS} message ids of direct messages, oldest first. */
+  #seenMids = /* @__PURE__ */ new Set();
   #lastHeard = 0;
   #reconnectTimer;
   #connectTimer;
@@ -505,7 +518,8 @@ var Client = class extends Emitter {
       connectTimeout: pick("connectTimeout"),
       pingInterval: pick("pingInterval"),
       pongTimeout: pick("pongTimeout"),
-      maxQueue: pick("maxQueue")
+      maxQueue: pick("maxQueue"),
+      receipts: pick("receipts")
     };
     if (this.#opts.maxReconnectDelay < this.#opts.minReconnectDelay) {
       throw new RangeError("maxReconnectDelay is smaller than minReconnectDelay");
@@ -564,12 +578,55 @@ var Client = class extends Emitter {
   }
   /**
    * Sends `data` (any JSON value) to every session of `user`; resolves with how many sessions
-   * it reached. Rejects with `not_online`, `forbidden`, `timeout`, `disconnected`.
+   * it reached and the message id. With `store`, a user who is offline everywhere gets it on
+   * their next connection (`stored: true`, `sessions: 0`) instead of a `not_online`. Rejects
+   * with `not_online`, `forbidden`, `store_full`, `timeout`, `disconnected`.
    */
   send(user, data, options = {}) {
-    return this.#requestPromise({ type: "send", to: user, data }, options.timeout).then((ack) => ({
-      sessions: typeof ack.sessions === "number" ? ack.sessions : 0
-    }));
+    const frame = { type: "send", to: user, data };
+    if (options.store) frame.store = true;
+    return this.#requestPromise(frame, options.timeout).then(sendResult);
+  }
+  /**
+   * Sends `data` to every session of `user` and waits for their receipts (`"ack": true`):
+   * resolves with the {@link DeliveryReport} once every session reached has confirmed, or when
+   * `ackTimeout` ms (default: the server's `ack_timeout`) pass with at least one receipt; rejects
+   * with `not_delivered` when none came, and with `not_online`, `too_many_pending`,
+   * `timeout`, `disconnected` like {@link send}.
+   */
+  sendAcked(user, data, options = {}) {
+    const frame = { type: "send", to: user, data, ack: true };
+    if (options.ackTimeout !== void 0) frame.timeout_ms = options.ackTimeout;
+    const wait = (options.ackTimeout ?? 3e5) + (options.timeout ?? this.#opts.timeout);
+    return new Promise((resolve, reject) => {
+      this._request(
+        frame,
+        options.timeout ?? this.#opts.timeout,
+        (_ack, id) => {
+          const timer = setTimeout(() => {
+            this.#outcomes.delete(id);
+            reject(new ShardhubError("timeout", `send to ${user}: no delivery report within ${wait} ms`));
+          }, wait);
+          this.#outcomes.set(id, { resolve, reject, timer, to: user });
+        },
+        reject
+      );
+    });
+  }
+  /**
+   * Confirms a direct message sent with `"ack": true` (`{"type":"received","mid":…}`). With
+   * the default `receipts: "auto"` the client does this itself once the `direct` listeners
+   * have returned; with `"manual"` the application calls it when it has handled the message.
+   */
+  receipt(message) {
+    if (message.mid === void 0 || !message.ack) return;
+    const ws = this.#ws;
+    if (this.#state === "connected" && ws !== null) {
+      try {
+        ws.send(JSON.stringify({ type: "received", mid: message.mid }));
+      } catch {
+      }
+    }
   }
   /** Sends `data` to every session on the server (but this one with `excludeSelf`); resolves on the ack. */
   broadcast(data, options = {}) {
@@ -623,7 +680,7 @@ var Client = class extends Emitter {
       id,
       payload: text,
       expectsReply: true,
-      onReply: (f) => onReply(f),
+      onReply: (f) => onReply(f, id),
       onError,
       timer: void 0
     }, timeout, String(frame.type));
@@ -688,6 +745,12 @@ var Client = class extends Emitter {
     for (const out of failed) {
       this.#settle(out);
       out.onError(new ShardhubError("disconnected", message));
+    }
+    const outcomes = [...this.#outcomes.values()];
+    this.#outcomes.clear();
+    for (const o of outcomes) {
+      clearTimeout(o.timer);
+      o.reject(new ShardhubError("disconnected", `send to ${o.to}: ${message} before the delivery report`));
     }
   }
   // ----- connection -----
@@ -871,6 +934,26 @@ var Client = class extends Emitter {
   }
   #onFrame(frame) {
     this.emit("frame", frame);
+    if (typeof frame.id === "number" && (frame.type === "delivered" || frame.type === "not_delivered")) {
+      const o = this.#outcomes.get(frame.id);
+      if (o !== void 0) {
+        this.#outcomes.delete(frame.id);
+        clearTimeout(o.timer);
+        const reached = typeof frame.reached === "number" ? frame.reached : 0;
+        if (frame.type === "delivered") {
+          const receipts = typeof frame.sessions === "number" ? frame.sessions : 0;
+          o.resolve({ mid: String(frame.mid ?? ""), reached, receipts });
+        } else {
+          o.reject(
+            new ShardhubError("not_delivered", `${o.to}: no session confirmed the message (reached ${reached})`, {
+              to: o.to,
+              frame
+            })
+          );
+        }
+        return;
+      }
+    }
     if (typeof frame.id === "number") {
       const out = this.#pending.get(frame.id);
       if (out !== void 0) {
@@ -904,10 +987,28 @@ var Client = class extends Emitter {
           user: str(frame.from),
           session: str(frame.session),
           binary: false,
-          frame
+          frame,
+          mid: typeof frame.mid === "string" ? frame.mid : void 0,
+          ack: frame.ack === true,
+          stored: frame.stored === true
         };
-        if (frame.type === "direct") this.emit("direct", message);
-        else this.emit("broadcast", message);
+        if (frame.type === "broadcast") {
+          this.emit("broadcast", message);
+          return;
+        }
+        if (message.mid !== void 0) {
+          if (this.#seenMids.has(message.mid)) {
+            this.receipt(message);
+            return;
+          }
+          this.#seenMids.add(message.mid);
+          if (this.#seenMids.size > SEEN_MIDS) {
+            const oldest = this.#seenMids.values().next().value;
+            if (oldest !== void 0) this.#seenMids.delete(oldest);
+          }
+        }
+        this.emit("direct", message);
+        if (this.#opts.receipts === "auto") this.receipt(message);
         return;
       }
       case "joined":

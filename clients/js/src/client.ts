@@ -26,8 +26,10 @@ import type {
   ClientEvents,
   ClientOptions,
   ConnectionState,
+  DeliveryReport,
   DirectMessage,
   RoomMessage,
+  SendResult,
   ServerFrame,
   Welcome,
   WebSocketConstructor,
@@ -44,7 +46,28 @@ export const DEFAULTS = Object.freeze({
   pongTimeout: 10_000,
   maxQueue: 256,
   tokenTransport: "protocol" as "protocol" | "query",
+  receipts: "auto" as "auto" | "manual",
 });
+
+/** Message ids of direct messages remembered for deduplication (at-least-once delivery). */
+const SEEN_MIDS = 1024;
+
+/** What a `send` ack says. */
+function sendResult(ack: ServerFrame): SendResult {
+  return {
+    sessions: typeof ack.sessions === "number" ? ack.sessions : 0,
+    mid: typeof ack.mid === "string" ? ack.mid : undefined,
+    stored: ack.stored === true,
+  };
+}
+
+/** An acknowledged send whose `ack` came: waiting for `delivered` / `not_delivered`. */
+interface Outcome {
+  resolve: (report: DeliveryReport) => void;
+  reject: (error: ShardhubError) => void;
+  timer: ReturnType<typeof setTimeout>;
+  to: string;
+}
 
 /** A request sent or waiting for a connection. */
 interface Outgoing {
@@ -91,6 +114,10 @@ export class Client extends Emitter<ClientEvents> {
   /** Waiting for a connection, in order. */
   #queue: Outgoing[] = [];
   #rooms = new Map<string, Room>();
+  /** Acknowledged sends past their `ack`, by request id. */
+  #outcomes = new Map<number, Outcome>();
+  /** The last {@link SEEN_MIDS} message ids of direct messages, oldest first. */
+  #seenMids = new Set<string>();
   #lastHeard = 0;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   #connectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -133,6 +160,7 @@ export class Client extends Emitter<ClientEvents> {
       pingInterval: pick("pingInterval"),
       pongTimeout: pick("pongTimeout"),
       maxQueue: pick("maxQueue"),
+      receipts: pick("receipts"),
     };
     if (this.#opts.maxReconnectDelay < this.#opts.minReconnectDelay) {
       throw new RangeError("maxReconnectDelay is smaller than minReconnectDelay");
@@ -200,12 +228,68 @@ export class Client extends Emitter<ClientEvents> {
 
   /**
    * Sends `data` (any JSON value) to every session of `user`; resolves with how many sessions
-   * it reached. Rejects with `not_online`, `forbidden`, `timeout`, `disconnected`.
+   * it reached and the message id. With `store`, a user who is offline everywhere gets it on
+   * their next connection (`stored: true`, `sessions: 0`) instead of a `not_online`. Rejects
+   * with `not_online`, `forbidden`, `store_full`, `timeout`, `disconnected`.
    */
-  send(user: string, data: unknown, options: { timeout?: number } = {}): Promise<{ sessions: number }> {
-    return this.#requestPromise({ type: "send", to: user, data }, options.timeout).then((ack) => ({
-      sessions: typeof ack.sessions === "number" ? ack.sessions : 0,
-    }));
+  send(
+    user: string,
+    data: unknown,
+    options: { timeout?: number; store?: boolean } = {},
+  ): Promise<SendResult> {
+    const frame: Record<string, unknown> = { type: "send", to: user, data };
+    if (options.store) frame.store = true;
+    return this.#requestPromise(frame, options.timeout).then(sendResult);
+  }
+
+  /**
+   * Sends `data` to every session of `user` and waits for their receipts (`"ack": true`):
+   * resolves with the {@link DeliveryReport} once every session reached has confirmed, or when
+   * `ackTimeout` ms (default: the server's `ack_timeout`) pass with at least one receipt; rejects
+   * with `not_delivered` when none came, and with `not_online`, `too_many_pending`,
+   * `timeout`, `disconnected` like {@link send}.
+   */
+  sendAcked(
+    user: string,
+    data: unknown,
+    options: { timeout?: number; ackTimeout?: number } = {},
+  ): Promise<DeliveryReport> {
+    const frame: Record<string, unknown> = { type: "send", to: user, data, ack: true };
+    if (options.ackTimeout !== undefined) frame.timeout_ms = options.ackTimeout;
+    // The server's report comes at most its timeout after the ack (5 min at most); give up
+    // a request timeout after that, so a lost report cannot hang the promise.
+    const wait = (options.ackTimeout ?? 300_000) + (options.timeout ?? this.#opts.timeout);
+    return new Promise((resolve, reject) => {
+      this._request(
+        frame,
+        options.timeout ?? this.#opts.timeout,
+        (_ack, id) => {
+          const timer = setTimeout(() => {
+            this.#outcomes.delete(id);
+            reject(new ShardhubError("timeout", `send to ${user}: no delivery report within ${wait} ms`));
+          }, wait);
+          this.#outcomes.set(id, { resolve, reject, timer, to: user });
+        },
+        reject,
+      );
+    });
+  }
+
+  /**
+   * Confirms a direct message sent with `"ack": true` (`{"type":"received","mid":…}`). With
+   * the default `receipts: "auto"` the client does this itself once the `direct` listeners
+   * have returned; with `"manual"` the application calls it when it has handled the message.
+   */
+  receipt(message: DirectMessage): void {
+    if (message.mid === undefined || !message.ack) return;
+    const ws = this.#ws;
+    if (this.#state === "connected" && ws !== null) {
+      try {
+        ws.send(JSON.stringify({ type: "received", mid: message.mid }));
+      } catch {
+        // Closing: the sender hears nothing from this session, as if it had not confirmed.
+      }
+    }
   }
 
   /** Sends `data` to every session on the server (but this one with `excludeSelf`); resolves on the ack. */
@@ -264,7 +348,7 @@ export class Client extends Emitter<ClientEvents> {
   _request(
     frame: Record<string, unknown>,
     timeout: number,
-    onReply: (frame: ServerFrame) => void,
+    onReply: (frame: ServerFrame, id: number) => void,
     onError: (error: ShardhubError) => void,
   ): void {
     const id = this.#nextId++;
@@ -273,7 +357,7 @@ export class Client extends Emitter<ClientEvents> {
       id,
       payload: text,
       expectsReply: true,
-      onReply: (f) => onReply(f as ServerFrame),
+      onReply: (f) => onReply(f as ServerFrame, id),
       onError,
       timer: undefined,
     }, timeout, String(frame.type));
@@ -344,6 +428,13 @@ export class Client extends Emitter<ClientEvents> {
     for (const out of failed) {
       this.#settle(out);
       out.onError(new ShardhubError("disconnected", message));
+    }
+    // The server forgets a session's waiting sends when it goes: no report will come.
+    const outcomes = [...this.#outcomes.values()];
+    this.#outcomes.clear();
+    for (const o of outcomes) {
+      clearTimeout(o.timer);
+      o.reject(new ShardhubError("disconnected", `send to ${o.to}: ${message} before the delivery report`));
     }
   }
 
@@ -552,6 +643,26 @@ export class Client extends Emitter<ClientEvents> {
   #onFrame(frame: ServerFrame): void {
     this.emit("frame", frame);
     // A reply to one of our requests (ack, error, members, pong, or anything else with its id).
+    if (typeof frame.id === "number" && (frame.type === "delivered" || frame.type === "not_delivered")) {
+      const o = this.#outcomes.get(frame.id);
+      if (o !== undefined) {
+        this.#outcomes.delete(frame.id);
+        clearTimeout(o.timer);
+        const reached = typeof frame.reached === "number" ? frame.reached : 0;
+        if (frame.type === "delivered") {
+          const receipts = typeof frame.sessions === "number" ? frame.sessions : 0;
+          o.resolve({ mid: String(frame.mid ?? ""), reached, receipts });
+        } else {
+          o.reject(
+            new ShardhubError("not_delivered", `${o.to}: no session confirmed the message (reached ${reached})`, {
+              to: o.to,
+              frame,
+            }),
+          );
+        }
+        return;
+      }
+    }
     if (typeof frame.id === "number") {
       const out = this.#pending.get(frame.id);
       if (out !== undefined) {
@@ -586,9 +697,28 @@ export class Client extends Emitter<ClientEvents> {
           session: str(frame.session),
           binary: false,
           frame,
+          mid: typeof frame.mid === "string" ? frame.mid : undefined,
+          ack: frame.ack === true,
+          stored: frame.stored === true,
         };
-        if (frame.type === "direct") this.emit("direct", message);
-        else this.emit("broadcast", message);
+        if (frame.type === "broadcast") {
+          this.emit("broadcast", message);
+          return;
+        }
+        // At-least-once: a message that comes twice (stored and forwarded, say) is dropped.
+        if (message.mid !== undefined) {
+          if (this.#seenMids.has(message.mid)) {
+            this.receipt(message);
+            return;
+          }
+          this.#seenMids.add(message.mid);
+          if (this.#seenMids.size > SEEN_MIDS) {
+            const oldest = this.#seenMids.values().next().value;
+            if (oldest !== undefined) this.#seenMids.delete(oldest);
+          }
+        }
+        this.emit("direct", message);
+        if (this.#opts.receipts === "auto") this.receipt(message);
         return;
       }
       case "joined":

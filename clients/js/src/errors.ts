@@ -15,7 +15,10 @@ export type ServerErrorCode =
   | "not_online"
   | "forbidden"
   | "rate_limited"
-  | "overloaded";
+  | "overloaded"
+  | "too_many_pending"
+  | "store_full"
+  | "not_delivered";
 
 /**
  * The codes of failures the client detects itself:

@@ -88,6 +88,11 @@ export interface ClientOptions {
   pongTimeout?: number;
   /** How many requests may wait for a connection (made while connecting or reconnecting). Default 256. */
   maxQueue?: number;
+  /**
+   * Receipts for direct messages sent with `"ack": true`: `"auto"` (default) confirms each
+   * once the `direct` listeners have returned; `"manual"` leaves it to `client.receipt(m)`.
+   */
+  receipts?: "auto" | "manual";
 }
 
 /** The server's greeting: who this connection is. */
@@ -144,6 +149,29 @@ export interface DirectMessage {
   binary: boolean;
   /** The frame as received (JSON messages only), with any fields this client does not know. */
   frame: ServerFrame | undefined;
+  /** The message id (`"<session>-<n>"`): the same for every copy of one message. */
+  mid?: string;
+  /** The sender asked for a receipt (see {@link ClientOptions.receipts}). */
+  ack?: boolean;
+  /** It was kept while this user was offline and comes on connecting. */
+  stored?: boolean;
+}
+
+/** What a `send` achieved. */
+export interface SendResult {
+  /** The sessions it reached now (0 when stored). */
+  sessions: number;
+  /** Its message id, if the server gave one. */
+  mid: string | undefined;
+  /** It was kept for an offline user (`store`). */
+  stored: boolean;
+}
+
+/** The outcome of an acknowledged send: how many sessions it reached and how many confirmed. */
+export interface DeliveryReport {
+  mid: string;
+  reached: number;
+  receipts: number;
 }
 
 /** A broadcast to every session. */
