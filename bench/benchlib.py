@@ -35,6 +35,30 @@ def rss(pid):
     return 0
 
 
+def cpu_ticks(pid):
+    """A process's CPU time so far, utime + stime, in clock ticks (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except OSError:
+        return 0
+
+
+def metrics(port, timeout=2):
+    """A server's /metrics as {name: value}, labelled series summed (e.g. over shards)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, v = line.rsplit(" ", 1)
+        name = name.split("{", 1)[0]
+        out[name] = out.get(name, 0.0) + float(v)
+    return out
+
+
 # --- HdrHistogram V2 (the loadgen JSON's "hist" fields), enough to merge and read percentiles ---
 
 def hdr_decode(b64):

@@ -25,9 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 
-from benchlib import free_port, rss, wait_port
+from benchlib import cpu_ticks, free_port, metrics, rss, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(ROOT, "target", "release", "shardhub")
@@ -35,21 +34,15 @@ LOADGEN = os.path.join(ROOT, "target", "release", "shardhub-loadgen")
 
 
 def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
 def deliveries(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-               if l.startswith("shardhub_deliveries_total"))
+    return metrics(port, timeout=60).get("shardhub_deliveries_total", 0)
 
 
 def sessions(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-               if l.startswith("shardhub_sessions "))
+    return metrics(port, timeout=60).get("shardhub_sessions", 0)
 
 
 def one(label, flags, conns, duration, out_dir, rnd):

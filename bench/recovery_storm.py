@@ -40,7 +40,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import free_port, wait_port
+from benchlib import cpu_ticks, free_port, metrics, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
@@ -58,28 +58,6 @@ def proc_status(pid, key):
     except OSError:
         pass
     return 0
-
-
-def cpu_ticks(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except OSError:
-        return 0
-
-
-def metrics(port):
-    """A node's /metrics as {name: value}, labelled series summed (e.g. over shards)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, v = line.rsplit(" ", 1)
-        name = name.split("{", 1)[0]
-        out[name] = out.get(name, 0.0) + float(v)
-    return out
 
 
 class Servers:
