@@ -228,17 +228,7 @@ fn the_dashboard_is_served_unless_switched_off() {
         (&["--dashboard", "true", "--demo", "true"], &[], 200),
     ];
     for (args, env, want) in cases {
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--shards", "1"])
-            .args(["--pin-cores", "false"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_listening(&mut child);
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (mut child, addr) = start_binary("127.0.0.1", args, env);
         let r = http(addr, "GET", "/dashboard", None);
         let _ = child.kill();
         let _ = child.wait();
@@ -280,17 +270,7 @@ fn the_demo_is_served_on_loopback_by_default_and_switches_off() {
         ("0.0.0.0", &["--api-key", "k", "--demo", "true"], &[], true),
     ];
     for (host, args, env, served) in cases {
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))
-            .args(["--listen", &format!("{host}:{port}"), "--shards", "1"])
-            .args(["--pin-cores", "false"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_listening(&mut child);
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (mut child, addr) = start_binary(host, args, env);
         let page = http(addr, "GET", "/", None);
         let client = http(addr, "GET", "/shardhub-client.js", None);
         let dashboard = http(addr, "GET", "/dashboard", None);
@@ -387,4 +367,24 @@ fn the_readme_configuration_example_starts() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("set api_key"));
+}
+
+/// The binary on `host` and a free port (one shard, unpinned) with `args` and `env`, once it
+/// listens; the address to reach it on loopback.
+fn start_binary(
+    host: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, std::net::SocketAddr) {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardhub"))
+        .args(["--listen", &format!("{host}:{port}"), "--shards", "1"])
+        .args(["--pin-cores", "false"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(&mut child);
+    (child, format!("127.0.0.1:{port}").parse().unwrap())
 }

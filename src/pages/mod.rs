@@ -58,24 +58,32 @@ pub const DASHBOARD: &str = include_str!("dashboard.html");
 mod tests {
     use super::*;
 
-    /// The page is self-contained and puts data into the DOM as text only: no external
-    /// resources, no `innerHTML`/`outerHTML`/`insertAdjacentHTML`/`document.write`.
+    /// What no page may contain: markup written from data (`innerHTML` and its kin), code
+    /// built from strings, and resources from elsewhere.
+    const BANNED: &[&str] = &[
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "src=\"http",
+        "href=\"http",
+        "<link",
+        "import(",
+        "eval(",
+        "new Function",
+    ];
+
+    fn assert_safe(page: &str, name: &str, also: &[&str]) {
+        assert!(page.starts_with("<!doctype html>"), "{name}");
+        for banned in BANNED.iter().chain(also) {
+            assert!(!page.contains(banned), "the {name} uses {banned}");
+        }
+    }
+
+    /// The page is self-contained and puts data into the DOM as text only.
     #[test]
     fn the_dashboard_is_self_contained_and_writes_no_markup_from_data() {
-        assert!(DASHBOARD.starts_with("<!doctype html>"));
-        for banned in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "src=\"http",
-            "href=\"http",
-            "<link",
-            "import(",
-            "eval(",
-        ] {
-            assert!(!DASHBOARD.contains(banned), "the dashboard uses {banned}");
-        }
+        assert_safe(DASHBOARD, "dashboard", &[]);
         // It reads exactly the documented routes.
         assert!(DASHBOARD.contains("\"/api/v1/stats?detail=shards,histograms\""));
         assert!(DASHBOARD.contains("\"/api/v1/rooms?top=10\""));
@@ -86,24 +94,8 @@ mod tests {
     /// port of its own.
     #[test]
     fn the_demo_writes_no_markup_from_data_and_loads_only_the_served_client() {
-        assert!(DEMO.starts_with("<!doctype html>"));
-        for banned in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "src=\"http",
-            "href=\"http",
-            "<link",
-            "import(",
-            "eval(",
-            "new Function",
-            "ws://",
-            "8080",
-            "127.0.0.1",
-        ] {
-            assert!(!DEMO.contains(banned), "the demo uses {banned}");
-        }
+        // Nor a host or port of its own: the socket is the page's origin's.
+        assert_safe(DEMO, "demo", &["ws://", "8080", "127.0.0.1"]);
         // The one import is the client served beside it; the socket is the page's origin's.
         let imports: Vec<&str> = DEMO
             .lines()
