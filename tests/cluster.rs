@@ -118,6 +118,12 @@ impl Drop for Bus {
 
 /// Three nodes of one cluster, started side by side.
 fn cluster(bus: &Bus) -> Vec<TestServer> {
+    cluster_with(bus, |_| {})
+}
+
+/// Three nodes of one cluster (rate limits off), each configuration adjusted by `tweak`,
+/// started side by side.
+fn cluster_with(bus: &Bus, tweak: impl Fn(&mut shardhub::Config) + Copy + Send) -> Vec<TestServer> {
     let url = bus.url();
     std::thread::scope(|s| {
         let handles: Vec<_> = (1..=3)
@@ -129,6 +135,7 @@ fn cluster(bus: &Bus) -> Vec<TestServer> {
                         c.node = Some(format!("n{i}"));
                         c.rate_messages_per_sec = 0;
                         c.rate_bytes_per_sec = 0;
+                        tweak(c);
                     })
                 })
             })
@@ -591,25 +598,10 @@ on_redis!(
 
 /// Three nodes whose rooms keep `size` publications in Redis.
 fn history_cluster(bus: &Bus, size: usize) -> Vec<TestServer> {
-    let url = bus.url();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (1..=3)
-            .map(|i| {
-                let url = url.clone();
-                s.spawn(move || {
-                    TestServer::start(move |c| {
-                        c.cluster = Some(url);
-                        c.node = Some(format!("n{i}"));
-                        c.rate_messages_per_sec = 0;
-                        c.rate_bytes_per_sec = 0;
-                        c.presence = false;
-                        c.history_size = size;
-                        c.history_ttl = Duration::from_secs(300);
-                    })
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    cluster_with(bus, move |c| {
+        c.presence = false;
+        c.history_size = size;
+        c.history_ttl = Duration::from_secs(300);
     })
 }
 
