@@ -1643,22 +1643,23 @@ fn pipelined_metrics_requests_do_not_stall_the_shard() {
     wait_until("the server starts answering", || {
         arena.stats().http_requests > before
     });
-    // The shared check, timed: how long a publish takes to reach the bystander meanwhile.
+    // The publish goes in while the shard is still answering. Without the per-turn budget the
+    // shard answers every request it has read before it reads the publisher again, so the
+    // bystander would only get the publish after all 1,000; with it, the publish overtakes
+    // them. A count, not a clock: the check holds on a loaded machine (a 1 s bound here failed
+    // twice under load average 10+).
     arena
         .publisher
         .send_json(json!({"type":"publish","room":WATCH,"data":"during","exclude_self":true}));
-    let start = Instant::now();
     let bystander = arena.bystander.ws.get_mut();
     bystander
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     assert_eq!(arena.bystander.expect("message")["data"], "during");
-    let waited = start.elapsed();
+    let answered = arena.stats().http_requests - before;
     assert!(
-        waited <= BYSTANDER_PATIENCE,
-        "the bystander's publish took {waited:?} while the shard answered pipelined /metrics \
-         ({} of 1,000 answered by then)",
-        arena.stats().http_requests - before
+        answered < 1_000,
+        "the bystander's publish waited until all {answered} pipelined /metrics were answered"
     );
     let _ = tcp.shutdown(std::net::Shutdown::Both);
     reader.join().unwrap();
