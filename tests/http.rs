@@ -535,6 +535,18 @@ fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     let s = TestServer::start(|_| {});
     let scrape = || {
         let text = http(s.addr, "GET", "/metrics", None).text();
+        // prometheus_parse is lenient; Prometheus' own parser refuses a family declared twice.
+        let mut families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        families.sort_unstable();
+        let twice: Vec<_> = families.windows(2).filter(|w| w[0] == w[1]).collect();
+        assert!(
+            twice.is_empty(),
+            "metric families declared twice: {twice:?}"
+        );
         let lines = text.lines().map(|l| Ok(l.to_string()));
         prometheus_parse::Scrape::parse(lines).expect("valid exposition text")
     };

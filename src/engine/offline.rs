@@ -95,8 +95,6 @@ pub struct Outcome {
 pub struct StoreStats {
     /// Messages stored.
     pub stored: AtomicU64,
-    /// Messages handed to a session of their user.
-    pub delivered: AtomicU64,
     /// Messages evicted by newer ones past a user's bounds.
     pub evicted: AtomicU64,
     /// Messages dropped at `offline_ttl`.
@@ -348,11 +346,10 @@ impl OfflineStore {
                 None => Vec::new(),
             }
         };
-        let counter = match kind {
-            StoreEventKind::Forwarded => &self.stats.forwarded,
-            _ => &self.stats.delivered,
-        };
-        counter.fetch_add(taken.len() as u64, Relaxed);
+        // Deliveries are counted by the shard that makes them (`offline_delivered_total{shard}`).
+        if kind == StoreEventKind::Forwarded {
+            self.stats.forwarded.fetch_add(taken.len() as u64, Relaxed);
+        }
         self.emit(&events);
         taken
     }
@@ -433,12 +430,6 @@ impl OfflineStore {
                 "Messages stored for offline users.",
                 false,
                 c(&s.stored),
-            ),
-            (
-                "offline_delivered_total",
-                "Stored messages handed to a session of their user on this node.",
-                false,
-                c(&s.delivered),
             ),
             (
                 "offline_forwarded_total",

@@ -340,6 +340,11 @@ mod tests {
             last_seen_ms: 0,
         };
         let bus = crate::cluster::BusStats::default().snapshot();
+        let store = crate::engine::offline::OfflineStore::new(
+            crate::engine::offline::Limits::of(&crate::config::Config::default()),
+            None,
+            0,
+        );
         let text = render(&Snapshot {
             cluster: Some((("a".into(), vec![node]), bus)),
             shards: vec![Stats::default()],
@@ -348,7 +353,7 @@ mod tests {
             rooms: 0,
             uptime_seconds: 0.0,
             histograms: &h,
-            node: Vec::new(),
+            node: store.metrics(),
         });
         let rendered: std::collections::HashSet<&str> = text
             .lines()
