@@ -78,7 +78,10 @@ mod tests {
     fn handshake_packets() {
         let open = br#"0{"sid":"Lbo5JLzTotvW3g2LAAAA","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
         assert_eq!(parse(open), Packet::Open);
-        assert_eq!(parse(br#"40{"sid":"wZX3oN0bSVIhsaknAAAI"}"#), Packet::Connected);
+        assert_eq!(
+            parse(br#"40{"sid":"wZX3oN0bSVIhsaknAAAI"}"#),
+            Packet::Connected
+        );
         assert_eq!(parse(b"40"), Packet::Connected);
         assert_eq!(
             parse(br#"44{"message":"Not authorized"}"#),
@@ -107,7 +110,7 @@ mod tests {
     fn other_frames_are_not_events() {
         for msg in [
             &br#"42["other",{"t":1,"s":2,"p":3}]"#[..],
-            br#"421["msg",{"t":1}]"#, // with an ack id
+            br#"421["msg",{"t":1}]"#,      // with an ack id
             br#"42/chat,["msg",{"t":1}]"#, // another namespace
             br#"42["msg"]"#,               // no argument
             br#"42["msg",]"#,

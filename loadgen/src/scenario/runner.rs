@@ -16,9 +16,9 @@ use std::sync::Arc;
 use crate::hist::Latency;
 use crate::net::{ConnId, Failure, Handler, Net};
 use crate::plan::{Adapter, Plan, Scenario};
-use crate::sio;
 use crate::report::{Connections, RunSummary, Traffic, FORMAT_VERSION};
 use crate::schedule::Schedule;
+use crate::sio;
 
 use super::probe::{fast_probe, FastKind, Inbound};
 use super::tally::Tally;
