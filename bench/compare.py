@@ -527,7 +527,12 @@ def main():
         for m in a.measures:
             for s in order:
                 print(f"== round {rnd} {m} {s}", file=sys.stderr)
-                r = measure(m, peers[s], a, outdir, rnd)
+                try:
+                    r = measure(m, peers[s], a, outdir, rnd)
+                except (Exception, SystemExit) as e:
+                    # One server failing to start or to answer costs its cell, not the run.
+                    print(f"compare: {s} {m} round {rnd} failed: {e}", file=sys.stderr)
+                    r = {}
                 print(json.dumps(r), file=sys.stderr)
                 results[s][-1].update(r)
     took = time.time() - began
