@@ -388,10 +388,14 @@ def measure(m, p, a, outdir, rnd):
         if s is None:
             return res
         best = s.get("best_run")
-        res[m + "_rate"] = s.get("best_rate") or 0.0
-        res[m + "_dps"] = best["traffic"]["received_per_s"] if best else 0.0
-        res[m + "_p99"] = best["latency"]["p99_ms"] if best else None
         res[m + "_steps"] = len(s.get("steps", []))
+        if best:
+            res[m + "_rate"] = s["best_rate"]
+            res[m + "_dps"] = best["traffic"]["received_per_s"]
+            res[m + "_p99"] = best["latency"]["p99_ms"]
+        elif s.get("steps"):
+            # No step passed: no rate to report, only how low the search went.
+            res[m + "_failed_down_to"] = min(st["rate"] for st in s["steps"])
     elif m == "p99":
         subs, rate = load(a.p99_load)
         with Server(p) as srv:
@@ -447,7 +451,9 @@ def table(results, servers, a):
         for s in servers:
             vals = [r[key] for r in results[s] if r.get(key) is not None]
             if not vals:
-                cells.append("n/a")
+                floor = [r[key.split("_")[0] + "_failed_down_to"] for r in results[s]
+                         if key.split("_")[0] + "_failed_down_to" in r]
+                cells.append(f"none passed (tried down to {min(floor):.3g} publishes/s)" if floor else "n/a")
                 continue
             med[s] = statistics.median(vals)
             c = fmt.format(med[s])
