@@ -41,7 +41,9 @@ Peers (--servers, default shardhub,uws,tokio-batched):
                  writer per client feeding up to 64 messages per flush), copied to
                  target/peers/tokio-batched-src and built with cargo (crates.io); run with
                  TOKIO_WORKER_THREADS=1 and its defaults otherwise (tungstenite's 128 KiB read
-                 and write buffers, listen backlog 128); it takes the PORT as its one argument.
+                 and write buffers, listen backlog 128); it takes the bare PORT as its one
+                 argument (src/main.rs parses a port: the `127.0.0.1:PORT` that bench-peers'
+                 README shows would not parse, and it would listen on 9002).
   gorilla        bench/peers/gorilla, the gorilla/websocket chat-hub pattern (Debian's
                  golang-go and golang-github-gorilla-websocket-dev, built offline), GOMAXPROCS=1.
                  It also stands in for Melody (github.com/olahol/melody), a thin layer over
@@ -69,7 +71,8 @@ table, paste-ready for the README).
         [--measures connect,cpu,maxdel,maxpub,p99,echo] [--uws-tree T --usockets-tree T | --uws-bin B]
 
 A small smoke run: --idle 500 --cpu-loads 100x50 --maxdel-subs 100 --maxpub-subs 200
---p99-load 200x40 --echo-clients 10 --duration 3 --step-duration 2 --max-steps 3 --name smoke
+--p99-load 200x40 --echo-clients 10 --duration 3 --step-duration 1 --max-steps 3 --out /tmp/smoke
+(4 minutes for all six servers; not a measurement)
 """
 import argparse
 import datetime
