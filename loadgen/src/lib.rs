@@ -3,7 +3,7 @@
 //!
 //! Data flow: [`plan::Plan`] (validated request) → [`scenario::run`] spawns one thread per
 //! `--threads`, each a [`net::Net`] (mio poller + slab of client connections, own RFC 6455 client
-//! framing in [`ws`]) driven by a [`scenario::Runner`] (the stages every scenario shares) and the
+//! framing in [`ws`], Socket.IO packets in [`sio`]) driven by a [`scenario::Runner`] (the stages every scenario shares) and the
 //! scenario's [`scenario::Workload`] (what its connections send and count) → per-thread
 //! [`report::RunSummary`] parts → merged by adding raw counts and HdrHistograms ([`hist`]) →
 //! printed, written as JSON or `.hgrm`, or rendered to HTML ([`html`], plots drawn by `chart`). [`procs`] runs the same
@@ -26,6 +26,7 @@ pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod seq;
+pub mod sio;
 pub mod sys;
 pub mod target;
 pub mod ws;

@@ -235,6 +235,8 @@ struct StormArgs {
 enum AdapterArg {
     Hub,
     Raw,
+    /// Socket.IO over Engine.IO v4 WebSocket (URL path `/socket.io/?EIO=4&transport=websocket`).
+    Socketio,
 }
 
 #[derive(Args, Clone)]
@@ -247,7 +249,8 @@ struct Common {
         default_value = "ws://127.0.0.1:8080/ws"
     )]
     urls: Vec<String>,
-    /// Server protocol: shardhub's JSON hub protocol, or a raw echo/broadcast server.
+    /// Server protocol: shardhub's JSON hub protocol, a raw echo/broadcast server, or a Socket.IO
+    /// broadcast server.
     #[arg(long, value_enum, default_value = "hub")]
     adapter: AdapterArg,
     /// Threads (each its own poller); one per core you can spare.
@@ -308,6 +311,7 @@ fn base_plan(
     p.adapter = match c.adapter {
         AdapterArg::Hub => Adapter::Hub,
         AdapterArg::Raw => Adapter::Raw,
+        AdapterArg::Socketio => Adapter::SocketIo,
     };
     p.threads = c.threads;
     if let Some(s) = &c.source {

@@ -59,6 +59,10 @@ pub enum Adapter {
     /// A plain server: ready at the 101; echo servers echo text, broadcast servers send every
     /// text to every client (one implicit room).
     Raw,
+    /// A Socket.IO server over Engine.IO v4 WebSocket ([`crate::sio`]): ready once its CONNECT
+    /// is acknowledged; the measured messages travel as `msg` events, and the server sends
+    /// every one to every client like a raw broadcast server (one implicit room).
+    SocketIo,
 }
 
 impl Adapter {
@@ -67,7 +71,14 @@ impl Adapter {
         match self {
             Self::Hub => "hub",
             Self::Raw => "raw",
+            Self::SocketIo => "socketio",
         }
+    }
+
+    /// Whether the server has no rooms of its own: every client gets every message (raw and
+    /// Socket.IO broadcast servers), so there are no joins and one implicit room.
+    pub fn one_room(self) -> bool {
+        matches!(self, Self::Raw | Self::SocketIo)
     }
 }
 
@@ -240,7 +251,7 @@ impl Plan {
     pub fn room_count(&self) -> usize {
         match (self.scenario.is_fanout(), self.adapter) {
             (true, Adapter::Hub) => self.rooms,
-            (true, Adapter::Raw) => 1,
+            (true, Adapter::Raw | Adapter::SocketIo) => 1,
             _ if self.scenario == Scenario::Recover => 1,
             _ => 0,
         }

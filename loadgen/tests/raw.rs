@@ -72,6 +72,45 @@ fn fanout_raw_broadcast_has_no_loss() {
 }
 
 #[test]
+fn fanout_socketio_connects_answers_pings_and_has_no_loss() {
+    let srv = spawn(Mode::SocketIo);
+    let mut p = plan(Scenario::Fanout, &srv.url());
+    p.adapter = Adapter::SocketIo;
+    p.conns = 6;
+    p.publishers = 2;
+    p.rate = 200.0;
+    let s = run(&p, Gate::Local).unwrap();
+    assert_eq!((s.connections.established, s.connections.failed), (8, 0));
+    assert_eq!(s.handshake.count, 8, "ready at the namespace connect");
+    let t = s.traffic.as_ref().unwrap();
+    assert_eq!((t.rooms.len(), t.rooms[0].members), (1, 6));
+    assert_eq!(t.sent, 160, "200/s for 0.8 s");
+    assert_eq!(t.unique, 160 * 6);
+    assert_eq!((t.lost, t.duplicates), (0, 0));
+    assert!(!t.counters.contains_key("unparsed_frames"), "{t:?}");
+    assert_eq!(srv.pongs(), 8, "every connection answered its ping");
+}
+
+#[test]
+fn echo_socketio_broadcast_counts_only_own_answers() {
+    let srv = spawn(Mode::SocketIo);
+    let mut p = plan(Scenario::Echo, &srv.url());
+    p.adapter = Adapter::SocketIo;
+    p.conns = 3;
+    p.rate = 0.0;
+    let s = run(&p, Gate::Local).unwrap();
+    let t = s.traffic.as_ref().unwrap();
+    assert!(t.sent > 50, "{t:?}");
+    assert_eq!(t.received, t.sent);
+    assert_eq!(t.lost, 0);
+    // Every request also reached the two other clients (the copies of the last three may
+    // arrive after the run has ended).
+    let foreign = t.counters.get("foreign_echoes").copied().unwrap_or(0);
+    assert!(foreign <= 2 * t.sent && foreign + 6 >= 2 * t.sent, "{t:?}");
+    assert!(!t.counters.contains_key("echo_unmatched"), "{t:?}");
+}
+
+#[test]
 fn refused_connections_are_counted() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

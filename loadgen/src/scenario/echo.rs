@@ -1,6 +1,8 @@
-//! `echo`: request/response round trips, hub `{"type":"ping","id":N}` → `pong`, raw: the probe
-//! comes back as it was sent. Closed loop (`--rate 0`: one request outstanding per connection,
-//! the next sent when the answer arrives) or open loop at `--rate` in total.
+//! `echo`: request/response round trips, hub `{"type":"ping","id":N}` → `pong`, raw and
+//! socketio: the probe comes back as it was sent (from a broadcast server, to every client: each
+//! requester takes only its own probes as answers and counts the others as `foreign_echoes`).
+//! Closed loop (`--rate 0`: one request outstanding per connection, the next sent when the
+//! answer arrives) or open loop at `--rate` in total.
 //!
 //! [`RoundTrip`] is the workload of `echo` and of `direct`, whose requests go to a peer user
 //! that bounces them back ([`Bouncer`]). The server answers in order, so each requester keeps its outstanding requests
@@ -68,7 +70,7 @@ impl RoundTrip {
     pub fn echo(plan: &Plan, share: &Share) -> Self {
         let request = match plan.adapter {
             Adapter::Hub => Request::Ping,
-            Adapter::Raw => Request::Probe,
+            Adapter::Raw | Adapter::SocketIo => Request::Probe,
         };
         let rate = if plan.conns > 0 {
             plan.rate / plan.conns as f64
@@ -111,6 +113,11 @@ impl RoundTrip {
             in_flight: 0,
             buf: Vec::with_capacity(256),
         }
+    }
+
+    /// The global index of requester `tag` (what its probes carry as `p`), if it is one.
+    fn sender(&self, tag: usize) -> Option<usize> {
+        self.requesters.get(tag)?.as_ref().map(|r| r.index)
     }
 
     /// Whether `tag` is a requester.
@@ -239,6 +246,12 @@ impl Workload for RoundTrip {
 
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, tag: usize, frame: Frame) {
         match frame {
+            // A broadcast server sends every request to every client: only the requester's
+            // own probe answers it (matching another sender's by sequence alone would pair
+            // requests with the wrong answers).
+            Frame::Raw(p) if self.sender(tag).is_some_and(|me| me != p.p) => {
+                ctx.tally.count("foreign_echoes")
+            }
             Frame::Raw(p) | Frame::Direct(p) if self.is_requester(tag) => {
                 self.answered(ctx, tag, p.s)
             }
@@ -323,6 +336,42 @@ mod tests {
         let mut t = Traffic::default();
         e.account(&bed.tally, &mut t);
         assert_eq!((t.expected, t.unique), (0, 2));
+    }
+
+    #[test]
+    fn a_broadcast_servers_copies_of_other_requests_are_not_answers() {
+        let mut e = echo(0.0);
+        let mut bed = Bed::new(2);
+        bed.stage = Stage::Running;
+        for tag in 0..2 {
+            e.requesters[tag]
+                .as_mut()
+                .unwrap()
+                .outstanding
+                .push_back((0, 1_000_000));
+        }
+        e.in_flight = 2;
+        // Requester 1's request 0 reaches requester 0 too: same sequence, another sender.
+        e.on_frame(
+            &mut bed.ctx(2_000_000),
+            0,
+            Frame::Raw(Probe { t: 0, s: 0, p: 1 }),
+        );
+        assert_eq!(bed.tally.counters["foreign_echoes"], 1);
+        assert_eq!(bed.tally.received_total(), 0);
+        assert_eq!(e.in_flight, 2, "requester 0 still waits for its own");
+        e.on_frame(
+            &mut bed.ctx(2_000_000),
+            0,
+            Frame::Raw(Probe { t: 0, s: 0, p: 0 }),
+        );
+        e.on_frame(
+            &mut bed.ctx(2_000_000),
+            1,
+            Frame::Raw(Probe { t: 0, s: 0, p: 1 }),
+        );
+        assert_eq!(bed.tally.received_total(), 2);
+        assert!(!bed.tally.counters.contains_key("echo_unmatched"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `fanout`: subscribers in rooms and open-loop publishers. Subscriber *i* joins `room-(i %
 //! rooms)`; publisher *p* joins and publishes to [`publisher_rooms`] in turn, with
 //! `exclude_self` (the protocol lets only members publish, and a publisher is not a subscriber).
-//! The raw adapter has one implicit room that every connection is in. Publishers connect to the
+//! The raw and socketio adapters have one implicit room that every connection is in. Publishers connect to the
 //! publishers' URL; each room's subscribers round-robin over the `--url`s
 //! ([`crate::target::Targets::subscriber`]).
 //!
@@ -70,7 +70,7 @@ impl Fanout {
             .pubs
             .clone()
             .map(|p| {
-                let rs = if plan.adapter == Adapter::Raw {
+                let rs = if plan.adapter.one_room() {
                     vec![0]
                 } else {
                     publisher_rooms(p, publishers, rooms)
@@ -125,7 +125,7 @@ impl Fanout {
     /// Sends `tag` a join for each of `rooms` and returns how many; none in raw mode, where
     /// the one room needs no join.
     pub fn send_joins(&mut self, ctx: &mut Ctx<'_>, tag: usize, rooms: &[usize]) -> usize {
-        if self.adapter == Adapter::Raw {
+        if self.adapter.one_room() {
             return 0;
         }
         for r in rooms {
@@ -214,7 +214,7 @@ impl Workload for Fanout {
             let rooms = p.rooms.clone();
             return self.send_joins(ctx, tag, &rooms);
         }
-        let raw = self.adapter == Adapter::Raw;
+        let raw = self.adapter.one_room();
         let Some(sub) = self.sub(tag) else { return 0 };
         // Raw mode: every connection is in the one room from the start.
         sub.member |= raw;
@@ -384,6 +384,27 @@ mod tests {
         f.begin(&mut bed.ctx(0), 0, 10_000_000);
         assert_eq!(f.rooms.len(), 1);
         assert_eq!(f.rooms[0].members, 4, "every subscriber, at its 101");
+    }
+
+    #[test]
+    fn socketio_mode_has_one_room_and_publishes_msg_events() {
+        let (_, mut f) = fanout(Adapter::SocketIo);
+        let mut bed = Bed::new(6);
+        bed.adapter = Adapter::SocketIo;
+        bed.connect(0..6);
+        for tag in 0..6 {
+            assert_eq!(f.on_ready(&mut bed.ctx(0), tag), 0, "no joins");
+        }
+        assert!(bed.wire.sent.is_empty());
+        bed.stage = Stage::Running;
+        f.begin(&mut bed.ctx(0), 0, 10_000_000);
+        assert_eq!((f.rooms.len(), f.rooms[0].members), (1, 4));
+        f.tick(&mut bed.ctx(0));
+        assert_eq!(
+            bed.wire.sent.first().map(|(tag, m)| (*tag, m.as_str())),
+            Some((0, r#"42["msg",{"t":0,"s":0,"p":0}]"#)),
+            "the probe as a msg event"
+        );
     }
 
     #[test]

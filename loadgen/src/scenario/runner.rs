@@ -1,6 +1,7 @@
 //! One thread's [`Runner`]: what every scenario needs, and nothing one scenario alone does. It
 //! opens the setup connections at the ramp rate, marks each ready at its greeting (the 101 in raw
-//! mode, `welcome` in hub mode), waits for its joins to be acked, moves through the stages
+//! mode, `welcome` in hub mode, the acknowledged CONNECT in socketio mode, whose Engine.IO
+//! handshake and pings it answers itself), waits for its joins to be acked, moves through the stages
 //! (module docs of [`super`]), reads every frame and hands the scenario's traffic to its
 //! [`Workload`] as a [`Frame`], samples the [`Tally`] every second, and builds the thread's part
 //! of the summary.
@@ -17,6 +18,7 @@ use crate::net::{ConnId, Failure, Handler, Net};
 use crate::plan::{Adapter, Plan, Scenario};
 use crate::report::{Connections, RunSummary, Traffic, FORMAT_VERSION};
 use crate::schedule::Schedule;
+use crate::sio;
 
 use super::probe::{fast_probe, FastKind, Inbound};
 use super::tally::Tally;
@@ -80,15 +82,24 @@ pub struct Ctx<'a> {
     pub now: u64,
     pub(super) stage: Stage,
     pub(super) end_ns: u64,
+    pub(super) adapter: Adapter,
+    /// Where a message is framed for the server's protocol (socketio: into an event).
+    pub(super) scratch: &'a mut Vec<u8>,
 }
 
 impl Ctx<'_> {
-    /// Queues a text message on connection `tag`; false when it has no open connection.
+    /// Queues a text message on connection `tag`; false when it has no open connection. In
+    /// socketio mode the message goes out as the argument of a `msg` event.
     pub fn send(&mut self, tag: usize, msg: &[u8]) -> bool {
-        match self.links.get(tag).and_then(|l| l.id) {
-            Some(id) => self.net.send_text(id, msg),
-            None => false,
+        let Some(id) = self.links.get(tag).and_then(|l| l.id) else {
+            return false;
+        };
+        if self.adapter == Adapter::SocketIo {
+            self.scratch.clear();
+            sio::write_event(self.scratch, msg);
+            return self.net.send_text(id, self.scratch);
         }
+        self.net.send_text(id, msg)
     }
 
     /// The connection `tag` holds now, to tell it apart from a later one on the same tag.
@@ -146,6 +157,8 @@ pub struct Runner {
     open_at_end: u64,
     tally: Tally,
     work: Box<dyn Workload>,
+    /// [`Ctx::scratch`], kept to reuse its allocation.
+    scratch: Vec<u8>,
 }
 
 impl Runner {
@@ -187,6 +200,7 @@ impl Runner {
             open_at_end: 0,
             tally,
             work,
+            scratch: Vec::new(),
         }
     }
 
@@ -199,6 +213,8 @@ impl Runner {
             now,
             stage: self.stage,
             end_ns: self.end_ns,
+            adapter: self.adapter,
+            scratch: &mut self.scratch,
         };
         (&mut *self.work, ctx)
     }
@@ -364,6 +380,35 @@ impl Handler for Runner {
         // Another thread's (or process's) publisher may already be past the common start while
         // this thread has not ticked since: start here too, so its first deliveries count.
         self.maybe_begin(net, now);
+        let msg = if self.adapter == Adapter::SocketIo {
+            match sio::parse(msg) {
+                sio::Packet::Event(arg) => arg,
+                sio::Packet::Open => {
+                    net.send_text(id, sio::CONNECT);
+                    return;
+                }
+                sio::Packet::Connected => {
+                    if !self.links[tag].welcomed {
+                        self.greeted(net, id, tag, now);
+                    }
+                    return;
+                }
+                sio::Packet::Ping => {
+                    net.send_text(id, sio::PONG);
+                    return;
+                }
+                sio::Packet::ConnectError => {
+                    self.tally.count("server_error_connect");
+                    return;
+                }
+                sio::Packet::Other => {
+                    self.tally.count("unparsed_frames");
+                    return;
+                }
+            }
+        } else {
+            msg
+        };
         // Deliveries are nearly all the traffic; read them without a JSON parser when they have
         // exactly the layout this tool sends and shardhub forwards (anything else falls through).
         if let Some((kind, p, offset)) = fast_probe(msg) {
@@ -378,7 +423,7 @@ impl Handler for Runner {
             self.tally.count("unparsed_frames");
             return;
         };
-        if self.adapter == Adapter::Raw {
+        if self.adapter.one_room() {
             match m.probe() {
                 _ if !self.work.has_traffic() => {}
                 Some(p) => self.frame(net, tag, Frame::Raw(p), now),

@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 
 use crate::net::ConnId;
-use crate::plan::{Plan, Scenario};
+use crate::plan::{Adapter, Plan, Scenario};
 use crate::report::Sample;
 
 use super::runner::{Ctx, Link, Stage, Wire};
@@ -46,6 +46,9 @@ pub(crate) struct Bed {
     pub(crate) tally: Tally,
     pub(crate) stage: Stage,
     pub(crate) end_ns: u64,
+    /// The protocol the context frames messages for.
+    pub(crate) adapter: Adapter,
+    scratch: Vec<u8>,
     _samples: mpsc::Receiver<Sample>,
 }
 
@@ -59,6 +62,8 @@ impl Bed {
             tally: Tally::new(tx, 0, 0),
             stage: Stage::Setup,
             end_ns: u64::MAX,
+            adapter: Adapter::Hub,
+            scratch: Vec::new(),
             _samples: rx,
         }
     }
@@ -84,6 +89,8 @@ impl Bed {
             now,
             stage: self.stage,
             end_ns: self.end_ns,
+            adapter: self.adapter,
+            scratch: &mut self.scratch,
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Test servers on 127.0.0.1:0 so the client can be tested without shardhub or Python: a raw
-//! RFC 6455 server (echo or broadcast-to-all), and misbehaving servers (never answers, answers
+//! RFC 6455 server (echo or broadcast-to-all), the Engine.IO/Socket.IO handshake, pings and
+//! event broadcast of a Socket.IO chat server, and misbehaving servers (never answers, answers
 //! 503, closes with a code). One thread per connection is fine at test sizes; every blocking read
 //! has a timeout and every server stops when dropped.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,6 +20,10 @@ pub enum Mode {
     Echo,
     /// Send every text frame to every connected client (the sender included).
     Broadcast,
+    /// A Socket.IO broadcast server as `socket.io` speaks it over Engine.IO v4 WebSocket: the
+    /// open packet and a ping at once, `40{sid}` to the namespace connect, then every event
+    /// from any connected client to every connected client (the sender included).
+    SocketIo,
     /// Accept TCP, never answer.
     Silent,
     /// Answer the upgrade with 503.
@@ -33,12 +38,19 @@ type Peers = Arc<Mutex<Vec<Arc<Mutex<TcpStream>>>>>;
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Engine.IO pongs (`3`) received (SocketIo).
+    pongs: Arc<AtomicUsize>,
     accept: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// Engine.IO pongs received so far.
+    pub fn pongs(&self) -> usize {
+        self.pongs.load(Ordering::SeqCst)
     }
 }
 
@@ -57,15 +69,16 @@ pub fn spawn(mode: Mode) -> TestServer {
     let addr = listener.local_addr().expect("local addr");
     let stop = Arc::new(AtomicBool::new(false));
     let peers: Peers = Arc::default();
-    let st = stop.clone();
+    let pongs = Arc::new(AtomicUsize::new(0));
+    let (st, pg) = (stop.clone(), pongs.clone());
     let accept = std::thread::spawn(move || {
         let mut conns = Vec::new();
         while !st.load(Ordering::SeqCst) {
             match listener.accept() {
                 Ok((s, _)) => {
-                    let (st, peers) = (st.clone(), peers.clone());
+                    let (st, peers, pg) = (st.clone(), peers.clone(), pg.clone());
                     conns.push(std::thread::spawn(move || {
-                        let _ = serve(s, mode, &st, &peers);
+                        let _ = serve(s, mode, &st, &peers, &pg);
                     }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -81,6 +94,7 @@ pub fn spawn(mode: Mode) -> TestServer {
     TestServer {
         addr,
         stop,
+        pongs,
         accept: Some(accept),
     }
 }
@@ -122,7 +136,13 @@ fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
     }
 }
 
-fn serve(mut s: TcpStream, mode: Mode, stop: &AtomicBool, peers: &Peers) -> io::Result<()> {
+fn serve(
+    mut s: TcpStream,
+    mode: Mode,
+    stop: &AtomicBool,
+    peers: &Peers,
+    pongs: &AtomicUsize,
+) -> io::Result<()> {
     s.set_read_timeout(Some(Duration::from_millis(50)))?;
     s.set_nodelay(true)?;
     let mut buf = Vec::new();
@@ -172,6 +192,13 @@ fn serve(mut s: TcpStream, mode: Mode, stop: &AtomicBool, peers: &Peers) -> io::
     if mode == Mode::Broadcast {
         peers.lock().unwrap().push(me.clone());
     }
+    if mode == Mode::SocketIo {
+        let open = br#"0{"sid":"t","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+        let mut w = me.lock().unwrap();
+        w.write_all(&frame(1, open))?;
+        // A ping before anything else: a client that ignores it would be dropped.
+        w.write_all(&frame(1, b"2"))?;
+    }
     let result = (|| -> io::Result<()> {
         while !stop.load(Ordering::SeqCst) {
             // Parse every complete (masked) client frame in the buffer.
@@ -207,6 +234,18 @@ fn serve(mut s: TcpStream, mode: Mode, stop: &AtomicBool, peers: &Peers) -> io::
                     }
                     9 => me.lock().unwrap().write_all(&frame(10, &payload))?,
                     1 if mode == Mode::Echo => me.lock().unwrap().write_all(&frame(1, &payload))?,
+                    1 if mode == Mode::SocketIo && payload == b"40" => {
+                        me.lock()
+                            .unwrap()
+                            .write_all(&frame(1, br#"40{"sid":"n"}"#))?;
+                        peers.lock().unwrap().push(me.clone());
+                    }
+                    1 if mode == Mode::SocketIo && payload == b"3" => {
+                        pongs.fetch_add(1, Ordering::SeqCst);
+                    }
+                    1 if mode == Mode::SocketIo && !payload.starts_with(b"42") => {
+                        panic!("unexpected packet {}", String::from_utf8_lossy(&payload))
+                    }
                     1 => {
                         let f = frame(1, &payload);
                         for p in peers.lock().unwrap().iter() {
