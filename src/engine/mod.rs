@@ -16,12 +16,16 @@
 //! * [`handle_writable`](Engine::handle_writable): a socket can take bytes again.
 //!
 //! # Outputs
-//! * [`flush`](Engine::flush): the driver writes each connection with queued output through
-//!   the given function (one `writev` per connection per turn), then the engine settles what
+//! * [`flush`](Engine::flush): the driver writes connections with queued output through the
+//!   given function (one `writev` per connection, at most [`writes::FLUSH_SLICE`] per call: a
+//!   longer walk continues on the next turn, after new input), then the engine settles what
 //!   the writes mean (drained, stalled, failed) and removes the connections that ended.
+//!   Deliveries may be held up to `write_delay` first ([`writes`]).
 //! * [`poll_effect`](Engine::poll_effect): what the driver must do to sockets (drop one,
 //!   resetting it or not; stop accepting).
-//! * [`next_tick`](Engine::next_tick): when to call `handle_timeout` next.
+//! * [`next_wakeup`](Engine::next_wakeup): when to call `handle_timeout` and `flush` next (the
+//!   next tick, or the flush deadline of held output); [`has_pending`](Engine::has_pending):
+//!   do not sleep at all (a walk is under way).
 //!
 //! Order within one turn: inputs in any order, then `handle_timeout`, then `flush`, then drain
 //! `poll_effect`. Messages to other shards leave during the inputs, through the router.
@@ -33,7 +37,7 @@
 //! `lifecycle`: closing, ending sessions, timers, flushing, removal, shutdown. `hooks`: the
 //! application's callbacks and the containment of their panics. The rest are the pieces these
 //! use: the [`directory`], a shard's [`rooms`], the [`router`], the room [`history`], the
-//! [`outbox`], the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
+//! [`outbox`], the write schedule ([`writes`]), the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
 
 pub mod acks;
 pub(crate) mod conn;
