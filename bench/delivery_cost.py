@@ -233,7 +233,9 @@ def main():
                               f"lost {v['lost']}", flush=True)
     meta = {"servers": servers, "args": vars(a), "date": time.strftime("%Y-%m-%d %H:%M"),
             "kernel": os.uname().release, "results": results}
-    with open(os.path.join(a.out, f"{a.tag}results.json"), "w") as f:
+    # results*.json: the name that marks a directory summary, not a loadgen run.
+    name = f"results-{a.tag.rstrip('-')}.json" if a.tag else "results.json"
+    with open(os.path.join(a.out, name), "w") as f:
         json.dump(meta, f, indent=1)
     names = [s["name"] for s in servers]
     if "cpu" in results:
