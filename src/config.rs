@@ -134,6 +134,14 @@ pub struct Config {
     /// closed with 3003 (`Close::WriteStall`). Default 15 s.
     #[serde(with = "humantime_serde_compat")]
     pub write_stall_timeout: Duration,
+    /// How long a connection's deliveries (publications, presence, broadcasts, direct
+    /// messages) may be held so that the frames arriving meanwhile share one write. Default 0:
+    /// off, each turn writes what it queued. Up to 1 s; one deadline per shard, so no delivery
+    /// waits longer than this (plus the write itself). Replies, control frames and HTTP
+    /// responses are never held. Trades latency for fewer system calls: see tuning.md,
+    /// "Write delay".
+    #[serde(with = "humantime_serde_compat")]
+    pub write_delay: Duration,
     /// Time a closing connection gets to finish the close handshake. Default 3 s.
     #[serde(with = "humantime_serde_compat")]
     pub close_timeout: Duration,
@@ -275,6 +283,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(20),
             write_stall_timeout: Duration::from_secs(15),
+            write_delay: Duration::ZERO,
             close_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(100),
@@ -338,6 +347,10 @@ impl Config {
 /// The longest an acknowledged send may wait for receipts (`ack_timeout`, and a request's
 /// `timeout_ms`): pending entries pin memory for that long.
 pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest `write_delay`: past a second, held output is a batch interval rather than a
+/// delay, and heartbeats and the write-stall timeout (1 s and up) would have to allow for it.
+pub const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
 
 /// Most publications one room may keep (`history_size`): a bound on the memory a
 /// configuration typo can claim per room.
@@ -426,6 +439,11 @@ impl Config {
         }
         if self.max_header_bytes < 256 {
             return bad("max_header_bytes must be at least 256".into());
+        }
+        if self.write_delay > MAX_WRITE_DELAY || self.write_delay >= self.write_stall_timeout {
+            return bad(format!(
+                "write_delay must be at most {MAX_WRITE_DELAY:?} and below write_stall_timeout"
+            ));
         }
         if self.tick.is_zero() || self.tick > Duration::from_secs(1) {
             return bad("tick must be between 1 ms and 1 s".into());
@@ -582,6 +600,28 @@ mod tests {
         };
         assert!(c.validate().is_err());
     }
+
+    #[test]
+    fn write_delay_is_off_by_default_and_bounded() {
+        assert_eq!(Config::default().write_delay, Duration::ZERO);
+        let c = Config::from_toml_str("write_delay = \"10ms\"").unwrap();
+        assert_eq!(c.write_delay, Duration::from_millis(10));
+        c.validate().unwrap();
+        let with = |d: Duration, stall: u64| Config {
+            write_delay: d,
+            write_stall_timeout: Duration::from_secs(stall),
+            ..Config::default()
+        };
+        with(MAX_WRITE_DELAY, 15).validate().unwrap();
+        assert!(with(MAX_WRITE_DELAY + Duration::from_millis(1), 15)
+            .validate()
+            .is_err());
+        assert!(
+            with(Duration::from_secs(1), 1).validate().is_err(),
+            "below the stall timeout"
+        );
+    }
+
     /// The service's example configuration (deploy/shardhub.toml) starts as the unit runs it:
     /// with the API key its environment file provides, and not without one (a public HTTP API
     /// without a key is refused).

@@ -144,6 +144,10 @@ struct Args {
     /// Time with queued output and no progress before closing (3003) [default: 15s].
     #[arg(long, env = "SHARDHUB_WRITE_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
     write_stall_timeout: Option<Duration>,
+    /// Hold a connection's deliveries up to this long so they share one write, e.g. 10ms; 0 is
+    /// off (tuning.md, "Write delay") [default: 0].
+    #[arg(long, env = "SHARDHUB_WRITE_DELAY", value_parser = humantime::parse_duration)]
+    write_delay: Option<Duration>,
     /// Time a closing connection gets to finish the close handshake [default: 3s].
     #[arg(long, env = "SHARDHUB_CLOSE_TIMEOUT", value_parser = humantime::parse_duration)]
     close_timeout: Option<Duration>,
@@ -253,6 +257,7 @@ impl Args {
             ping_interval,
             pong_timeout,
             write_stall_timeout,
+            write_delay,
             close_timeout,
             drain_timeout,
             jwt_leeway,

@@ -150,8 +150,10 @@ impl Counter {
 /// Latency distributions a shard records, in microseconds (1 µs to 1 h, 3 significant digits).
 ///
 /// * `fanout`: for each publish or broadcast a shard handles (from its own clients or from
-///   another shard), the time from the reactor waking with it to the end of the flush that
-///   wrote its frames to every local recipient whose socket had room.
+///   another shard), the time from the reactor waking with it to the end of the first write
+///   walk that started after it (that walk wrote its frames to every local recipient whose
+///   socket had room; a walk is written in slices between input, `engine::writes`). With
+///   `write_delay` on, it includes the time the deliveries were held.
 /// * `tick`: the duration of each reactor iteration, waking to the end of its work (no waiting).
 /// * `timer_lag`: how late each connection timer (heartbeat ping, timeout check) fired after its
 ///   deadline: the heartbeat timeliness of a loaded shard (0 up to one tick is on time).

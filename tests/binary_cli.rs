@@ -19,6 +19,7 @@ fn help_explains_the_flags() {
         "--echo",
         "--config",
         "--max-queue-bytes",
+        "--write-delay",
         "--ping-interval",
         "--jwt-secret",
         "--jwt-public-key-file",

@@ -42,8 +42,8 @@ pub(crate) struct Conn<S> {
     pub(crate) live: Liveness,
     /// The tick of the connection's one live timer (`u64::MAX`: none).
     pub(crate) timer_due: u64,
-    /// In the engine's dirty list for the next flush.
-    pub(crate) dirty: bool,
+    /// Where it is in the write schedule (`writes.rs`).
+    pub(crate) dirty: super::writes::Dirty,
     /// To be removed at the end of the turn; nothing more is read, queued or written.
     pub(crate) dead: bool,
     /// Reset the connection when it is removed (the peer never completed the close).

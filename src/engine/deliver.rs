@@ -13,7 +13,7 @@ use super::conn::Stage;
 use super::directory::RoomShared;
 use super::ids::SessionId;
 use super::router::ShardMsg;
-use super::{push_to, Engine};
+use super::{deliver_to, Engine};
 use crate::http::sse;
 use crate::protocol::frame::{self, Frame, OpCode};
 use crate::protocol::reply;
@@ -118,10 +118,10 @@ impl<S> Engine<S> {
                         sse::event(seq, &epoch, sse::ws_payload(&frame)).into()
                     })
                     .clone();
-                if super::enqueue(c, ev, now, &mut self.dirty) {
+                if super::enqueue(c, ev, now, &mut self.writes) {
                     events += 1;
                 }
-            } else if push_to(c, frame.clone(), now, &mut self.dirty) {
+            } else if deliver_to(c, frame.clone(), now, &mut self.writes) {
                 n += 1;
             }
         }
@@ -200,7 +200,7 @@ impl<S> Engine<S> {
             };
             let sees = Some(m) != exclude
                 && matches!(&c.stage, Stage::Ws(w) if w.session.permissions.presence.allows(room));
-            if sees && push_to(c, frame.clone(), now, &mut self.dirty) {
+            if sees && deliver_to(c, frame.clone(), now, &mut self.writes) {
                 n += 1;
             }
         }
@@ -213,7 +213,7 @@ impl<S> Engine<S> {
         let now = self.now;
         let mut n = 0;
         for (_, c) in self.conns.iter_mut() {
-            if Some(c.id) != exclude && push_to(c, frame.clone(), now, &mut self.dirty) {
+            if Some(c.id) != exclude && deliver_to(c, frame.clone(), now, &mut self.writes) {
                 n += 1;
             }
         }
@@ -229,7 +229,7 @@ impl<S> Engine<S> {
         let mut n = 0;
         for &s in list {
             if let Some(c) = self.conns.get_mut(s.key()).filter(|c| c.id == s) {
-                n += u64::from(push_to(c, frame.clone(), now, &mut self.dirty));
+                n += u64::from(deliver_to(c, frame.clone(), now, &mut self.writes));
             }
         }
         self.stats.deliveries.add(n);

@@ -16,12 +16,16 @@
 //! * [`handle_writable`](Engine::handle_writable): a socket can take bytes again.
 //!
 //! # Outputs
-//! * [`flush`](Engine::flush): the driver writes each connection with queued output through
-//!   the given function (one `writev` per connection per turn), then the engine settles what
+//! * [`flush`](Engine::flush): the driver writes connections with queued output through the
+//!   given function (one `writev` per connection, at most [`writes::FLUSH_SLICE`] per call: a
+//!   longer walk continues on the next turn, after new input), then the engine settles what
 //!   the writes mean (drained, stalled, failed) and removes the connections that ended.
+//!   Deliveries may be held up to `write_delay` first ([`writes`]).
 //! * [`poll_effect`](Engine::poll_effect): what the driver must do to sockets (drop one,
 //!   resetting it or not; stop accepting).
-//! * [`next_tick`](Engine::next_tick): when to call `handle_timeout` next.
+//! * [`next_wakeup`](Engine::next_wakeup): when to call `handle_timeout` and `flush` next (the
+//!   next tick, or the flush deadline of held output); [`has_pending`](Engine::has_pending):
+//!   do not sleep at all (a walk is under way).
 //!
 //! Order within one turn: inputs in any order, then `handle_timeout`, then `flush`, then drain
 //! `poll_effect`. Messages to other shards leave during the inputs, through the router.
@@ -33,7 +37,7 @@
 //! `lifecycle`: closing, ending sessions, timers, flushing, removal, shutdown. `hooks`: the
 //! application's callbacks and the containment of their panics. The rest are the pieces these
 //! use: the [`directory`], a shard's [`rooms`], the [`router`], the room [`history`], the
-//! [`outbox`], the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
+//! [`outbox`], the write schedule ([`writes`]), the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
 
 pub mod acks;
 pub(crate) mod conn;
@@ -55,6 +59,7 @@ mod requests;
 pub mod rooms;
 pub mod router;
 pub mod timer;
+pub mod writes;
 
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
@@ -80,6 +85,7 @@ use liveness::{Liveness, Timeouts};
 use outbox::{Flushed, Outbox};
 use router::ShardMsg;
 use timer::{Expired, TimerWheel};
+use writes::{Dirty, Walked, Writes, FLUSH_SLICE};
 
 /// What the driver must do.
 #[derive(Debug)]
@@ -131,9 +137,8 @@ pub struct Engine<S> {
     /// The current tick and nanoseconds, from the last input.
     pub(crate) now: u64,
     pub(crate) now_ns: u64,
-    /// Connections with output queued since the last flush.
-    pub(crate) dirty: Vec<SessionId>,
-    dirty_spare: Vec<SessionId>,
+    /// Which connections are written when: due, held by the write delay, the walk under way.
+    pub(crate) writes: Writes,
     /// Connections whose unwritten output passed `max_queue_bytes` after a write, or made no
     /// progress for `write_stall_timeout`: closed at the end of the flush, with the close
     /// that says which.
@@ -208,8 +213,7 @@ impl<S> Engine<S> {
             tick_ns,
             now: tick,
             now_ns: now,
-            dirty: Vec::new(),
-            dirty_spare: Vec::new(),
+            writes: Writes::new(cfg.write_delay.as_nanos().min(u128::from(u64::MAX)) as u64),
             slow: Vec::new(),
             reap: Vec::new(),
             pending: Vec::new(),
@@ -239,6 +243,7 @@ impl<S> Engine<S> {
     fn set_now(&mut self, now: u64) {
         self.now_ns = self.now_ns.max(now);
         self.now = self.now_ns / self.tick_ns;
+        self.writes.now_ns = self.now_ns;
     }
 
     /// An open connection by id (a stale id, of a connection gone or dying, finds nothing).
@@ -284,7 +289,7 @@ impl<S> Engine<S> {
             outbox: Outbox::default(),
             live: Liveness::new(self.now),
             timer_due: due,
-            dirty: false,
+            dirty: Dirty::Clean,
             dead: false,
             reset: false,
         });
@@ -345,30 +350,79 @@ impl<S> Engine<S> {
 
     // ----- outputs -----
 
-    /// Writes every connection with queued output through `write` (which writes an outbox to
-    /// a socket without blocking), closes the slow consumers that shows, then removes the
-    /// connections that ended.
-    pub fn flush(&mut self, mut write: impl FnMut(&mut S, &mut Outbox) -> io::Result<Flushed>) {
+    /// Writes connections with queued output through `write` (which writes an outbox to a
+    /// socket without blocking), at most [`FLUSH_SLICE`] of them per call (see [`writes`]):
+    /// continues the walk under way, or starts one over the connections due now (held ones
+    /// join once their deadline passed). Then closes the slow consumers the writes showed and
+    /// removes the connections that ended. While [`has_pending`](Self::has_pending) says so,
+    /// the driver calls again after polling for input.
+    pub fn flush(
+        &mut self,
+        mut write: impl FnMut(&mut S, &mut Outbox) -> io::Result<Flushed>,
+    ) -> Walked {
         self.answer_pending();
-        let mut dirty = std::mem::replace(&mut self.dirty, std::mem::take(&mut self.dirty_spare));
-        for &id in &dirty {
+        if self.writes.release_due(self.now_ns) {
+            self.release_held();
+        }
+        let mut walked = Walked::default();
+        if !self.writes.walking() {
+            if self.writes.due.is_empty() && !self.writes.held.is_empty() {
+                // Only held output: nothing to walk before the deadline.
+                self.finish_flush();
+                return walked;
+            }
+            // The due list becomes the walk; the old walk's allocation takes new arrivals.
+            let w = &mut self.writes;
+            w.walk.clear();
+            std::mem::swap(&mut w.walk, &mut w.due);
+            w.pos = 0;
+            walked.started = true;
+        }
+        let walk = std::mem::take(&mut self.writes.walk);
+        let from = self.writes.pos;
+        let to = walk.len().min(from + FLUSH_SLICE);
+        for &id in &walk[from..to] {
             let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
                 continue;
             };
-            c.dirty = false;
+            c.dirty = Dirty::Clean;
             if c.dead {
                 continue;
             }
             let result = write(&mut c.socket, &mut c.outbox);
+            walked.written += 1;
             self.flushed(id, result);
         }
-        // Output queued meanwhile went to the live list; this one is kept for its capacity.
-        dirty.clear();
-        self.dirty_spare = dirty;
+        self.writes.walk = walk;
+        self.writes.pos = to;
+        walked.finished = !self.writes.walking();
+        self.finish_flush();
+        walked
+    }
+
+    /// The end of each flush call: closes the slow consumers, removes what ended.
+    fn finish_flush(&mut self) {
         for (id, why) in std::mem::take(&mut self.slow) {
             self.contain(Some(id), |e| e.close_slow(id, why));
         }
         self.remove_dead();
+    }
+
+    /// The flush deadline passed: every held connection becomes due.
+    fn release_held(&mut self) {
+        let mut held = std::mem::take(&mut self.writes.held);
+        for &id in &held {
+            if let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) {
+                if c.dirty == Dirty::Held {
+                    c.dirty = self.writes.make_due(id, c.dirty);
+                }
+            }
+        }
+        held.clear();
+        if self.writes.held.is_empty() {
+            // Keep the allocation for the next hold.
+            self.writes.held = held;
+        }
     }
 
     /// Answers the pipelined requests the last turn's budget left (see `input.rs`).
@@ -378,9 +432,15 @@ impl<S> Engine<S> {
         }
     }
 
-    /// Whether requests wait for the next turn: the driver must not sleep.
+    /// Whether work waits for the next turn (requests left over, a walk under way, connections
+    /// due): the driver must not sleep.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.writes.walking() || !self.writes.due.is_empty()
+    }
+
+    /// Whether a walk is under way (more `flush` calls will write more).
+    pub fn is_walking(&self) -> bool {
+        self.writes.walking()
     }
 
     /// The next thing the driver must do to a socket.
@@ -392,6 +452,18 @@ impl<S> Engine<S> {
     /// `handle_timeout` again.
     pub fn next_tick(&self) -> u64 {
         (self.wheel.now() + 1) * self.tick_ns
+    }
+
+    /// The latest time to call `handle_timeout` and `flush` again, in nanoseconds since the
+    /// epoch: the next tick, or the flush deadline of held output if that comes first.
+    pub fn next_wakeup(&self) -> u64 {
+        let tick = self.next_tick();
+        self.flush_deadline().map_or(tick, |d| d.min(tick))
+    }
+
+    /// When held output becomes due (`write_delay`), if any is held, in ns since the epoch.
+    pub fn flush_deadline(&self) -> Option<u64> {
+        self.writes.deadline()
     }
 
     /// Whether a shutdown has run its course: no connection is left, or the drain time is up.
@@ -430,7 +502,7 @@ impl<S> Engine<S> {
     /// Queues bytes on any connection that is not dying (responses, control frames).
     pub(crate) fn queue(&mut self, id: SessionId, bytes: Frame) {
         if let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) {
-            enqueue(c, bytes, self.now, &mut self.dirty);
+            enqueue(c, bytes, self.now, &mut self.writes);
         }
     }
 
@@ -440,16 +512,15 @@ impl<S> Engine<S> {
         let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
             return false;
         };
-        push_to(c, frame, now, &mut self.dirty)
+        push_to(c, frame, now, &mut self.writes)
     }
 
     /// Marks a connection as having output to write (bytes tungstenite queued, a writable
     /// socket).
     pub(crate) fn mark_dirty(&mut self, id: SessionId) {
         if let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) {
-            if !c.dirty && !c.dead && !c.outbox.is_empty() {
-                c.dirty = true;
-                self.dirty.push(id);
+            if c.dirty != Dirty::Due && !c.dead && !c.outbox.is_empty() {
+                c.dirty = self.writes.make_due(id, c.dirty);
             }
         }
     }
@@ -460,26 +531,31 @@ pub(crate) fn live<S>(conns: &mut Slab<Conn<S>>, id: SessionId) -> Option<&mut C
     conns.get_mut(id.key()).filter(|c| c.id == id && !c.dead)
 }
 
-/// Queues a frame to an open WebSocket connection (see [`Engine::push`]); split out so a walk
-/// over many connections can use it while holding the slab.
-pub(crate) fn push_to<S>(
-    c: &mut Conn<S>,
-    frame: Frame,
-    now: u64,
-    dirty: &mut Vec<SessionId>,
-) -> bool {
-    c.is_ws() && enqueue(c, frame, now, dirty)
+/// Queues a frame to an open WebSocket connection, due at once (see [`Engine::push`]); split
+/// out so a walk over many connections can use it while holding the slab.
+pub(crate) fn push_to<S>(c: &mut Conn<S>, frame: Frame, now: u64, writes: &mut Writes) -> bool {
+    c.is_ws() && enqueue(c, frame, now, writes)
 }
 
-/// The one place bytes join an outbox, whatever the connection's stage. The queue is not
-/// bounded here but after each write (`lifecycle::flushed`): what counts against
+/// Queues a delivery (a publication, presence event, broadcast or direct message) to an open
+/// WebSocket connection: like [`push_to`], but held by the write delay when it is on
+/// ([`writes`]).
+pub(crate) fn deliver_to<S>(c: &mut Conn<S>, frame: Frame, now: u64, writes: &mut Writes) -> bool {
+    if !c.is_ws() {
+        return false;
+    }
+    if c.outbox.is_empty() {
+        c.live.last_tx = now;
+    }
+    c.outbox.push(frame);
+    c.dirty = writes.deliver(c.id, c.dirty);
+    true
+}
+
+/// The one place bytes join an outbox due at once, whatever the connection's stage. The queue
+/// is not bounded here but after each write (`lifecycle::flushed`): what counts against
 /// `max_queue_bytes` is what the socket would not take, not a burst it was never offered.
-pub(crate) fn enqueue<S>(
-    c: &mut Conn<S>,
-    frame: Frame,
-    now: u64,
-    dirty: &mut Vec<SessionId>,
-) -> bool {
+pub(crate) fn enqueue<S>(c: &mut Conn<S>, frame: Frame, now: u64, writes: &mut Writes) -> bool {
     if c.dead {
         return false;
     }
@@ -487,9 +563,8 @@ pub(crate) fn enqueue<S>(
         c.live.last_tx = now;
     }
     c.outbox.push(frame);
-    if !c.dirty {
-        c.dirty = true;
-        dirty.push(c.id);
+    if c.dirty != Dirty::Due {
+        c.dirty = writes.make_due(c.id, c.dirty);
     }
     true
 }

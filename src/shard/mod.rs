@@ -4,9 +4,11 @@
 //! Each turn of [`Shard::run`]: poll (mio, edge-triggered) → accept → read each ready
 //! connection into the shard's one scratch buffer and hand the bytes to the engine, until
 //! `WouldBlock` or the read budget → drain the inbox into the engine → let the engine's timers
-//! fire → write every connection the engine queued output for (one `writev` each) → apply the
-//! engine's effects (drop sockets, stop accepting). Nothing writes to a socket in the middle of
-//! an event, so frames for one connection coalesce into one write.
+//! fire → write the connections the engine queued output for (one `writev` each, at most
+//! `FLUSH_SLICE` per turn: a long fan-out walk is resumed on the next turn, after new input
+//! was read, see `engine::writes`) → apply the engine's effects (drop sockets, stop
+//! accepting). Nothing writes to a socket in the middle of an event, so frames for one
+//! connection coalesce into one write.
 //!
 //! The driver knows sockets and time; the engine knows everything else. A connection's mio
 //! token is its [`SessionId`], whose sequence part makes a stale event for a reused slab slot
@@ -24,6 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::engine::ids::SessionId;
 use crate::engine::router::ShardMsg;
+use crate::engine::writes::Walked;
 use crate::engine::{Effect, Engine, Input};
 use crate::http::response::Response;
 use crate::http::Listener;
@@ -73,6 +76,11 @@ pub(crate) struct Shard {
     /// The engine's tick at the last histogram merge.
     last_tick: u64,
     hist: Histograms,
+    /// Fan-outs handled (when the reactor woke with them, how many) whose recipients wait for
+    /// the next walk to start, and those in the walk under way: a fan-out is done when the
+    /// first walk that started after it ends.
+    fanouts_next: Vec<(Instant, u64)>,
+    fanouts_walk: Vec<(Instant, u64)>,
 }
 
 impl Shard {
@@ -109,6 +117,8 @@ impl Shard {
             last_accept_warning: None,
             last_tick: 0,
             hist: Histograms::default(),
+            fanouts_next: Vec::new(),
+            fanouts_walk: Vec::new(),
             hub,
         })
     }
@@ -125,7 +135,7 @@ impl Shard {
             let timeout = if busy || self.inbox.has_backlog() {
                 Duration::ZERO
             } else {
-                Duration::from_nanos(self.engine.next_tick().saturating_sub(self.now()))
+                Duration::from_nanos(self.engine.next_wakeup().saturating_sub(self.now()))
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -166,9 +176,13 @@ impl Shard {
             }
             let now = self.now();
             self.engine.handle_timeout(now);
-            self.engine.flush(|socket, outbox| outbox.flush(socket));
+            let fanouts = self.engine.take_fanouts();
+            if fanouts > 0 {
+                self.fanouts_next.push((woke, fanouts));
+            }
+            let walked = self.engine.flush(|socket, outbox| outbox.flush(socket));
             self.apply_effects();
-            self.record(woke);
+            self.record(woke, walked);
             if self.engine.is_drained() {
                 self.engine.abandon();
                 self.apply_effects();
@@ -308,14 +322,18 @@ impl Shard {
         }
     }
 
-    /// Records the turn in the histograms; once per tick, merges them into the shared ones and
-    /// marks the reactor alive for `/ready`.
-    fn record(&mut self, woke: Instant) {
-        let busy = woke.elapsed();
-        Histograms::record(&mut self.hist.tick, busy, 1);
-        let fanouts = self.engine.take_fanouts();
-        if fanouts > 0 {
-            Histograms::record(&mut self.hist.fanout, busy, fanouts);
+    /// Records the turn in the histograms (and the fan-outs the walk finished); once per
+    /// tick, merges them into the shared ones and marks the reactor alive for `/ready`.
+    fn record(&mut self, woke: Instant, walked: Walked) {
+        let end = Instant::now();
+        Histograms::record(&mut self.hist.tick, end - woke, 1);
+        if walked.started {
+            self.fanouts_walk.append(&mut self.fanouts_next);
+        }
+        if walked.finished {
+            for (at, n) in self.fanouts_walk.drain(..) {
+                Histograms::record(&mut self.hist.fanout, end - at, n);
+            }
         }
         let tick = self.engine.next_tick();
         if tick != self.last_tick {

@@ -24,6 +24,8 @@ mod presence;
 mod stored;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod writes;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -82,6 +84,8 @@ pub struct Pipe {
     window: Option<usize>,
     /// The server dropped the socket; `reset` if it did so with a reset.
     closed: Option<bool>,
+    /// Write calls that took bytes (one per `writev` of the driver).
+    writes: usize,
 }
 
 /// The socket type the simulated engines hold.
@@ -99,6 +103,27 @@ impl Write for PipeWriter<'_> {
             *w -= n;
         }
         self.0.to_client.extend_from_slice(&buf[..n]);
+        self.0.writes += 1;
+        Ok(n)
+    }
+
+    /// One call takes from every slice, as `writev` does (and counts once).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let n = self.0.window.map_or(total, |w| w.min(total));
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if let Some(w) = &mut self.0.window {
+            *w -= n;
+        }
+        let mut left = n;
+        for b in bufs {
+            let take = b.len().min(left);
+            self.0.to_client.extend_from_slice(&b[..take]);
+            left -= take;
+        }
+        self.0.writes += 1;
         Ok(n)
     }
 
@@ -355,16 +380,41 @@ impl Sim {
         self.queues.q[shard].lock().unwrap().len()
     }
 
-    /// Writes out what the engines queued, without carrying inbox messages.
+    /// Writes out what the engines queued (whole walks), without carrying inbox messages.
     fn flush_outputs(&mut self) {
-        for e in &mut self.engines {
-            e.flush(|pipe, outbox| outbox.flush(&mut PipeWriter(&mut pipe.borrow_mut())));
-            while let Some(effect) = e.poll_effect() {
-                if let Effect::Closed { socket, reset } = effect {
-                    socket.borrow_mut().closed = Some(reset);
-                }
+        for i in 0..self.engines.len() {
+            self.flush_once(i);
+            while self.engines[i].is_walking() {
+                self.flush_once(i);
             }
         }
+    }
+
+    /// One `flush` call of shard `shard`'s engine (one slice of a walk), as one reactor turn
+    /// makes, with its effects applied.
+    pub fn flush_once(&mut self, shard: usize) -> super::writes::Walked {
+        let e = &mut self.engines[shard];
+        let walked = e.flush(|pipe, outbox| outbox.flush(&mut PipeWriter(&mut pipe.borrow_mut())));
+        while let Some(effect) = e.poll_effect() {
+            if let Effect::Closed { socket, reset } = effect {
+                socket.borrow_mut().closed = Some(reset);
+            }
+        }
+        walked
+    }
+
+    /// Sends a text message from a client and lets its shard handle it, writing nothing: what
+    /// it queued waits for the next [`flush_once`](Self::flush_once) or [`step`](Self::step).
+    pub fn send_unflushed(&mut self, c: &mut Client, v: Value) {
+        let mut io = ClientIo {
+            rx: &mut Vec::new(),
+            tx: &mut c.tx,
+        };
+        c.ws.write(&mut io, Message::text(v.to_string()))
+            .expect("client write");
+        c.ws.flush(&mut io).expect("client flush");
+        let bytes = std::mem::take(&mut c.tx);
+        self.engines[c.shard].handle_input(c.id, Input::Bytes(&bytes), self.clock);
     }
 
     /// Carries routed messages between engines and flushes every engine until all is quiet.
@@ -378,13 +428,8 @@ impl Sim {
                     e.handle_inbox(m, self.clock);
                 }
             }
-            for e in &mut self.engines {
-                e.flush(|pipe, outbox| outbox.flush(&mut PipeWriter(&mut pipe.borrow_mut())));
-                while let Some(effect) = e.poll_effect() {
-                    if let Effect::Closed { socket, reset } = effect {
-                        socket.borrow_mut().closed = Some(reset);
-                    }
-                }
+            for i in 0..self.engines.len() {
+                self.flush_once(i);
             }
             if !moved && !self.engines.iter().any(Engine::has_pending) {
                 return;
@@ -392,12 +437,17 @@ impl Sim {
         }
     }
 
-    /// Moves the clock by `d`, one tick at a time, firing timers and settling after each.
+    /// Moves the clock by `d`, one tick at a time, stopping as well at every flush deadline of
+    /// held output (`write_delay`), firing timers and settling after each.
     pub fn advance(&mut self, d: Duration) {
         let tick = self.hub.config().tick.as_nanos() as u64;
         let end = self.clock + d.as_nanos() as u64;
         while self.clock < end {
-            self.clock = (self.clock + tick).min(end);
+            let held = self.engines.iter().filter_map(Engine::flush_deadline).min();
+            let next = held.map_or(self.clock + tick, |h| {
+                h.clamp(self.clock + 1, self.clock + tick)
+            });
+            self.clock = next.min(end);
             for e in &mut self.engines {
                 e.handle_timeout(self.clock);
             }
@@ -501,5 +551,10 @@ impl Client {
     /// Whether the server dropped the connection, and whether with a reset.
     pub fn dropped(&self) -> Option<bool> {
         self.pipe.borrow().closed
+    }
+
+    /// Write calls the server made on this connection so far (each a `writev`).
+    pub fn writes(&self) -> usize {
+        self.pipe.borrow().writes
     }
 }
