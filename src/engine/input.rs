@@ -10,6 +10,7 @@ use tungstenite::protocol::{Role, WebSocketContext};
 use tungstenite::Message as WsMessage;
 
 use super::conn::{Closing, Feed, SseConn, Stage, WsConn};
+use super::framing::Framing;
 use super::history::Since;
 use super::ids::SessionId;
 use super::lifecycle::{close_frame, Linger};
@@ -254,10 +255,13 @@ impl<S> super::Engine<S> {
             upgrade::switching_protocols(&req.accept, admitted.subprotocol).into(),
         );
         let rate = RateLimiter::new(&self.hub.shared.gate.rates, self.now_ns);
-        let ws = WebSocketContext::new(Role::Server, Some(self.ws_config));
         let user = session.user.clone();
         let Some(c) = self.conn(id) else { return };
-        c.stage = Stage::Ws(WsConn { ws, session, rate });
+        c.stage = Stage::Ws(WsConn {
+            framing: Framing::default(),
+            session,
+            rate,
+        });
         self.stats.handshakes.add(1);
         self.stats.connections.add(1);
         self.hub.shared.router.directory().add_session(SessionInfo {
@@ -327,7 +331,7 @@ impl<S> super::Engine<S> {
         // after `close_timeout`.
         c.stage = Stage::Closing(Closing {
             since: now,
-            ws: Some(ws),
+            ws: Some(Box::new(ws)),
             linger: Linger::UntilAnswered,
         });
         self.mark_dirty(id);
@@ -456,12 +460,17 @@ impl<S> super::Engine<S> {
 
     /// Feeds bytes to tungstenite and handles every message they complete.
     fn ws_input(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
+        let config = self.ws_config;
+        if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
+            w.framing.context(config);
+            w.framing.saw(bytes);
+        }
         let mut rest = bytes;
         loop {
             let Some(c) = self.conn(id) else { return };
             let ws = match &mut c.stage {
-                Stage::Ws(w) => &mut w.ws,
-                Stage::Closing(Closing { ws: Some(ws), .. }) => ws,
+                Stage::Ws(w) => w.framing.context(config),
+                Stage::Closing(Closing { ws: Some(ws), .. }) => &mut **ws,
                 _ => return,
             };
             let mut feed = Feed {
@@ -485,7 +494,11 @@ impl<S> super::Engine<S> {
                 }
                 Ok(_) => {} // pings are answered by tungstenite; pongs only prove life
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return
+                    // Every byte is read: between messages, the framing state goes.
+                    if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
+                        w.framing.settle();
+                    }
+                    return;
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     // The close handshake is complete; our reply (if any) is in the outbox.

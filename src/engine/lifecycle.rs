@@ -102,6 +102,7 @@ impl<S> Engine<S> {
         d: Disconnect,
         linger: Linger,
     ) {
+        let config = self.ws_config;
         let Some(c) = self.conn(id) else { return };
         let Stage::Ws(w) = &mut c.stage else {
             return self.drop_conn(id, d);
@@ -113,7 +114,7 @@ impl<S> Engine<S> {
             out: &mut c.outbox,
         };
         // Writes go to the outbox and cannot block; an error means it is already closing.
-        let _ = w.ws.close(&mut feed, Some(frame));
+        let _ = w.framing.context(config).close(&mut feed, Some(frame));
         self.mark_dirty(id);
         self.end_session(id, d, linger);
     }
@@ -136,6 +137,7 @@ impl<S> Engine<S> {
     /// Moves a connection to `Closing`, ending its session first: see the module docs.
     pub(crate) fn end_session(&mut self, id: SessionId, d: Disconnect, linger: Linger) {
         let now = self.now;
+        let config = self.ws_config;
         let Some(c) = self.conn(id) else { return };
         let closing = Stage::Closing(Closing {
             since: now,
@@ -147,7 +149,7 @@ impl<S> Engine<S> {
                 if linger == Linger::UntilAnswered {
                     // The peer's close reply is still to be read.
                     if let Stage::Closing(cl) = &mut c.stage {
-                        cl.ws = Some(w.ws);
+                        cl.ws = Some(w.framing.into_context(config));
                     }
                 } else {
                     // Nothing more is read: tungstenite's pending replies (a close reply) go to
@@ -159,7 +161,9 @@ impl<S> Engine<S> {
                         eof: false,
                         out: &mut c.outbox,
                     };
-                    let _ = w.ws.flush(&mut feed);
+                    if let Some(mut ws) = w.framing.take() {
+                        let _ = ws.flush(&mut feed);
+                    }
                 }
                 Some((w.session, true))
             }

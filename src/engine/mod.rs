@@ -40,6 +40,7 @@ pub(crate) mod conn;
 mod deliver;
 mod direct;
 pub mod directory;
+pub(crate) mod framing;
 pub mod history;
 mod hooks;
 pub mod ids;
