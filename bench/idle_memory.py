@@ -3,7 +3,8 @@
 
 Starts the server (release build) with one shard, opens N WebSocket connections from this
 process (raw sockets, the upgrade only, no traffic), waits for the server to settle, and
-reports (RSS after - RSS before) / N. Standard library only; N must stay under this process's
+reports (RSS after - RSS before) / N, and the same for the anonymous part of RSS alone (the
+heap: RSS also counts the executable's pages that serving the first connections faults in). Standard library only; N must stay under this process's
 open-file limit.
 
 With --join ROOM every connection also joins ROOM (and reads its ack) before the measurement;
@@ -22,6 +23,17 @@ import sys
 import time
 
 from benchlib import free_port, rss, wait_port
+
+def rss_anon(pid):
+    """The anonymous part of a process's RSS (heap, stacks), in bytes: RSS without the pages of
+    the executable and libraries, which the first connections fault in (a few MB for a large
+    binary with debug info) and the page cache may evict and reload at any time."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
 
 def upgrade_request(user):
     return (f"GET /ws?user={user} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
@@ -66,11 +78,11 @@ def main():
         cmd += a.server_args.split()
         if a.read_buffer_bytes:
             cmd += ["--read-buffer-bytes", str(a.read_buffer_bytes)]
-    srv = subprocess.Popen(cmd)
+    srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     try:
         wait_port(port)
         time.sleep(0.5)
-        before = rss(srv.pid)
+        before, before_anon = rss(srv.pid), rss_anon(srv.pid)
         socks = []
         t0 = time.time()
         # The welcome (shardhub) comes in the same write as the 101; uWebSockets sends none.
@@ -96,15 +108,17 @@ def main():
         settle(socks[len(socks) // 500 * 500:])
         took = time.time() - t0
         time.sleep(a.settle)
-        after = rss(srv.pid)
+        after, after_anon = rss(srv.pid), rss_anon(srv.pid)
         per = (after - before) / a.conns
+        per_anon = (after_anon - before_anon) / a.conns
         if a.json:
             print(json.dumps({"conns": a.conns, "rss_before": before, "rss_after": after,
-                              "bytes_per_conn": round(per), "server": " ".join(cmd),
+                              "bytes_per_conn": round(per), "anon_bytes_per_conn": round(per_anon),
+                              "server": " ".join(cmd),
                               "join": a.join, "distinct_users": a.distinct_users}))
         else:
             print(f"idle connections: {a.conns} in {took:.1f}s; server RSS {before/1e6:.1f} MB -> "
-                  f"{after/1e6:.1f} MB; {per:.0f} bytes per idle connection "
+                  f"{after/1e6:.1f} MB; {per:.0f} bytes per idle connection ({per_anon:.0f} anonymous) "
                   f"(read_buffer_bytes={a.read_buffer_bytes or 512})")
         for s in socks:
             s.close()

@@ -236,7 +236,7 @@ impl<S> super::Engine<S> {
         let user: Arc<str> = admitted.user.unwrap_or_else(|| format!("anon-{id}").into());
         let max_name = self.cfg().max_name_bytes;
         let Some(c) = self.conn(id) else { return };
-        let mut session = Session::new(id, c.addr);
+        let mut session = Session::new(id, c.addr());
         session.user = user;
         session.permissions = admitted.permissions;
         let hooks = self.hooks.clone();
@@ -267,7 +267,7 @@ impl<S> super::Engine<S> {
         self.hub.shared.router.directory().add_session(SessionInfo {
             id,
             user: user.clone(),
-            addr: self.conns[id.key()].addr,
+            addr: self.conns[id.key()].addr(),
         });
         self.users.entry(user.clone()).or_default().push(id);
         if !self.cfg().echo {
@@ -330,6 +330,7 @@ impl<S> super::Engine<S> {
         // As for any close the server starts: the socket goes when the client answers, or
         // after `close_timeout`.
         c.stage = Stage::Closing(Closing {
+            addr: c.addr(),
             since: now,
             ws: Some(Box::new(ws)),
             linger: Linger::UntilAnswered,
@@ -402,7 +403,7 @@ impl<S> super::Engine<S> {
         let now = self.now;
         self.queue(id, Frame::from(sse::response_head()));
         let Some(c) = self.conn(id) else { return };
-        let mut session = Session::new(id, c.addr);
+        let mut session = Session::new(id, c.addr());
         session.user = user;
         session.permissions = admitted.permissions;
         session.rooms.push(joined.room.name.clone());

@@ -140,6 +140,7 @@ impl<S> Engine<S> {
         let config = self.ws_config;
         let Some(c) = self.conn(id) else { return };
         let closing = Stage::Closing(Closing {
+            addr: c.addr(),
             since: now,
             ws: None,
             linger,
@@ -391,7 +392,7 @@ impl<S> Engine<S> {
             }
             let c = self.conns.remove(id.key());
             self.hub.shared.open.fetch_sub(1, Ordering::Relaxed);
-            self.hub.shared.gate.ip.release(c.addr.ip(), self.now_ns);
+            self.hub.shared.gate.ip.release(c.addr().ip(), self.now_ns);
             // Output the peer never took (a slow consumer past `close_timeout`, a dead one past
             // its heartbeat): reset rather than an orderly close that would wait behind bytes
             // nobody reads. docs/protocol.md, "Slow consumers".

@@ -274,8 +274,8 @@ impl<S> Engine<S> {
         entry.insert(Conn {
             socket,
             id,
-            addr,
             stage: Stage::Http(HttpConn {
+                addr,
                 buf: Vec::new(),
                 requests: 0,
                 since: self.now,
