@@ -269,7 +269,11 @@ impl<S> super::Engine<S> {
             user: user.clone(),
             addr: self.conns[id.key()].addr(),
         });
-        self.users.entry(user.clone()).or_default().push(id);
+        // Most users have one session: a list of one (8 bytes), not Vec's first four (32).
+        self.users
+            .entry(user.clone())
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(id);
         if !self.cfg().echo {
             if !hooks.no_welcome {
                 let out = self.fb.start();
@@ -406,7 +410,7 @@ impl<S> super::Engine<S> {
         let mut session = Session::new(id, c.addr());
         session.user = user;
         session.permissions = admitted.permissions;
-        session.rooms.push(joined.room.name.clone());
+        session.push_room(joined.room.name.clone());
         c.stage = Stage::Sse(SseConn {
             session,
             last_beat: now,
