@@ -142,10 +142,7 @@ impl Shard {
                     Token(t) => {
                         let id = SessionId(t as u64);
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            // Only a plain readable edge may stop at a short read: an end of
-                            // stream or an error already signalled gets no second edge.
-                            let plain = !ev.is_read_closed() && !ev.is_error();
-                            self.read(id, plain);
+                            self.read(id);
                         }
                         if ev.is_writable() {
                             self.engine.handle_writable(id);
@@ -156,7 +153,7 @@ impl Shard {
             // Swap in the spare list so reads may queue again; both keep their capacity.
             let mut ready = mem::replace(&mut self.ready, mem::take(&mut self.ready_spare));
             for &id in &ready {
-                self.read(id, false);
+                self.read(id);
             }
             ready.clear();
             self.ready_spare = ready;
@@ -255,16 +252,8 @@ impl Shard {
         self.accept_paused = true;
     }
 
-    /// Reads a connection until `WouldBlock`, its end, or the read budget; with `short_ends`,
-    /// also until a read that did not fill the scratch buffer.
-    ///
-    /// A short read took everything the socket had (a TCP stream returns what is buffered, up
-    /// to the buffer's size), and with edge-triggered readiness any byte arriving after it
-    /// raises a new readable edge: the read that would only answer `WouldBlock` is skipped,
-    /// which is one `recvfrom` of the six a client costs from connect to welcome (and of the
-    /// close), as tokio does on Linux. The caller passes `short_ends` only for a readable
-    /// event that reported no end of stream or error, since those are signalled once.
-    fn read(&mut self, id: SessionId, short_ends: bool) {
+    /// Reads a connection until `WouldBlock`, its end, or the read budget.
+    fn read(&mut self, id: SessionId) {
         for _ in 0..READ_BUDGET {
             let now = nanos_since(self.epoch);
             let Some(socket) = self.engine.socket_mut(id) else {
@@ -277,10 +266,7 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Input::Error(e.kind()),
             };
-            let more = match input {
-                Input::Bytes(b) => !short_ends || b.len() == self.scratch.len(),
-                Input::Eof | Input::Error(_) => false,
-            };
+            let more = matches!(input, Input::Bytes(_));
             self.engine.handle_input(id, input, now);
             if !more {
                 return;
