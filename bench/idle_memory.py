@@ -3,12 +3,20 @@
 
 Starts the server (release build) with one shard, opens N WebSocket connections from this
 process (raw sockets, the upgrade only, no traffic), waits for the server to settle, and
-reports (RSS after - RSS before) / N. Standard library only; N must stay under this process's
+reports (RSS after - RSS before) / N, and the same for the anonymous part of RSS alone (the
+heap: RSS also counts the executable's pages that serving the first connections faults in). Standard library only; N must stay under this process's
 open-file limit.
 
+With --join ROOM every connection also joins ROOM (and reads its ack) before the measurement;
+--distinct-users gives each its own user id (user=idle-<i>) instead of one shared user.
+--server-cmd measures another server instead (e.g. uWebSockets' hub: raw upgrade, no welcome);
+"{port}" in it is replaced by the port.
+
     python3 bench/idle_memory.py --conns 10000 [--read-buffer-bytes 512] [--server PATH]
+        [--join lobby] [--distinct-users] [--server-cmd "taskset -c 0 uws_hub {port}"]
 """
 import argparse
+import json
 import socket
 import subprocess
 import sys
@@ -16,9 +24,37 @@ import time
 
 from benchlib import free_port, rss, wait_port
 
-REQ = (b"GET /ws?user=idle HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
-       b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+def rss_anon(pid):
+    """The anonymous part of a process's RSS (heap, stacks), in bytes: RSS without the pages of
+    the executable and libraries, which the first connections fault in (a few MB for a large
+    binary with debug info) and the page cache may evict and reload at any time."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def upgrade_request(user):
+    return (f"GET /ws?user={user} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode()
+
+
+def masked_text(payload):
+    """A client text frame (payload under 126 bytes), masked with a zero key."""
+    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+def recv_until(sock, needle):
+    """Reads until `needle` has arrived (the answers are small and come at once)."""
+    got = b""
+    while needle not in got:
+        chunk = sock.recv(4096)
+        if not chunk:
+            sys.exit("server closed a connection")
+        got += chunk
+    return got
 
 
 def main():
@@ -26,40 +62,63 @@ def main():
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--read-buffer-bytes", type=int, default=None)
     ap.add_argument("--server", default="target/release/shardhub")
+    ap.add_argument("--server-args", default="", help="extra shardhub arguments")
+    ap.add_argument("--server-cmd", default=None, help="another server's command; {port} is replaced")
+    ap.add_argument("--join", default=None, help="room every connection joins (shardhub)")
+    ap.add_argument("--distinct-users", action="store_true", help="user=idle-<i> instead of one user")
+    ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait before the second RSS reading")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     a = ap.parse_args()
 
     port = free_port()
-    cmd = [a.server, "--listen", f"127.0.0.1:{port}", "--shards", "1", "--log", "warn"]
-    if a.read_buffer_bytes:
-        cmd += ["--read-buffer-bytes", str(a.read_buffer_bytes)]
-    srv = subprocess.Popen(cmd)
+    if a.server_cmd:
+        cmd = a.server_cmd.replace("{port}", str(port)).split()
+    else:
+        cmd = [a.server, "--listen", f"127.0.0.1:{port}", "--shards", "1", "--log", "warn"]
+        cmd += a.server_args.split()
+        if a.read_buffer_bytes:
+            cmd += ["--read-buffer-bytes", str(a.read_buffer_bytes)]
+    srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     try:
         wait_port(port)
         time.sleep(0.5)
-        before = rss(srv.pid)
+        before, before_anon = rss(srv.pid), rss_anon(srv.pid)
         socks = []
         t0 = time.time()
+        # The welcome (shardhub) comes in the same write as the 101; uWebSockets sends none.
+        greeting = b"\r\n\r\n" if a.server_cmd else b'"welcome"'
+        join = a.join and masked_text(f'{{"type":"join","room":"{a.join}","id":1}}'.encode())
+
+        def settle(batch):  # the 101 + welcome, then the join's ack, of a batch
+            for t in batch:
+                if not recv_until(t, greeting).startswith(b"HTTP/1.1 101"):
+                    sys.exit("upgrade refused")
+                if join:
+                    t.sendall(join)
+            if join:
+                for t in batch:
+                    recv_until(t, b'"ack"')
+
         for i in range(a.conns):
             s = socket.create_connection(("127.0.0.1", port), 5)
-            s.sendall(REQ)
+            s.sendall(upgrade_request(f"idle-{i}" if a.distinct_users else "idle"))
             socks.append(s)
-            if len(socks) % 500 == 0:  # read the 101 + welcome of the last batch
-                for t in socks[-500:]:
-                    if not t.recv(4096).startswith(b"HTTP/1.1 101"):
-                        sys.exit("upgrade refused")
-        for t in socks[len(socks) // 500 * 500:]:
-            t.recv(4096)
+            if len(socks) % 500 == 0:
+                settle(socks[-500:])
+        settle(socks[len(socks) // 500 * 500:])
         took = time.time() - t0
-        time.sleep(2)
-        after = rss(srv.pid)
+        time.sleep(a.settle)
+        after, after_anon = rss(srv.pid), rss_anon(srv.pid)
         per = (after - before) / a.conns
+        per_anon = (after_anon - before_anon) / a.conns
         if a.json:
-            print(f'{{"conns":{a.conns},"rss_before":{before},"rss_after":{after},"bytes_per_conn":{per:.0f},'
-                  f'"read_buffer_bytes":{a.read_buffer_bytes or 512}}}')
+            print(json.dumps({"conns": a.conns, "rss_before": before, "rss_after": after,
+                              "bytes_per_conn": round(per), "anon_bytes_per_conn": round(per_anon),
+                              "server": " ".join(cmd),
+                              "join": a.join, "distinct_users": a.distinct_users}))
         else:
             print(f"idle connections: {a.conns} in {took:.1f}s; server RSS {before/1e6:.1f} MB -> "
-                  f"{after/1e6:.1f} MB; {per:.0f} bytes per idle connection "
+                  f"{after/1e6:.1f} MB; {per:.0f} bytes per idle connection ({per_anon:.0f} anonymous) "
                   f"(read_buffer_bytes={a.read_buffer_bytes or 512})")
         for s in socks:
             s.close()

@@ -92,6 +92,15 @@ impl Session {
         self.rooms.iter().map(|r| &**r)
     }
 
+    /// Records a room joined. Most sessions are in one room: the first gets a list of one
+    /// (16 bytes) rather than Vec's first four (64); a second grows it as usual.
+    pub(crate) fn push_room(&mut self, room: Arc<str>) {
+        if self.rooms.capacity() == 0 {
+            self.rooms.reserve_exact(1);
+        }
+        self.rooms.push(room);
+    }
+
     /// Whether the session is in `room`.
     pub fn in_room(&self, room: &str) -> bool {
         self.rooms.iter().any(|r| &**r == room)

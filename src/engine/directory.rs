@@ -408,7 +408,11 @@ impl Directory {
     /// Adds an open session.
     pub fn add_session(&self, info: SessionInfo) {
         let mut g = self.lock();
-        g.users.entry(info.user.clone()).or_default().push(info.id);
+        // Most users have one session: a list of one (8 bytes), not Vec's first four (32).
+        g.users
+            .entry(info.user.clone())
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(info.id);
         let change = Change::Up {
             id: info.id,
             user: info.user.clone(),

@@ -10,6 +10,7 @@ use tungstenite::protocol::{Role, WebSocketContext};
 use tungstenite::Message as WsMessage;
 
 use super::conn::{Closing, Feed, SseConn, Stage, WsConn};
+use super::framing::Framing;
 use super::history::Since;
 use super::ids::SessionId;
 use super::lifecycle::{close_frame, Linger};
@@ -235,7 +236,7 @@ impl<S> super::Engine<S> {
         let user: Arc<str> = admitted.user.unwrap_or_else(|| format!("anon-{id}").into());
         let max_name = self.cfg().max_name_bytes;
         let Some(c) = self.conn(id) else { return };
-        let mut session = Session::new(id, c.addr);
+        let mut session = Session::new(id, c.addr());
         session.user = user;
         session.permissions = admitted.permissions;
         let hooks = self.hooks.clone();
@@ -254,18 +255,25 @@ impl<S> super::Engine<S> {
             upgrade::switching_protocols(&req.accept, admitted.subprotocol).into(),
         );
         let rate = RateLimiter::new(&self.hub.shared.gate.rates, self.now_ns);
-        let ws = WebSocketContext::new(Role::Server, Some(self.ws_config));
         let user = session.user.clone();
         let Some(c) = self.conn(id) else { return };
-        c.stage = Stage::Ws(WsConn { ws, session, rate });
+        c.stage = Stage::Ws(WsConn {
+            framing: Framing::default(),
+            session,
+            rate,
+        });
         self.stats.handshakes.add(1);
         self.stats.connections.add(1);
         self.hub.shared.router.directory().add_session(SessionInfo {
             id,
             user: user.clone(),
-            addr: self.conns[id.key()].addr,
+            addr: self.conns[id.key()].addr(),
         });
-        self.users.entry(user.clone()).or_default().push(id);
+        // Most users have one session: a list of one (8 bytes), not Vec's first four (32).
+        self.users
+            .entry(user.clone())
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(id);
         if !self.cfg().echo {
             if !hooks.no_welcome {
                 let out = self.fb.start();
@@ -326,8 +334,9 @@ impl<S> super::Engine<S> {
         // As for any close the server starts: the socket goes when the client answers, or
         // after `close_timeout`.
         c.stage = Stage::Closing(Closing {
+            addr: c.addr(),
             since: now,
-            ws: Some(ws),
+            ws: Some(Box::new(ws)),
             linger: Linger::UntilAnswered,
         });
         self.mark_dirty(id);
@@ -398,10 +407,10 @@ impl<S> super::Engine<S> {
         let now = self.now;
         self.queue(id, Frame::from(sse::response_head()));
         let Some(c) = self.conn(id) else { return };
-        let mut session = Session::new(id, c.addr);
+        let mut session = Session::new(id, c.addr());
         session.user = user;
         session.permissions = admitted.permissions;
-        session.rooms.push(joined.room.name.clone());
+        session.push_room(joined.room.name.clone());
         c.stage = Stage::Sse(SseConn {
             session,
             last_beat: now,
@@ -456,12 +465,17 @@ impl<S> super::Engine<S> {
 
     /// Feeds bytes to tungstenite and handles every message they complete.
     fn ws_input(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
+        let config = self.ws_config;
+        if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
+            w.framing.context(config);
+            w.framing.saw(bytes);
+        }
         let mut rest = bytes;
         loop {
             let Some(c) = self.conn(id) else { return };
             let ws = match &mut c.stage {
-                Stage::Ws(w) => &mut w.ws,
-                Stage::Closing(Closing { ws: Some(ws), .. }) => ws,
+                Stage::Ws(w) => w.framing.context(config),
+                Stage::Closing(Closing { ws: Some(ws), .. }) => &mut **ws,
                 _ => return,
             };
             let mut feed = Feed {
@@ -485,7 +499,11 @@ impl<S> super::Engine<S> {
                 }
                 Ok(_) => {} // pings are answered by tungstenite; pongs only prove life
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return
+                    // Every byte is read: between messages, the framing state goes.
+                    if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
+                        w.framing.settle();
+                    }
+                    return;
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     // The close handshake is complete; our reply (if any) is in the outbox.

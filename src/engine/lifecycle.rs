@@ -102,6 +102,7 @@ impl<S> Engine<S> {
         d: Disconnect,
         linger: Linger,
     ) {
+        let config = self.ws_config;
         let Some(c) = self.conn(id) else { return };
         let Stage::Ws(w) = &mut c.stage else {
             return self.drop_conn(id, d);
@@ -113,7 +114,7 @@ impl<S> Engine<S> {
             out: &mut c.outbox,
         };
         // Writes go to the outbox and cannot block; an error means it is already closing.
-        let _ = w.ws.close(&mut feed, Some(frame));
+        let _ = w.framing.context(config).close(&mut feed, Some(frame));
         self.mark_dirty(id);
         self.end_session(id, d, linger);
     }
@@ -136,8 +137,10 @@ impl<S> Engine<S> {
     /// Moves a connection to `Closing`, ending its session first: see the module docs.
     pub(crate) fn end_session(&mut self, id: SessionId, d: Disconnect, linger: Linger) {
         let now = self.now;
+        let config = self.ws_config;
         let Some(c) = self.conn(id) else { return };
         let closing = Stage::Closing(Closing {
+            addr: c.addr(),
             since: now,
             ws: None,
             linger,
@@ -147,7 +150,7 @@ impl<S> Engine<S> {
                 if linger == Linger::UntilAnswered {
                     // The peer's close reply is still to be read.
                     if let Stage::Closing(cl) = &mut c.stage {
-                        cl.ws = Some(w.ws);
+                        cl.ws = Some(w.framing.into_context(config));
                     }
                 } else {
                     // Nothing more is read: tungstenite's pending replies (a close reply) go to
@@ -159,7 +162,9 @@ impl<S> Engine<S> {
                         eof: false,
                         out: &mut c.outbox,
                     };
-                    let _ = w.ws.flush(&mut feed);
+                    if let Some(mut ws) = w.framing.take() {
+                        let _ = ws.flush(&mut feed);
+                    }
                 }
                 Some((w.session, true))
             }
@@ -387,7 +392,7 @@ impl<S> Engine<S> {
             }
             let c = self.conns.remove(id.key());
             self.hub.shared.open.fetch_sub(1, Ordering::Relaxed);
-            self.hub.shared.gate.ip.release(c.addr.ip(), self.now_ns);
+            self.hub.shared.gate.ip.release(c.addr().ip(), self.now_ns);
             // Output the peer never took (a slow consumer past `close_timeout`, a dead one past
             // its heartbeat): reset rather than an orderly close that would wait behind bytes
             // nobody reads. docs/protocol.md, "Slow consumers".

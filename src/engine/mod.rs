@@ -44,6 +44,7 @@ pub(crate) mod conn;
 mod deliver;
 mod direct;
 pub mod directory;
+pub(crate) mod framing;
 pub mod history;
 mod hooks;
 pub mod ids;
@@ -278,8 +279,8 @@ impl<S> Engine<S> {
         entry.insert(Conn {
             socket,
             id,
-            addr,
             stage: Stage::Http(HttpConn {
+                addr,
                 buf: Vec::new(),
                 requests: 0,
                 since: self.now,

@@ -172,7 +172,7 @@ impl<S> Engine<S> {
             return self.ack(id, req_id, ack);
         }
         if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
-            w.session.rooms.push(room.clone());
+            w.session.push_room(room.clone());
         }
         self.rooms.add(&j.room, id);
         let since = recover.map(|r| (r.offset, r.epoch.to_string()));

@@ -305,7 +305,7 @@ impl<S> Engine<S> {
                     at
                 } else {
                     if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
-                        w.session.rooms.push(j.room.name.clone());
+                        w.session.push_room(j.room.name.clone());
                     }
                     let rooms = &mut self.rooms;
                     let at = log.join(since, now, || rooms.add(&j.room, id));

@@ -304,8 +304,9 @@ impl Shard {
     fn apply_effects(&mut self) {
         while let Some(effect) = self.engine.poll_effect() {
             match effect {
-                Effect::Closed { mut socket, reset } => {
-                    let _ = self.poll.registry().deregister(&mut socket);
+                Effect::Closed { socket, reset } => {
+                    // Not deregistered: closing the descriptor (it is never duplicated) takes
+                    // it out of the epoll set, and an `epoll_ctl` per connection is saved.
                     if reset {
                         let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
                     }

@@ -17,6 +17,8 @@ mod direct;
 #[cfg(test)]
 mod history;
 #[cfg(test)]
+mod memory;
+#[cfg(test)]
 mod model;
 #[cfg(test)]
 mod presence;
