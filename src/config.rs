@@ -87,6 +87,14 @@ pub struct Config {
     /// changes. Default 1 s.
     #[serde(with = "humantime_serde_compat")]
     pub presence_interval: Duration,
+    /// Negotiate permessage-deflate (RFC 7692, no context takeover either way) with clients
+    /// that offer it. Default off, as in uWebSockets and Centrifugo: it costs server CPU for
+    /// each message (compressed once per shard, inflated per client message) to save
+    /// bandwidth; see tuning.md, "Compression".
+    pub compression: bool,
+    /// Data frames with fewer payload bytes go uncompressed even to compressing sessions:
+    /// small messages barely shrink and still cost a compression. Default 128 (tuning.md).
+    pub compression_min_bytes: usize,
     /// Largest incoming message (after reassembly of fragments); larger ones close with 1009.
     /// Default 64 KiB: chat-sized, and it bounds what one client can make the server buffer.
     pub max_message_bytes: usize,
@@ -259,6 +267,8 @@ impl Default for Config {
             presence: true,
             presence_limit: 100,
             presence_interval: Duration::from_secs(1),
+            compression: false,
+            compression_min_bytes: 128,
             max_message_bytes: 64 * 1024,
             max_json_depth: crate::protocol::json::DEFAULT_MAX_DEPTH,
             max_header_bytes: 8 * 1024,
@@ -417,6 +427,12 @@ impl Config {
         }
         if self.max_message_bytes == 0 {
             return bad("max_message_bytes must be positive".into());
+        }
+        if self.compression_min_bytes > self.max_message_bytes.max(1 << 20) {
+            return bad(format!(
+                "compression_min_bytes must be at most {} (max_message_bytes or 1 MiB)",
+                self.max_message_bytes.max(1 << 20)
+            ));
         }
         if self.max_queue_bytes < 1024 {
             return bad("max_queue_bytes must be at least 1024".into());

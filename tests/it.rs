@@ -37,5 +37,7 @@ mod permissions;
 mod limits;
 // Cluster mode: three nodes over a real NATS and a real Redis server.
 mod cluster;
+// permessage-deflate: negotiation, compressed publications, compressed input, bombs.
+mod compression;
 // Hostile input: a matrix of attacks, each followed by a check that a bystander is still served.
 mod hostile;

@@ -89,6 +89,12 @@ pub(crate) struct WsConn {
     pub(crate) session: Session,
     /// Message and byte buckets.
     pub(crate) rate: RateLimiter,
+    /// permessage-deflate: 0 when not negotiated, else the server window (8..=15) the client
+    /// allowed (`crate::protocol::deflate::Agreed`).
+    pub(crate) deflate: u8,
+    /// The compressed-input shim's place, only while inside a frame or a compressed message
+    /// (`crate::protocol::deflate::rx`): nothing for an idle connection.
+    pub(crate) rx: Option<Box<crate::protocol::deflate::RxState>>,
 }
 
 impl std::fmt::Debug for WsConn {

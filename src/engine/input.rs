@@ -221,6 +221,10 @@ impl<S> super::Engine<S> {
         if self.draining.is_some() {
             return self.refuse(id, &Response::refusal(503, "server shutting down"));
         }
+        let deflate = match self.negotiate_compression(&req) {
+            Ok(d) => d,
+            Err(resp) => return self.refuse(id, &resp),
+        };
         let admitted = match self.admit(&req) {
             Ok(a) => a,
             Err(refusal) => {
@@ -249,15 +253,27 @@ impl<S> super::Engine<S> {
                 return self.refuse(id, &Response::refusal(400, &e.0));
             }
         }
+        let extensions = deflate.map(|a| a.response());
         self.queue(
             id,
-            upgrade::switching_protocols(&req.accept, admitted.subprotocol).into(),
+            upgrade::switching_protocols_with(
+                &req.accept,
+                admitted.subprotocol,
+                extensions.as_deref(),
+            )
+            .into(),
         );
         let rate = RateLimiter::new(&self.hub.shared.gate.rates, self.now_ns);
         let ws = WebSocketContext::new(Role::Server, Some(self.ws_config));
         let user = session.user.clone();
         let Some(c) = self.conn(id) else { return };
-        c.stage = Stage::Ws(WsConn { ws, session, rate });
+        c.stage = Stage::Ws(WsConn {
+            ws,
+            session,
+            rate,
+            deflate: deflate.map_or(0, |a| a.server_window_bits),
+            rx: None,
+        });
         self.stats.handshakes.add(1);
         self.stats.connections.add(1);
         self.hub.shared.router.directory().add_session(SessionInfo {
@@ -454,8 +470,17 @@ impl<S> super::Engine<S> {
 
     // ----- WebSocket -----
 
-    /// Feeds bytes to tungstenite and handles every message they complete.
+    /// Handles a WebSocket's bytes: through the permessage-deflate shim first if the session
+    /// compresses (`compression.rs`), else straight to tungstenite.
     fn ws_input(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
+        if self.compressing(id) {
+            return self.ws_input_inflating(id, bytes, eof);
+        }
+        self.ws_read(id, bytes, eof);
+    }
+
+    /// Feeds bytes to tungstenite and handles every message they complete.
+    pub(super) fn ws_read(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
         let mut rest = bytes;
         loop {
             let Some(c) = self.conn(id) else { return };

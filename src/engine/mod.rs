@@ -36,6 +36,7 @@
 //! [`outbox`], the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
 
 pub mod acks;
+mod compression;
 pub(crate) mod conn;
 mod deliver;
 mod direct;
@@ -148,6 +149,8 @@ pub struct Engine<S> {
     pub(crate) scratch: Vec<u8>,
     pub(crate) json: simd_json::Buffers,
     pub(crate) fb: FrameBuf,
+    /// permessage-deflate: the shard's compressor, inflater and compress-once cache.
+    pub(crate) compression: compression::Compression,
     pub(crate) actions: Vec<crate::hooks::Action>,
     /// Set once shutdown began: the tick by which every connection must be gone.
     pub(crate) draining: Option<u64>,
@@ -218,6 +221,10 @@ impl<S> Engine<S> {
             scratch: Vec::new(),
             json: simd_json::Buffers::default(),
             fb: FrameBuf::default(),
+            compression: compression::Compression::new(
+                cfg.compression_min_bytes,
+                hub.shared.stats[shard].clone(),
+            ),
             actions: Vec::new(),
             draining: None,
             fanouts: 0,
@@ -440,7 +447,7 @@ impl<S> Engine<S> {
         let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
             return false;
         };
-        push_to(c, frame, now, &mut self.dirty)
+        push_to(c, frame, now, &mut self.dirty, &mut self.compression)
     }
 
     /// Marks a connection as having output to write (bytes tungstenite queued, a writable
@@ -461,13 +468,19 @@ pub(crate) fn live<S>(conns: &mut Slab<Conn<S>>, id: SessionId) -> Option<&mut C
 }
 
 /// Queues a frame to an open WebSocket connection (see [`Engine::push`]); split out so a walk
-/// over many connections can use it while holding the slab.
+/// over many connections can use it while holding the slab. A session that negotiated
+/// permessage-deflate gets the frame's compressed twin, made once ([`compression`]).
 pub(crate) fn push_to<S>(
     c: &mut Conn<S>,
     frame: Frame,
     now: u64,
     dirty: &mut Vec<SessionId>,
+    z: &mut compression::Compression,
 ) -> bool {
+    let frame = match &c.stage {
+        Stage::Ws(w) if w.deflate != 0 && !c.dead => z.frame_for(frame, w.deflate),
+        _ => frame,
+    };
     c.is_ws() && enqueue(c, frame, now, dirty)
 }
 
