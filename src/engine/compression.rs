@@ -121,19 +121,36 @@ impl<S> super::Engine<S> {
     pub(super) fn ws_input_inflating(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
         let limit = self.cfg().max_message_bytes;
         let mut buf = std::mem::take(&mut self.compression.rx_buf);
-        buf.clear();
-        let conn = super::live(&mut self.conns, id).map(|c| &mut c.stage);
-        let result = match conn {
-            Some(Stage::Ws(w)) => deflate::rewrite(
+        let mut rest = bytes;
+        let result = loop {
+            buf.clear();
+            let conn = super::live(&mut self.conns, id).map(|c| &mut c.stage);
+            let Some(Stage::Ws(w)) = conn else {
+                // The session ended (a close frame, an error): tungstenite reads the rest, as
+                // it does after any close.
+                self.ws_read(id, rest, eof);
+                break Ok(());
+            };
+            match deflate::rewrite(
                 &mut w.rx,
-                bytes,
+                rest,
                 limit,
                 &mut self.compression.inflater,
                 &mut buf,
-            ),
-            _ => Ok(()),
+            ) {
+                Ok(used) => {
+                    rest = &rest[used..];
+                    self.ws_read(id, &buf, eof && rest.is_empty());
+                    if rest.is_empty() {
+                        break Ok(());
+                    }
+                }
+                Err(e) => {
+                    self.ws_read(id, &buf, false);
+                    break Err(e);
+                }
+            }
         };
-        self.ws_read(id, &buf, eof && result.is_ok());
         if buf.capacity() > 256 * 1024 {
             buf = Vec::new();
         }

@@ -89,42 +89,48 @@ pub fn compressed_bound(limit: usize) -> usize {
     limit.saturating_add(limit / 1024).saturating_add(64)
 }
 
-/// Rewrites `input` (the next bytes from the client) into `out` for tungstenite, carrying the
-/// connection's place in `state` across calls. On an error, `out` still holds the rewriting of
-/// every frame before the offending one (tungstenite should read those first); the state is
-/// then meaningless and the connection must close.
+/// Rewrites the next bytes from the client into `out` for tungstenite, carrying the
+/// connection's place in `state` across calls; returns how many bytes of `input` it used.
+///
+/// It stops right after each inflated message, so the caller hands `out` to tungstenite and
+/// calls again with the rest: `out` then never holds more than one inflated message (at most
+/// `limit` bytes) beside the input, where a read full of tiny messages that each inflate to
+/// `limit` would otherwise multiply. On an error, `out` still holds the rewriting of every
+/// frame before the offending one (tungstenite should read those first); the state is then
+/// meaningless and the connection must close.
 pub fn rewrite(
     state: &mut Option<Box<RxState>>,
     input: &[u8],
     limit: usize,
     inflater: &mut Inflater,
     out: &mut Vec<u8>,
-) -> Result<(), RxError> {
+) -> Result<usize, RxError> {
     let mut st = match state.take() {
         Some(b) => *b,
         None => RxState::default(),
     };
-    st.run(input, limit, inflater, out)?;
+    let left = st.run(input, limit, inflater, out)?;
     if !st.idle() {
         *state = Some(Box::new(st));
     }
-    Ok(())
+    Ok(input.len() - left)
 }
 
 impl RxState {
+    /// [`rewrite`]'s loop; returns how many input bytes are left.
     fn run(
         &mut self,
         mut input: &[u8],
         limit: usize,
         inflater: &mut Inflater,
         out: &mut Vec<u8>,
-    ) -> Result<(), RxError> {
+    ) -> Result<usize, RxError> {
         loop {
             if self.frame.is_none() && !self.header(&mut input, limit, out)? {
-                return Ok(()); // the rest of the header has not arrived
+                return Ok(0); // the rest of the header has not arrived
             }
             let Some(f) = &mut self.frame else {
-                return Ok(());
+                return Ok(0);
             };
             let n = usize::try_from(f.remaining)
                 .unwrap_or(usize::MAX)
@@ -147,7 +153,7 @@ impl RxState {
                 _ => out.extend_from_slice(now),
             }
             if f.remaining > 0 {
-                return Ok(()); // the input ended inside this frame's payload
+                return Ok(0); // the input ended inside this frame's payload
             }
             let fin = f.inflate.as_ref().is_some_and(|u| u.fin);
             self.frame = None;
@@ -157,6 +163,7 @@ impl RxState {
                     client_header(m.opcode, plain.len(), out);
                     out.extend_from_slice(plain);
                     inflater.shrink();
+                    return Ok(input.len());
                 }
             }
         }
@@ -304,8 +311,12 @@ mod tests {
     /// Feeds `stream` in chunks of `step` bytes; returns the rewritten bytes or the error.
     fn run(stream: &[u8], step: usize, limit: usize) -> Result<Vec<u8>, RxError> {
         let (mut st, mut inf, mut out) = (None, Inflater::default(), Vec::new());
-        for chunk in stream.chunks(step.max(1)) {
-            rewrite(&mut st, chunk, limit, &mut inf, &mut out)?;
+        for mut chunk in stream.chunks(step.max(1)) {
+            while !chunk.is_empty() {
+                let used = rewrite(&mut st, chunk, limit, &mut inf, &mut out)?;
+                assert!(used > 0 && used <= chunk.len());
+                chunk = &chunk[used..];
+            }
         }
         assert!(st.is_none(), "a complete stream leaves no state");
         Ok(out)
@@ -355,7 +366,7 @@ mod tests {
         let c = deflated(b"abcabcabcabc");
         let cases = [
             frame(0x80 | RSV1 | 0x9, b"", KEY),       // RSV1 on a ping
-            frame(0x80 | RSV1 | 0x0, &c, KEY),        // RSV1 on a continuation
+            frame(0x80 | RSV1, &c, KEY),              // RSV1 on a continuation (opcode 0)
             frame(0x80 | RSV1 | 0x20 | 0x1, &c, KEY), // RSV1 with RSV2
             [frame(RSV1 | 0x1, &c, KEY), frame(0x81, b"x", KEY)].concat(), // data inside
             [
@@ -388,6 +399,74 @@ mod tests {
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         huge.extend_from_slice(&KEY);
         assert_eq!(run(&huge, 3, 1000), Err(RxError::TooBig));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Any message, compressed and cut into any number of fragments, arriving in reads
+            /// of any size, comes out as exactly its plain frame.
+            #[test]
+            fn any_compressed_message_round_trips(
+                data in proptest::collection::vec(any::<u8>(), 0..3000),
+                repeat in 1usize..8,
+                parts in 1usize..6,
+                step in 1usize..300,
+                key in any::<[u8; 4]>(),
+            ) {
+                let data = data.repeat(repeat);
+                let z = {
+                    let f = Compressor::default().compress(&encode(OpCode::Binary, &data));
+                    match f {
+                        Some(f) => {
+                            let (_, off) = server_frame(&f).unwrap();
+                            f[off..].to_vec()
+                        }
+                        None => return Ok(()), // incompressible: sent plain
+                    }
+                };
+                let cut = z.len().div_ceil(parts).max(1);
+                let chunks: Vec<&[u8]> = z.chunks(cut).collect();
+                let mut wire = Vec::new();
+                for (i, c) in chunks.iter().enumerate() {
+                    let fin = if i + 1 == chunks.len() { 0x80 } else { 0 };
+                    let first = if i == 0 { RSV1 | 0x2 } else { 0 };
+                    wire.extend(frame(fin | first, c, key));
+                }
+                prop_assert_eq!(run(&wire, step, 1 << 16).unwrap(), frame(0x82, &data, [0; 4]));
+            }
+
+            /// Arbitrary bytes never panic, never hand on more than the input plus one
+            /// inflated message per call, and leave no state behind an error.
+            #[test]
+            fn arbitrary_bytes_are_bounded(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2000),
+                step in 1usize..64,
+                limit in 1usize..5000,
+            ) {
+                let (mut st, mut inf) = (None, Inflater::default());
+                'outer: for mut chunk in bytes.chunks(step) {
+                    while !chunk.is_empty() {
+                        let mut out = Vec::new();
+                        match rewrite(&mut st, chunk, limit, &mut inf, &mut out) {
+                            Ok(used) => {
+                                prop_assert!(used > 0 && used <= chunk.len());
+                                prop_assert!(out.len() <= used + limit + 2 * 14);
+                                chunk = &chunk[used..];
+                            }
+                            Err(_) => {
+                                prop_assert!(st.is_none());
+                                break 'outer;
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
