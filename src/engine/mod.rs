@@ -30,6 +30,7 @@
 //! `conn`: a connection's lifecycle. `input`: HTTP requests, upgrades, WebSocket frames.
 //! `requests`: the hub protocol's requests. `direct`: direct messages with receipts
 //! ([`acks`]) and for offline users ([`offline`]). `deliver`: routed messages to local members.
+//! `compression`: permessage-deflate's compress-once cache and the inflating read path.
 //! `lifecycle`: closing, ending sessions, timers, flushing, removal, shutdown. `hooks`: the
 //! application's callbacks and the containment of their panics. The rest are the pieces these
 //! use: the [`directory`], a shard's [`rooms`], the [`router`], the room [`history`], the
