@@ -279,7 +279,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     if a.sizes:
         rows = sizes()
-        json.dump(rows, open(os.path.join(out, "sizes.json"), "w"), indent=1)
+        json.dump(rows, open(os.path.join(out, "results-sizes.json"), "w"), indent=1)
         for r in rows:
             print(r)
         return
@@ -291,7 +291,7 @@ def main():
             r["round"] = rnd
             results.append(r)
             print(json.dumps(r), flush=True)
-            json.dump(r, open(os.path.join(out, f"fanout-{v}-{rnd}.json"), "w"), indent=1)
+            json.dump(r, open(os.path.join(out, f"results-fanout-{v}-{rnd}.json"), "w"), indent=1)
     json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
     for v in ("plain", "deflate"):
         rs = [r for r in results if r["variant"] == v]
