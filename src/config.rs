@@ -579,6 +579,20 @@ mod tests {
     }
 
     #[test]
+    fn compression_is_off_by_default_and_its_keys_parse_and_validate() {
+        let d = Config::default();
+        assert!(!d.compression);
+        let c = Config::from_toml_str("compression = true\ncompression_min_bytes = 0\n").unwrap();
+        assert!(c.compression && c.compression_min_bytes == 0);
+        assert!(c.validate().is_ok());
+        let c = Config {
+            compression_min_bytes: (1 << 20) + 1,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err(), "a minimum no message can reach");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         assert!(Config::from_toml_str("lisen = \"x\"").is_err());
         assert!(Config::from_toml_str("ping_interval = \"soon\"").is_err());
