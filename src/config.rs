@@ -87,6 +87,14 @@ pub struct Config {
     /// changes. Default 1 s.
     #[serde(with = "humantime_serde_compat")]
     pub presence_interval: Duration,
+    /// Negotiate permessage-deflate (RFC 7692, no context takeover either way) with clients
+    /// that offer it. Default off, as in uWebSockets and Centrifugo: it costs server CPU for
+    /// each message (compressed once per shard, inflated per client message) to save
+    /// bandwidth; see tuning.md, "Compression".
+    pub compression: bool,
+    /// Data frames with fewer payload bytes go uncompressed even to compressing sessions:
+    /// small messages barely shrink and still cost a compression. Default 128 (tuning.md).
+    pub compression_min_bytes: usize,
     /// Largest incoming message (after reassembly of fragments); larger ones close with 1009.
     /// Default 64 KiB: chat-sized, and it bounds what one client can make the server buffer.
     pub max_message_bytes: usize,
@@ -267,6 +275,8 @@ impl Default for Config {
             presence: true,
             presence_limit: 100,
             presence_interval: Duration::from_secs(1),
+            compression: false,
+            compression_min_bytes: 128,
             max_message_bytes: 64 * 1024,
             max_json_depth: crate::protocol::json::DEFAULT_MAX_DEPTH,
             max_header_bytes: 8 * 1024,
@@ -431,6 +441,12 @@ impl Config {
         if self.max_message_bytes == 0 {
             return bad("max_message_bytes must be positive".into());
         }
+        if self.compression_min_bytes > self.max_message_bytes.max(1 << 20) {
+            return bad(format!(
+                "compression_min_bytes must be at most {} (max_message_bytes or 1 MiB)",
+                self.max_message_bytes.max(1 << 20)
+            ));
+        }
         if self.max_queue_bytes < 1024 {
             return bad("max_queue_bytes must be at least 1024".into());
         }
@@ -578,6 +594,20 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(5));
         assert_eq!(c.room_capacities["vip"], 2);
         assert_eq!(c.max_message_bytes, Config::default().max_message_bytes);
+    }
+
+    #[test]
+    fn compression_is_off_by_default_and_its_keys_parse_and_validate() {
+        let d = Config::default();
+        assert!(!d.compression);
+        let c = Config::from_toml_str("compression = true\ncompression_min_bytes = 0\n").unwrap();
+        assert!(c.compression && c.compression_min_bytes == 0);
+        assert!(c.validate().is_ok());
+        let c = Config {
+            compression_min_bytes: (1 << 20) + 1,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err(), "a minimum no message can reach");
     }
 
     #[test]

@@ -100,6 +100,12 @@ struct Args {
     /// [default: 1s].
     #[arg(long, env = "SHARDHUB_PRESENCE_INTERVAL", value_parser = humantime::parse_duration)]
     presence_interval: Option<Duration>,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it [default: false].
+    #[arg(long, env = "SHARDHUB_COMPRESSION")]
+    compression: Option<bool>,
+    /// Messages with fewer payload bytes go uncompressed [default: 128].
+    #[arg(long, env = "SHARDHUB_COMPRESSION_MIN_BYTES")]
+    compression_min_bytes: Option<usize>,
     /// Largest incoming message in bytes; larger ones close with 1009 [default: 65536].
     #[arg(long, env = "SHARDHUB_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
@@ -243,6 +249,8 @@ impl Args {
             presence,
             presence_limit,
             presence_interval,
+            compression,
+            compression_min_bytes,
             max_message_bytes,
             max_json_depth,
             max_header_bytes,

@@ -67,6 +67,14 @@ counters! {
     deliveries,
     /// Bytes written to sockets.
     bytes_out,
+    /// Data frames compressed for permessage-deflate sessions (once per frame and shard,
+    /// however many sessions get it).
+    compressed_frames,
+    /// Deliveries that went compressed (each recipient counts once; also in `deliveries`).
+    compressed_deliveries,
+    /// Bytes the compressed deliveries saved against their plain frames, summed over
+    /// recipients.
+    compression_bytes_saved,
     /// Sessions closed for falling behind (queue over `max_queue_bytes` or write stall).
     slow_consumer_closes,
     /// Sessions dropped for silence past `ping_interval + pong_timeout`.

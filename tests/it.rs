@@ -39,5 +39,7 @@ mod limits;
 mod cluster;
 // The write delay: deliveries held to share writes, replies not held.
 mod write_delay;
+// permessage-deflate: negotiation, compressed publications, compressed input, bombs.
+mod compression;
 // Hostile input: a matrix of attacks, each followed by a check that a bystander is still served.
 mod hostile;

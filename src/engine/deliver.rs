@@ -121,7 +121,13 @@ impl<S> Engine<S> {
                 if super::enqueue(c, ev, now, &mut self.writes) {
                     events += 1;
                 }
-            } else if deliver_to(c, frame.clone(), now, &mut self.writes) {
+            } else if deliver_to(
+                c,
+                frame.clone(),
+                now,
+                &mut self.writes,
+                &mut self.compression,
+            ) {
                 n += 1;
             }
         }
@@ -200,7 +206,15 @@ impl<S> Engine<S> {
             };
             let sees = Some(m) != exclude
                 && matches!(&c.stage, Stage::Ws(w) if w.session.permissions.presence.allows(room));
-            if sees && deliver_to(c, frame.clone(), now, &mut self.writes) {
+            if sees
+                && deliver_to(
+                    c,
+                    frame.clone(),
+                    now,
+                    &mut self.writes,
+                    &mut self.compression,
+                )
+            {
                 n += 1;
             }
         }
@@ -213,7 +227,15 @@ impl<S> Engine<S> {
         let now = self.now;
         let mut n = 0;
         for (_, c) in self.conns.iter_mut() {
-            if Some(c.id) != exclude && deliver_to(c, frame.clone(), now, &mut self.writes) {
+            if Some(c.id) != exclude
+                && deliver_to(
+                    c,
+                    frame.clone(),
+                    now,
+                    &mut self.writes,
+                    &mut self.compression,
+                )
+            {
                 n += 1;
             }
         }
@@ -229,7 +251,13 @@ impl<S> Engine<S> {
         let mut n = 0;
         for &s in list {
             if let Some(c) = self.conns.get_mut(s.key()).filter(|c| c.id == s) {
-                n += u64::from(deliver_to(c, frame.clone(), now, &mut self.writes));
+                n += u64::from(deliver_to(
+                    c,
+                    frame.clone(),
+                    now,
+                    &mut self.writes,
+                    &mut self.compression,
+                ));
             }
         }
         self.stats.deliveries.add(n);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tungstenite::protocol::{Role, WebSocketContext};
 use tungstenite::Message as WsMessage;
 
+use super::compression::Deflating;
 use super::conn::{Closing, Feed, SseConn, Stage, WsConn};
 use super::framing::Framing;
 use super::history::Since;
@@ -222,6 +223,10 @@ impl<S> super::Engine<S> {
         if self.draining.is_some() {
             return self.refuse(id, &Response::refusal(503, "server shutting down"));
         }
+        let deflate = match self.negotiate_compression(&req) {
+            Ok(d) => d,
+            Err(resp) => return self.refuse(id, &resp),
+        };
         let admitted = match self.admit(&req) {
             Ok(a) => a,
             Err(refusal) => {
@@ -250,9 +255,15 @@ impl<S> super::Engine<S> {
                 return self.refuse(id, &Response::refusal(400, &e.0));
             }
         }
+        let extensions = deflate.map(|a| a.response());
         self.queue(
             id,
-            upgrade::switching_protocols(&req.accept, admitted.subprotocol).into(),
+            upgrade::switching_protocols_with(
+                &req.accept,
+                admitted.subprotocol,
+                extensions.as_deref(),
+            )
+            .into(),
         );
         let rate = RateLimiter::new(&self.hub.shared.gate.rates, self.now_ns);
         let user = session.user.clone();
@@ -261,6 +272,12 @@ impl<S> super::Engine<S> {
             framing: Framing::default(),
             session,
             rate,
+            deflate: deflate.map(|a| {
+                Box::new(Deflating {
+                    window: a.server_window_bits,
+                    rx: None,
+                })
+            }),
         });
         self.stats.handshakes.add(1);
         self.stats.connections.add(1);
@@ -463,8 +480,19 @@ impl<S> super::Engine<S> {
 
     // ----- WebSocket -----
 
-    /// Feeds bytes to tungstenite and handles every message they complete.
+    /// Handles a WebSocket's bytes: through the permessage-deflate shim first if the session
+    /// compresses (`compression.rs`), else straight to tungstenite.
     fn ws_input(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
+        if self.compressing(id) {
+            return self.ws_input_inflating(id, bytes, eof);
+        }
+        self.ws_read(id, bytes, eof);
+    }
+
+    /// Feeds bytes to tungstenite and handles every message they complete. For a compressing
+    /// session these are the shim's rewritten frames: the framing tracker follows what
+    /// tungstenite reads.
+    pub(super) fn ws_read(&mut self, id: SessionId, bytes: &[u8], eof: bool) {
         let config = self.ws_config;
         if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
             w.framing.context(config);

@@ -34,12 +34,14 @@
 //! `conn`: a connection's lifecycle. `input`: HTTP requests, upgrades, WebSocket frames.
 //! `requests`: the hub protocol's requests. `direct`: direct messages with receipts
 //! ([`acks`]) and for offline users ([`offline`]). `deliver`: routed messages to local members.
+//! `compression`: permessage-deflate's compress-once cache and the inflating read path.
 //! `lifecycle`: closing, ending sessions, timers, flushing, removal, shutdown. `hooks`: the
 //! application's callbacks and the containment of their panics. The rest are the pieces these
 //! use: the [`directory`], a shard's [`rooms`], the [`router`], the room [`history`], the
 //! [`outbox`], the write schedule ([`writes`]), the [`timer`] wheel, the [`liveness`] policy, [`ratelimit`] and [`iplimit`].
 
 pub mod acks;
+mod compression;
 pub(crate) mod conn;
 mod deliver;
 mod direct;
@@ -80,7 +82,7 @@ use crate::http::Listener;
 use crate::hub::Hub;
 use crate::metrics::{Histograms, ShardStats};
 use crate::protocol::frame::{Frame, FrameBuf};
-use conn::{Conn, HttpConn, Stage};
+use conn::{Conn, HttpConn, Stage, WsConn};
 use ids::SessionId;
 use liveness::{Liveness, Timeouts};
 use outbox::{Flushed, Outbox};
@@ -154,6 +156,8 @@ pub struct Engine<S> {
     pub(crate) scratch: Vec<u8>,
     pub(crate) json: simd_json::Buffers,
     pub(crate) fb: FrameBuf,
+    /// permessage-deflate: the shard's compressor, inflater and compress-once cache.
+    pub(crate) compression: compression::Compression,
     pub(crate) actions: Vec<crate::hooks::Action>,
     /// Set once shutdown began: the tick by which every connection must be gone.
     pub(crate) draining: Option<u64>,
@@ -223,6 +227,10 @@ impl<S> Engine<S> {
             scratch: Vec::new(),
             json: simd_json::Buffers::default(),
             fb: FrameBuf::default(),
+            compression: compression::Compression::new(
+                cfg.compression_min_bytes,
+                hub.shared.stats[shard].clone(),
+            ),
             actions: Vec::new(),
             draining: None,
             fanouts: 0,
@@ -513,7 +521,7 @@ impl<S> Engine<S> {
         let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
             return false;
         };
-        push_to(c, frame, now, &mut self.writes)
+        push_to(c, frame, now, &mut self.writes, &mut self.compression)
     }
 
     /// Marks a connection as having output to write (bytes tungstenite queued, a writable
@@ -533,18 +541,44 @@ pub(crate) fn live<S>(conns: &mut Slab<Conn<S>>, id: SessionId) -> Option<&mut C
 }
 
 /// Queues a frame to an open WebSocket connection, due at once (see [`Engine::push`]); split
-/// out so a walk over many connections can use it while holding the slab.
-pub(crate) fn push_to<S>(c: &mut Conn<S>, frame: Frame, now: u64, writes: &mut Writes) -> bool {
+/// out so a walk over many connections can use it while holding the slab. A session that
+/// negotiated permessage-deflate gets the frame's compressed twin, made once ([`compression`]).
+pub(crate) fn push_to<S>(
+    c: &mut Conn<S>,
+    frame: Frame,
+    now: u64,
+    writes: &mut Writes,
+    z: &mut compression::Compression,
+) -> bool {
+    let frame = compressed_for(c, frame, z);
     c.is_ws() && enqueue(c, frame, now, writes)
+}
+
+/// The frame `c` gets for `frame`: its compressed twin for a session that negotiated
+/// permessage-deflate, else `frame` itself.
+fn compressed_for<S>(c: &Conn<S>, frame: Frame, z: &mut compression::Compression) -> Frame {
+    match &c.stage {
+        Stage::Ws(WsConn {
+            deflate: Some(d), ..
+        }) if !c.dead => z.frame_for(frame, d.window),
+        _ => frame,
+    }
 }
 
 /// Queues a delivery (a publication, presence event, broadcast or direct message) to an open
 /// WebSocket connection: like [`push_to`], but held by the write delay when it is on
 /// ([`writes`]).
-pub(crate) fn deliver_to<S>(c: &mut Conn<S>, frame: Frame, now: u64, writes: &mut Writes) -> bool {
+pub(crate) fn deliver_to<S>(
+    c: &mut Conn<S>,
+    frame: Frame,
+    now: u64,
+    writes: &mut Writes,
+    z: &mut compression::Compression,
+) -> bool {
     if !c.is_ws() {
         return false;
     }
+    let frame = compressed_for(c, frame, z);
     if c.outbox.is_empty() {
         c.live.last_tx = now;
     }

@@ -104,11 +104,24 @@ fn is_key(key: &str) -> bool {
 /// The `101 Switching Protocols` response for an accepted upgrade, selecting `subprotocol`
 /// if given (it must be one the client offered, or the client fails the connection).
 pub fn switching_protocols(accept: &str, subprotocol: Option<&str>) -> Vec<u8> {
+    switching_protocols_with(accept, subprotocol, None)
+}
+
+/// [`switching_protocols`] with the `Sec-WebSocket-Extensions` the server accepted, if any
+/// (`crate::protocol::deflate::negotiate`).
+pub fn switching_protocols_with(
+    accept: &str,
+    subprotocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Vec<u8> {
     let mut s = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
     );
     if let Some(p) = subprotocol {
         let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    if let Some(e) = extensions {
+        let _ = write!(s, "Sec-WebSocket-Extensions: {e}\r\n");
     }
     s.push_str("\r\n");
     s.into_bytes()

@@ -2,6 +2,7 @@
 //! in `docs/protocol.md`. Pure functions over bytes; no sockets, no clocks.
 
 pub mod close;
+pub mod deflate;
 pub mod envelope;
 pub mod frame;
 pub mod json;
