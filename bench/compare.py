@@ -344,7 +344,7 @@ def fanout_args(subs, rate, duration):
 
 def measure(m, p, a, outdir, rnd):
     """Runs measure `m` on a fresh server of peer `p`; returns {key: value}."""
-    out = lambda tag: os.path.join(outdir, f"{p.name}-{tag}-r{rnd}.json")
+    out = lambda tag, ext="json": os.path.join(outdir, f"{p.name}-{tag}-r{rnd}.{ext}")
     res = {}
     d = a.duration
     if m == "connect":
@@ -383,7 +383,8 @@ def measure(m, p, a, outdir, rnd):
         subs, p99 = (a.maxdel_subs, a.maxdel_p99) if m == "maxdel" else (a.maxpub_subs, a.maxpub_p99)
         start = a.maxdel_start if m == "maxdel" else a.maxpub_start
         with Server(p) as srv:
-            s = loadgen(srv, "max-rate", out(m), ["--conns", subs, "--rooms", 1, "--publishers", 1,
+            # A search's summary (its steps, the best run inside), not a run: `.search.json`.
+            s = loadgen(srv, "max-rate", out(m, "search.json"), ["--conns", subs, "--rooms", 1, "--publishers", 1,
                                                   "--p99-ms", p99, "--start-rate", start,
                                                   "--step-duration", a.step_duration, "--max-steps", a.max_steps,
                                                   "--connect-rate", 5000],

@@ -281,9 +281,11 @@ fn stored_runs_still_load_render_and_compare() {
         for f in std::fs::read_dir(&dir).unwrap() {
             let f = f.unwrap().path();
             let name = f.file_name().unwrap().to_string_lossy().to_string();
-            // Not runs: the summaries of a directory (results*.json), the server's own counters.
+            // Not runs: the summaries of a directory (results*.json), max-rate searches
+            // (*.search.json), the server's own counters.
             if f.extension().is_some_and(|e| e == "json")
                 && !name.starts_with("results")
+                && !name.ends_with(".search.json")
                 && name != "stats.json"
             {
                 runs.push(f);
