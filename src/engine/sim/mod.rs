@@ -355,15 +355,7 @@ impl Sim {
     ///
     /// [`deliver_one`]: Self::deliver_one
     pub fn send_quiet(&mut self, c: &mut Client, v: Value) {
-        let mut io = ClientIo {
-            rx: &mut Vec::new(),
-            tx: &mut c.tx,
-        };
-        c.ws.write(&mut io, Message::text(v.to_string()))
-            .expect("client write");
-        c.ws.flush(&mut io).expect("client flush");
-        let bytes = std::mem::take(&mut c.tx);
-        self.engines[c.shard].handle_input(c.id, Input::Bytes(&bytes), self.clock);
+        self.send_unflushed(c, v);
         self.flush_outputs();
     }
 

@@ -16,15 +16,14 @@
 //!   tungstenite as exactly those messages.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use shardhub::protocol::deflate::codec::{server_frame, Compressor};
 use shardhub::protocol::deflate::{rewrite, Inflater};
 use shardhub::protocol::frame::{encode, OpCode};
+use shardhub_fuzz::counting::{self, Counting};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
@@ -34,41 +33,6 @@ const MAX: usize = 4096;
 /// tungstenite's share (as in `frame_reader`), the compressed message being collected, the
 /// inflater's output and its DEFLATE state (window and tables), and the rewritten bytes.
 const MEMORY_BOUND: usize = 16 * MAX + 128 * 1024;
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards to the system allocator with the caller's arguments; the
-// counters are bookkeeping only.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            PEAK.fetch_max(
-                LIVE.fetch_add(layout.size(), Relaxed) + layout.size(),
-                Relaxed,
-            );
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Relaxed);
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            let live = LIVE.fetch_add(new_size, Relaxed) + new_size;
-            PEAK.fetch_max(live, Relaxed);
-            LIVE.fetch_sub(layout.size(), Relaxed);
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -234,8 +198,7 @@ fuzz_target!(|input: Input| {
     let mut ws = WebSocketContext::new(Role::Server, Some(config));
     let (mut state, mut inflater, mut out) = (None, Inflater::default(), Vec::new());
     let mut got = Vec::new();
-    let base = LIVE.load(Relaxed);
-    PEAK.store(base, Relaxed);
+    let base = counting::reset_peak();
     let mut rest = &wire[..];
     let mut next = 0;
     'read: while !rest.is_empty() {
@@ -272,7 +235,7 @@ fuzz_target!(|input: Input| {
                     Err(_) => break 'read,
                 }
             }
-            let peak = PEAK.load(Relaxed).saturating_sub(base);
+            let peak = counting::peak().saturating_sub(base);
             // Plus the messages kept for the final check (32 pieces of at most MAX, doubled by
             // growth).
             assert!(

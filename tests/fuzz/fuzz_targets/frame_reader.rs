@@ -18,14 +18,13 @@
 //! soon as it has the header, before any payload arrives.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use shardhub::protocol::envelope::{parse_envelope, parse_value};
 use shardhub::protocol::json::DEFAULT_MAX_DEPTH;
+use shardhub_fuzz::counting::{self, Counting};
 use shardhub_fuzz::oracle;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -46,42 +45,6 @@ fn config() -> WebSocketConfig {
         .write_buffer_size(0)
         .max_message_size(Some(MAX))
         .max_frame_size(Some(MAX))
-}
-
-/// Counts live heap bytes and their high-water mark.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards to the system allocator with the caller's arguments; the
-// counters are bookkeeping only.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            PEAK.fetch_max(
-                LIVE.fetch_add(layout.size(), Relaxed) + layout.size(),
-                Relaxed,
-            );
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Relaxed);
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            let live = LIVE.fetch_add(new_size, Relaxed) + new_size;
-            PEAK.fetch_max(live, Relaxed);
-            LIVE.fetch_sub(layout.size(), Relaxed);
-        }
-        p
-    }
 }
 
 #[global_allocator]
@@ -285,15 +248,14 @@ fuzz_target!(|input: Input| {
         written: 0,
     };
 
-    let base = LIVE.load(Relaxed);
-    PEAK.store(base, Relaxed);
+    let base = counting::reset_peak();
     let mut ws = WebSocket::from_raw_socket(stream, Role::Server, Some(config()));
     let mut closing = false;
     // Bounded like the shard's loop; every iteration either consumes bytes, ends, or is a
     // chunk-0 WouldBlock, so this is far more than the input can need.
     for _ in 0..data.len() + input.chunks.len() + 16 {
         let result = ws.read();
-        let peak = PEAK.load(Relaxed) - base;
+        let peak = counting::peak() - base;
         assert!(
             peak <= MEMORY_BOUND + data.len(),
             "a read peaked at {peak} bytes for {} bytes of input",
@@ -334,6 +296,6 @@ fuzz_target!(|input: Input| {
                 closing = true;
             }
         }
-        PEAK.store(LIVE.load(Relaxed), Relaxed);
+        counting::reset_peak();
     }
 });
