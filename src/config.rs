@@ -334,6 +334,13 @@ pub struct RoomHistory {
 }
 
 impl Config {
+    /// Connection slots each shard reserves up front, in its slab and in the directory's session
+    /// table: `max_connections_per_shard`, at most 131,072 (the tables grow past it if need
+    /// be). Address space, not memory: untouched pages are not resident.
+    pub fn reserved_slots_per_shard(&self) -> usize {
+        self.max_connections_per_shard.min(1 << 17)
+    }
+
     /// The history of rooms without their own settings.
     pub fn history(&self) -> crate::engine::history::HistoryPolicy {
         crate::engine::history::HistoryPolicy {

@@ -202,6 +202,7 @@ impl Shared {
         let n = bus.shards();
         let directory =
             Directory::new(config.default_room_capacity, config.room_capacities.clone())
+                .with_session_slots(config.reserved_slots_per_shard())
                 .with_sse_history(config.sse_history)
                 .with_history(
                     config.history(),

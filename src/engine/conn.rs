@@ -140,8 +140,8 @@ impl<S> Conn<S> {
     pub(crate) fn addr(&self) -> SocketAddr {
         match &self.stage {
             Stage::Http(h) => h.addr,
-            Stage::Ws(w) => w.session.addr,
-            Stage::Sse(s) => s.session.addr,
+            Stage::Ws(w) => w.session.remote_addr(),
+            Stage::Sse(s) => s.session.remote_addr(),
             Stage::Closing(c) => c.addr,
         }
     }

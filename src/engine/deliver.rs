@@ -44,7 +44,7 @@ impl<S> Engine<S> {
                 self.fanouts += 1;
                 self.deliver_all(frame, exclude);
             }
-            ShardMsg::User { user, frame } => self.deliver_user(&user, frame),
+            ShardMsg::User { sessions, frame } => self.deliver_user(&sessions, frame),
             ShardMsg::Session { id, frame } => {
                 if self.push(id, frame) {
                     self.stats.deliveries.add(1);
@@ -242,14 +242,11 @@ impl<S> Engine<S> {
         self.stats.deliveries.add(n);
     }
 
-    /// Delivers to this shard's sessions of `user`.
-    fn deliver_user(&mut self, user: &str, frame: Frame) {
-        let Some(list) = self.users.get(user) else {
-            return;
-        };
+    /// Delivers to those of a user's `sessions` that are this shard's (and still open).
+    fn deliver_user(&mut self, sessions: &[SessionId], frame: Frame) {
         let now = self.now;
         let mut n = 0;
-        for &s in list {
+        for &s in sessions.iter().filter(|s| s.shard() == self.shard) {
             if let Some(c) = self.conns.get_mut(s.key()).filter(|c| c.id == s) {
                 n += u64::from(deliver_to(
                     c,

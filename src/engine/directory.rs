@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::history::{self, HistoryPolicy, RoomLog};
 use super::ids::SessionId;
+use super::online::Online;
 
 /// What the rest of the server may know about a session.
 #[derive(Debug, Clone)]
@@ -127,8 +128,8 @@ struct RoomEntry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sessions: HashMap<SessionId, SessionInfo>,
-    users: HashMap<Arc<str>, Vec<SessionId>>,
+    /// Open sessions, by id and by user.
+    online: Online,
     rooms: HashMap<Arc<str>, RoomEntry>,
     /// Empty rooms kept for their history until it expires (`Directory::sweep`).
     retained: Vec<Arc<str>>,
@@ -381,8 +382,8 @@ impl Directory {
             }
         }
         let all = g
-            .sessions
-            .values()
+            .online
+            .iter()
             .map(|s| {
                 (
                     s.id,
@@ -405,75 +406,74 @@ impl Directory {
             .is_some_and(|e| !e.members.is_empty())
     }
 
+    /// Reserves room for `per_shard` sessions on each shard up front: address space, not
+    /// memory (see [`Online`]).
+    pub fn with_session_slots(self, per_shard: usize) -> Self {
+        self.lock().online = Online::with_reserve(per_shard);
+        self
+    }
+
     /// Adds an open session.
     pub fn add_session(&self, info: SessionInfo) {
         let mut g = self.lock();
-        // Most users have one session: a list of one (8 bytes), not Vec's first four (32).
-        g.users
-            .entry(info.user.clone())
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(info.id);
         let change = Change::Up {
             id: info.id,
             user: info.user.clone(),
         };
-        g.sessions.insert(info.id, info);
+        g.online.add(info);
         g.note(change, None);
     }
 
     /// Removes a session (its rooms must have been left first).
     pub fn remove_session(&self, id: SessionId) {
         let mut g = self.lock();
-        let Some(info) = g.sessions.remove(&id) else {
-            return;
-        };
-        g.note(Change::Down { id }, None);
-        if let Some(list) = g.users.get_mut(&info.user) {
-            list.retain(|s| *s != id);
-            if list.is_empty() {
-                g.users.remove(&info.user);
-            }
+        if g.online.remove(id).is_some() {
+            g.note(Change::Down { id }, None);
         }
     }
 
     /// Sessions open now.
     pub fn session_count(&self) -> usize {
-        self.lock().sessions.len()
+        self.lock().online.len()
     }
 
     /// One session's description.
     pub fn session(&self, id: SessionId) -> Option<SessionInfo> {
-        self.lock().sessions.get(&id).cloned()
+        self.lock().online.get(id)
     }
 
     /// Every open session (a snapshot).
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.lock().sessions.values().cloned().collect()
+        self.lock().online.iter().collect()
     }
 
     /// Where a user's sessions are: (shard mask, session count). `(0, 0)` means not online.
     pub fn user_shards(&self, user: &str) -> (u64, usize) {
-        let g = self.lock();
-        match g.users.get(user) {
-            Some(list) => (list.iter().fold(0, |m, s| m | 1 << s.shard()), list.len()),
-            None => (0, 0),
-        }
+        self.lock()
+            .online
+            .sessions_of(user)
+            .fold((0, 0), |(m, n), s| (m | 1 << s.shard(), n + 1))
+    }
+
+    /// A user's sessions on this node, oldest first (empty: not online).
+    pub fn user_sessions(&self, user: &str) -> Vec<SessionId> {
+        self.lock().online.sessions_of(user).collect()
     }
 
     /// One session of `user` on this node (its oldest), if it has any.
     pub fn user_session(&self, user: &str) -> Option<SessionId> {
-        self.lock().users.get(user).and_then(|l| l.first().copied())
+        self.lock().online.first_of(user)
     }
 
     /// Distinct users online.
     pub fn user_count(&self) -> usize {
-        self.lock().users.len()
+        self.lock().online.user_count()
     }
 
     /// Users online with their session counts, sorted by user id.
     pub fn users(&self) -> Vec<(Arc<str>, usize)> {
         let g = self.lock();
-        let mut v: Vec<_> = g.users.iter().map(|(u, s)| (u.clone(), s.len())).collect();
+        let mut v: Vec<_> = g.online.users().map(|(u, n)| (u.clone(), n)).collect();
         v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -528,7 +528,7 @@ impl Directory {
         };
         let first = joined.members == 1;
         let name = joined.room.name.clone();
-        if g.sessions.contains_key(&session) {
+        if g.online.contains(session) {
             let change = Change::Join {
                 id: session,
                 room: name.clone(),
@@ -560,7 +560,7 @@ impl Directory {
             }
         }
         let last = (left == 0).then_some(&name);
-        if g.sessions.contains_key(&session) {
+        if g.online.contains(session) {
             let change = Change::Leave {
                 id: session,
                 room: name.clone(),

@@ -286,11 +286,6 @@ impl<S> super::Engine<S> {
             user: user.clone(),
             addr: self.conns[id.key()].addr(),
         });
-        // Most users have one session: a list of one (8 bytes), not Vec's first four (32).
-        self.users
-            .entry(user.clone())
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(id);
         if !self.cfg().echo {
             if !hooks.no_welcome {
                 let out = self.fb.start();

@@ -184,7 +184,6 @@ impl<S> Engine<S> {
         };
         self.leave_all(&session, websocket);
         if websocket {
-            self.forget_user(&session);
             self.acks.end_session(session.id);
             self.hub.shared.router.directory().remove_session(id);
             self.stats.connections.sub(1);
@@ -232,15 +231,6 @@ impl<S> Engine<S> {
         );
         if let Some(local) = routed.local {
             self.apply(local);
-        }
-    }
-
-    fn forget_user(&mut self, session: &Session) {
-        if let Some(list) = self.users.get_mut(&session.user) {
-            list.retain(|s| *s != session.id);
-            if list.is_empty() {
-                self.users.remove(&session.user);
-            }
         }
     }
 

@@ -55,6 +55,7 @@ pub mod iplimit;
 mod lifecycle;
 pub mod liveness;
 pub mod offline;
+mod online;
 pub mod outbox;
 pub mod ratelimit;
 pub mod recovery;
@@ -69,7 +70,7 @@ pub mod writes;
 pub mod sim;
 
 pub(crate) use hooks::panic_message;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -128,8 +129,6 @@ pub struct Engine<S> {
     /// The per-shard part of session ids, so a reused slab slot gets a new id.
     seq: u64,
     pub(crate) rooms: rooms::LocalRooms,
-    /// This shard's sessions per user, for direct messages.
-    pub(crate) users: HashMap<Arc<str>, Vec<SessionId>>,
     pub(crate) wheel: TimerWheel,
     /// Acknowledged sends of this shard's sessions waiting for receipts.
     pub(crate) acks: acks::Acks,
@@ -197,9 +196,9 @@ impl<S> Engine<S> {
             .write_buffer_size(0)
             .max_message_size(Some(cfg.max_message_bytes))
             .max_frame_size(Some(cfg.max_message_bytes));
-        // Reserving the slab up front costs address space, not memory (untouched pages are not
-        // resident), and spares a reallocation-and-copy of every connection as the shard fills.
-        let conns = Slab::with_capacity(cfg.max_connections_per_shard.min(1 << 17));
+        // Reserving the slab up front spares a reallocation-and-copy of every connection as the
+        // shard fills.
+        let conns = Slab::with_capacity(cfg.reserved_slots_per_shard());
         let tick = now / tick_ns;
         Self {
             shard,
@@ -208,7 +207,6 @@ impl<S> Engine<S> {
             conns,
             seq: 0,
             rooms: rooms::LocalRooms::new(shard),
-            users: HashMap::new(),
             // 1024 slots of 100 ms: one rotation covers the 45 s default heartbeat deadline.
             wheel: TimerWheel::new(1024, tick),
             acks: acks::Acks::new(tick),

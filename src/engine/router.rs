@@ -55,10 +55,11 @@ pub enum ShardMsg {
         /// A session that must not receive it.
         exclude: Option<SessionId>,
     },
-    /// Deliver to this shard's sessions of a user.
+    /// Deliver to this shard's sessions of a user: the directory's list of them when the
+    /// message was routed (one list for every shard, each taking its own).
     User {
-        /// The user id.
-        user: Arc<str>,
+        /// The user's sessions on this node.
+        sessions: Arc<[SessionId]>,
         /// The encoded frame.
         frame: Frame,
     },
@@ -529,13 +530,13 @@ impl Router {
             }
             Route::Broadcast { frame, exclude } => (u64::MAX, ShardMsg::All { frame, exclude }),
             Route::User { user, frame } => {
-                let (mask, sessions) = self.directory.user_shards(user);
-                routed.sessions = sessions;
+                let sessions: Arc<[SessionId]> = self.directory.user_sessions(user).into();
+                routed.sessions = sessions.len();
+                let mask = sessions.iter().fold(0, |m, s| m | 1 << s.shard());
                 if mask == 0 {
                     return routed;
                 }
-                let user = Arc::from(user);
-                (mask, ShardMsg::User { user, frame })
+                (mask, ShardMsg::User { sessions, frame })
             }
             Route::Session(msg) => match msg.session() {
                 Some(id) => (1 << id.shard(), msg),

@@ -64,9 +64,23 @@ fn live() -> isize {
     LIVE.with(Cell::get)
 }
 
-const UPGRADE: &[u8] = b"GET /ws?user=idle HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\n\
-    Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+/// Who the connections are.
+#[derive(Clone, Copy, PartialEq)]
+enum Users {
+    /// One user with every session.
+    One,
+    /// A user of its own for each connection, as anonymous clients are.
+    Distinct,
+}
+
+fn upgrade(user: &str) -> Vec<u8> {
+    format!(
+        "GET /ws?user={user} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes()
+}
 
 /// A masked client text frame.
 fn masked(payload: &[u8]) -> Vec<u8> {
@@ -78,13 +92,23 @@ fn masked(payload: &[u8]) -> Vec<u8> {
 
 /// Heap bytes per connection over `n` connections that upgrade, read their welcome and send
 /// `then` (complete or partial frames), measured after a warm-up that sized the shard's
-/// scratch buffers. The server's output is read and freed, as a client's kernel would.
-fn bytes_per_connection(n: usize, then: &[u8]) -> isize {
+/// scratch buffers. The server's output is read and freed, as a client's kernel would. The slab
+/// and the directory's session table are reserved up front, so their slots are not counted.
+fn bytes_per_connection(n: usize, then: &[u8], users: Users) -> isize {
     let mut sim = Sim::new(1, |_| {});
     let mut conns = Vec::with_capacity(n + 16);
-    let one = |sim: &mut Sim| {
+    // Built before counting: the names themselves are the client's.
+    let requests: Vec<Vec<u8>> = (0..n + 16)
+        .map(|i| match users {
+            Users::One => upgrade("idle"),
+            Users::Distinct => upgrade(&format!("u{i:05}")),
+        })
+        .collect();
+    let mut requests = requests.iter();
+    let mut one = |sim: &mut Sim| {
         let (id, pipe) = sim.open(0);
-        sim.raw(0, id, UPGRADE);
+        let request = requests.next().map_or(&[][..], Vec::as_slice);
+        sim.raw(0, id, request);
         if !then.is_empty() {
             sim.raw(0, id, then);
         }
@@ -117,18 +141,33 @@ fn bytes_per_connection(n: usize, then: &[u8]) -> isize {
 fn an_idle_connection_holds_no_read_buffer_and_no_framing_state() {
     // 1024 connections: the server-wide tables (directory, users) are at a load where their
     // share per connection is typical of any size, not just after a doubling.
-    let per = bytes_per_connection(1024, b"");
+    let per = bytes_per_connection(1024, b"", Users::One);
     eprintln!("heap per idle connection: {per} bytes");
-    // The slab slot, the directory entry, the user index and this test's pipe: ~350 bytes.
+    // The user's name, the timer wheel's entry and this test's pipe (80): 135 bytes measured.
     // tungstenite's context (~300 bytes) or read buffer (512) per connection would not fit.
-    assert!(per < 450, "an idle connection holds {per} heap bytes");
+    assert!(per < 200, "an idle connection holds {per} heap bytes");
+}
+
+#[test]
+fn a_connection_of_its_own_user_adds_only_the_name_and_an_index_bucket() {
+    let one = bytes_per_connection(1024, b"", Users::One);
+    let distinct = bytes_per_connection(1024, b"", Users::Distinct);
+    eprintln!("heap per idle connection: one user {one}, a user each {distinct}");
+    // A bucket of the user index: 5 bytes, up to twice that with the empty buckets (10
+    // measured; each session has its own copy of the name either way). Two maps of name to
+    // list of sessions, one server-wide and one per shard, cost ~180.
+    assert!(
+        distinct - one < 64,
+        "a user of its own costs {} bytes",
+        distinct - one
+    );
 }
 
 #[test]
 fn a_connection_that_joined_a_room_keeps_only_its_membership() {
     let join = masked(br#"{"type":"join","room":"lobby","id":1}"#);
-    let idle = bytes_per_connection(1024, b"");
-    let joined = bytes_per_connection(1024, &join);
+    let idle = bytes_per_connection(1024, b"", Users::One);
+    let joined = bytes_per_connection(1024, &join, Users::One);
     eprintln!("heap per connection: idle {idle}, joined to a room {joined}");
     // The room lists (directory, shard, session): ~70 bytes (71 measured).
     assert!(
@@ -141,8 +180,8 @@ fn a_connection_that_joined_a_room_keeps_only_its_membership() {
 #[test]
 fn a_frame_split_over_reads_keeps_a_context_only_until_it_completes() {
     let join = masked(br#"{"type":"join","room":"lobby","id":1}"#);
-    let idle = bytes_per_connection(256, &join);
-    let half = bytes_per_connection(256, &join[..9]);
+    let idle = bytes_per_connection(256, &join, Users::One);
+    let half = bytes_per_connection(256, &join[..9], Users::One);
     eprintln!("heap per connection: after a whole frame {idle}, mid-frame {half}");
     // tungstenite's context and its read buffer while the frame is incomplete.
     assert!(half - idle > 512, "a partial frame must stay buffered");
