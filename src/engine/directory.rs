@@ -10,7 +10,7 @@
 //! The data plane never takes it. A room publish reads the room's shard mask from the
 //! [`RoomShared`] the publishing shard already holds; a broadcast goes to every shard.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -121,7 +121,11 @@ pub struct RoomInfo {
 struct RoomEntry {
     shared: Arc<RoomShared>,
     capacity: usize,
-    members: HashMap<SessionId, Arc<str>>,
+    /// Sessions and SSE streams. A member of a large room costs a set entry (8 bytes and the
+    /// table's slack) on top of the shard's own member list; its user is in `online`.
+    members: HashSet<SessionId>,
+    /// The users of members that are SSE streams, which are not sessions (not in `online`).
+    stream_users: HashMap<SessionId, Arc<str>>,
     /// Created by the application: kept when empty.
     persistent: bool,
 }
@@ -377,7 +381,7 @@ impl Directory {
         let mut g = self.lock();
         let mut rooms: HashMap<SessionId, Vec<Arc<str>>> = HashMap::new();
         for (name, e) in &g.rooms {
-            for s in e.members.keys() {
+            for s in &e.members {
                 rooms.entry(*s).or_default().push(name.clone());
             }
         }
@@ -497,15 +501,17 @@ impl Directory {
             let entry = RoomEntry {
                 shared: Arc::new(RoomShared::new(name.clone(), log)),
                 capacity,
-                members: HashMap::new(),
+                members: HashSet::new(),
+                stream_users: HashMap::new(),
                 persistent: false,
             };
             g.rooms.insert(name, entry);
         }
+        let stream = !g.online.contains(session);
         let Some(e) = g.rooms.get_mut(room) else {
             unreachable!("inserted above")
         };
-        if e.members.contains_key(&session) {
+        if e.members.contains(&session) {
             return Ok(Joined {
                 room: e.shared.clone(),
                 members: e.members.len(),
@@ -519,7 +525,10 @@ impl Directory {
             }
             return Err(JoinError::Full { capacity });
         }
-        e.members.insert(session, user.clone());
+        e.members.insert(session);
+        if stream {
+            e.stream_users.insert(session, user.clone());
+        }
         e.shared.members.store(e.members.len(), Ordering::Relaxed);
         let joined = Joined {
             room: e.shared.clone(),
@@ -528,7 +537,7 @@ impl Directory {
         };
         let first = joined.members == 1;
         let name = joined.room.name.clone();
-        if g.online.contains(session) {
+        if !stream {
             let change = Change::Join {
                 id: session,
                 room: name.clone(),
@@ -546,7 +555,10 @@ impl Directory {
     pub fn leave(&self, room: &str, session: SessionId) -> Option<usize> {
         let mut g = self.lock();
         let e = g.rooms.get_mut(room)?;
-        e.members.remove(&session)?;
+        if !e.members.remove(&session) {
+            return None;
+        }
+        e.stream_users.remove(&session);
         let left = e.members.len();
         e.shared.members.store(left, Ordering::Relaxed);
         let name = e.shared.name.clone();
@@ -576,7 +588,12 @@ impl Directory {
     pub fn members(&self, room: &str) -> Option<Vec<(SessionId, Arc<str>)>> {
         let g = self.lock();
         let e = g.rooms.get(room)?;
-        let mut v: Vec<_> = e.members.iter().map(|(s, u)| (*s, u.clone())).collect();
+        let user = |s: &SessionId| g.online.user(*s).or_else(|| e.stream_users.get(s)).cloned();
+        let mut v: Vec<_> = e
+            .members
+            .iter()
+            .map(|s| (*s, user(s).unwrap_or_else(|| Arc::from(""))))
+            .collect();
         v.sort_by_key(|(s, _)| *s);
         Some(v)
     }
@@ -628,7 +645,8 @@ impl Directory {
                 let entry = RoomEntry {
                     shared,
                     capacity,
-                    members: HashMap::new(),
+                    members: HashSet::new(),
+                    stream_users: HashMap::new(),
                     persistent: true,
                 };
                 g.rooms.insert(name, entry);

@@ -215,6 +215,11 @@ impl Online {
         self.slot(id).map(Slot::info)
     }
 
+    /// A session's user.
+    pub(crate) fn user(&self, id: SessionId) -> Option<&Arc<str>> {
+        self.slot(id).map(|s| &s.user)
+    }
+
     /// Open sessions.
     pub(crate) fn len(&self) -> usize {
         self.count

@@ -29,7 +29,7 @@ pub struct Flushed {
 /// Ordered frames waiting to be written, with the write offset into the first one.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: VecDeque<Frame>,
+    frames: Frames,
     /// Bytes of `frames[0]` already written.
     head_written: usize,
     /// Bytes not yet written, over all frames.
@@ -94,12 +94,9 @@ impl Outbox {
             total += written;
             self.advance(written);
         }
-        if self.frames.capacity() > 0 {
-            // An idle connection keeps no ring (64 bytes each at the least, from the greeting
-            // on): the next push allocates one again, a few nanoseconds beside the write that
-            // emptied this one.
-            self.frames = VecDeque::new();
-        }
+        // An idle connection keeps no ring (64 bytes at the least): the next burst allocates one
+        // again, a few nanoseconds beside the write that emptied this one.
+        self.frames = Frames::Empty;
         Ok(Flushed {
             bytes: total,
             drained: true,
@@ -122,6 +119,83 @@ impl Outbox {
                 n = 0;
             }
         }
+    }
+}
+
+/// The queue itself. Most of the time it holds nothing or one frame (a lone delivery, a reply),
+/// which need no heap ring: a ring is allocated only once a second frame waits, so a
+/// delivery to a connection with nothing queued allocates nothing, and a fan-out to 10,000
+/// idle members does not allocate (and free) 10,000 rings.
+#[derive(Debug, Default)]
+enum Frames {
+    #[default]
+    Empty,
+    One(Frame),
+    Many(VecDeque<Frame>),
+}
+
+impl Frames {
+    fn push_back(&mut self, frame: Frame) {
+        match std::mem::take(self) {
+            Frames::Empty => *self = Frames::One(frame),
+            Frames::One(first) => {
+                let mut ring = VecDeque::with_capacity(4);
+                ring.push_back(first);
+                ring.push_back(frame);
+                *self = Frames::Many(ring);
+            }
+            Frames::Many(mut ring) => {
+                ring.push_back(frame);
+                *self = Frames::Many(ring);
+            }
+        }
+    }
+
+    fn front(&self) -> Option<&Frame> {
+        match self {
+            Frames::Empty => None,
+            Frames::One(f) => Some(f),
+            Frames::Many(ring) => ring.front(),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Frame> {
+        match self {
+            Frames::Empty => None,
+            Frames::One(_) => match std::mem::take(self) {
+                Frames::One(f) => Some(f),
+                _ => None,
+            },
+            Frames::Many(ring) => ring.pop_front(),
+        }
+    }
+
+    fn pop_back(&mut self) -> Option<Frame> {
+        match self {
+            Frames::Many(ring) => ring.pop_back(),
+            _ => self.pop_front(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Frames::Empty => 0,
+            Frames::One(_) => 1,
+            Frames::Many(ring) => ring.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Frame> {
+        let (one, ring) = match self {
+            Frames::Empty => (None, None),
+            Frames::One(f) => (Some(f), None),
+            Frames::Many(ring) => (None, Some(ring.iter())),
+        };
+        one.into_iter().chain(ring.into_iter().flatten())
     }
 }
 
@@ -229,5 +303,55 @@ mod tests {
         assert!(ob.flush(&mut w).unwrap().drained);
         assert_eq!(w.got, want);
         assert_eq!(ob.queued(), 0);
+    }
+
+    #[test]
+    fn closing_keeps_only_a_frame_already_started() {
+        for frames in [1, 2, 5] {
+            let mut ob = Outbox::default();
+            for i in 0..frames {
+                ob.push(frame(&format!("frame{i}")));
+            }
+            let mut w = Trickle {
+                got: vec![],
+                budget: 3,
+                calls: 0,
+            };
+            assert!(!ob.flush(&mut w).unwrap().drained);
+            ob.discard_unstarted();
+            assert_eq!(ob.queued(), 3, "{frames} frames: the rest of the first");
+            w.budget = 100;
+            assert!(ob.flush(&mut w).unwrap().drained);
+            assert_eq!(w.got, b"frame0");
+            // And from empty: nothing started, nothing kept.
+            ob.push(frame("late"));
+            ob.discard_unstarted();
+            assert!(ob.is_empty());
+        }
+    }
+
+    /// Random pushes and trickling writes deliver every byte in order, whether the queue holds
+    /// one frame inline or a ring.
+    #[test]
+    fn any_mix_of_pushes_and_partial_writes_keeps_the_bytes_in_order() {
+        use proptest::prelude::*;
+        proptest!(|(ops in proptest::collection::vec((0usize..3, 0usize..12), 1..60))| {
+            let mut ob = Outbox::default();
+            let mut want = Vec::new();
+            let mut w = Trickle { got: vec![], budget: 0, calls: 0 };
+            for (i, (pushes, budget)) in ops.into_iter().enumerate() {
+                for p in 0..pushes {
+                    let s = format!("<{i}.{p}>");
+                    want.extend_from_slice(s.as_bytes());
+                    ob.push(frame(&s));
+                }
+                w.budget = budget;
+                ob.flush(&mut w).unwrap();
+                prop_assert_eq!(ob.queued() + w.got.len(), want.len());
+            }
+            w.budget = usize::MAX / 2;
+            prop_assert!(ob.flush(&mut w).unwrap().drained);
+            prop_assert_eq!(w.got, want);
+        });
     }
 }
