@@ -66,6 +66,9 @@ def main():
     ap.add_argument("--server-cmd", default=None, help="another server's command; {port} is replaced")
     ap.add_argument("--join", default=None, help="room every connection joins (shardhub)")
     ap.add_argument("--distinct-users", action="store_true", help="user=idle-<i> instead of one user")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="connections opened (and kept) before the first RSS reading, so that the "
+                         "code pages and tables every server faults in once are not spread over N")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait before the second RSS reading")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     a = ap.parse_args()
@@ -82,9 +85,7 @@ def main():
     try:
         wait_port(port)
         time.sleep(0.5)
-        before, before_anon = rss(srv.pid), rss_anon(srv.pid)
         socks = []
-        t0 = time.time()
         # The welcome (shardhub) comes in the same write as the 101; uWebSockets sends none.
         greeting = b"\r\n\r\n" if a.server_cmd else b'"welcome"'
         join = a.join and masked_text(f'{{"type":"join","room":"{a.join}","id":1}}'.encode())
@@ -99,13 +100,23 @@ def main():
                 for t in batch:
                     recv_until(t, b'"ack"')
 
-        for i in range(a.conns):
-            s = socket.create_connection(("127.0.0.1", port), 5)
-            s.sendall(upgrade_request(f"idle-{i}" if a.distinct_users else "idle"))
-            socks.append(s)
-            if len(socks) % 500 == 0:
-                settle(socks[-500:])
-        settle(socks[len(socks) // 500 * 500:])
+        def open_conns(n, first):
+            batch = []
+            for i in range(first, first + n):
+                s = socket.create_connection(("127.0.0.1", port), 5)
+                s.sendall(upgrade_request(f"idle-{i}" if a.distinct_users else "idle"))
+                batch.append(s)
+                if len(batch) % 500 == 0:
+                    settle(batch[-500:])
+            settle(batch[len(batch) // 500 * 500:])
+            return batch
+
+        if a.warmup:
+            socks += open_conns(a.warmup, a.conns)
+            time.sleep(0.5)
+        before, before_anon = rss(srv.pid), rss_anon(srv.pid)
+        t0 = time.time()
+        socks += open_conns(a.conns, 0)
         took = time.time() - t0
         time.sleep(a.settle)
         after, after_anon = rss(srv.pid), rss_anon(srv.pid)
@@ -115,7 +126,8 @@ def main():
             print(json.dumps({"conns": a.conns, "rss_before": before, "rss_after": after,
                               "bytes_per_conn": round(per), "anon_bytes_per_conn": round(per_anon),
                               "server": " ".join(cmd),
-                              "join": a.join, "distinct_users": a.distinct_users}))
+                              "join": a.join, "distinct_users": a.distinct_users,
+                              "warmup": a.warmup}))
         else:
             print(f"idle connections: {a.conns} in {took:.1f}s; server RSS {before/1e6:.1f} MB -> "
                   f"{after/1e6:.1f} MB; {per:.0f} bytes per idle connection ({per_anon:.0f} anonymous) "

@@ -21,7 +21,7 @@ pub struct Session {
     pub(crate) id: SessionId,
     pub(crate) user: Arc<str>,
     pub(crate) addr: PeerAddr,
-    pub(crate) rooms: Vec<Arc<str>>,
+    pub(crate) rooms: RoomList,
     /// Shared with every session that has the same set (anonymous ones share the defaults).
     pub(crate) permissions: Arc<Permissions>,
     // Boxed: an empty HashMap is 48 bytes in every session, a None box is 8.
@@ -46,7 +46,7 @@ impl Session {
             id,
             user: Arc::from(""),
             addr: PeerAddr::new(addr),
-            rooms: Vec::new(),
+            rooms: RoomList::default(),
             permissions: NO_PERMISSIONS.clone(),
             keys: None,
         }
@@ -89,21 +89,17 @@ impl Session {
 
     /// Rooms the session is in.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.rooms.iter().map(|r| &**r)
+        self.rooms.as_slice().iter().map(|r| &**r)
     }
 
-    /// Records a room joined. Most sessions are in one room: the first gets a list of one
-    /// (16 bytes) rather than Vec's first four (64); a second grows it as usual.
+    /// Records a room joined.
     pub(crate) fn push_room(&mut self, room: Arc<str>) {
-        if self.rooms.capacity() == 0 {
-            self.rooms.reserve_exact(1);
-        }
         self.rooms.push(room);
     }
 
     /// Whether the session is in `room`.
     pub fn in_room(&self, room: &str) -> bool {
-        self.rooms.iter().any(|r| &**r == room)
+        self.rooms.as_slice().iter().any(|r| &**r == room)
     }
 
     /// Stores a value under `key`, replacing any previous one.
@@ -126,6 +122,49 @@ impl Session {
     /// Removes the value under `key`; returns whether there was one.
     pub fn remove(&mut self, key: &str) -> bool {
         self.keys.as_mut().is_some_and(|k| k.remove(key).is_some())
+    }
+}
+
+/// The rooms a session is in. Most sessions are in one room, which needs no list on the heap
+/// (a list of one was a 16-byte allocation per joined connection; tuning.md).
+#[derive(Debug, Default)]
+pub(crate) enum RoomList {
+    #[default]
+    None,
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
+
+impl RoomList {
+    pub(crate) fn as_slice(&self) -> &[Arc<str>] {
+        match self {
+            RoomList::None => &[],
+            RoomList::One(room) => std::slice::from_ref(room),
+            RoomList::Many(rooms) => rooms,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub(crate) fn push(&mut self, room: Arc<str>) {
+        *self = match std::mem::take(self) {
+            RoomList::None => RoomList::One(room),
+            RoomList::One(first) => RoomList::Many(vec![first, room]),
+            RoomList::Many(mut rooms) => {
+                rooms.push(room);
+                RoomList::Many(rooms)
+            }
+        };
+    }
+
+    pub(crate) fn remove(&mut self, room: &str) {
+        match self {
+            RoomList::One(r) if **r == *room => *self = RoomList::None,
+            RoomList::Many(rooms) => rooms.retain(|r| **r != *room),
+            _ => {}
+        }
     }
 }
 
@@ -179,6 +218,27 @@ mod tests {
         assert_eq!(s.get::<u32>("n"), Some(&6));
         assert!(s.remove("n"));
         assert!(!s.remove("n"));
+    }
+
+    #[test]
+    fn a_room_list_keeps_rooms_in_order_inline_or_not() {
+        let mut l = RoomList::default();
+        for r in ["a", "b", "c"] {
+            l.push(r.into());
+        }
+        l.remove("b");
+        assert_eq!(l.as_slice(), [Arc::from("a"), Arc::from("c")]);
+        let mut one = RoomList::default();
+        one.push("x".into());
+        one.remove("y");
+        assert_eq!(one.len(), 1);
+        one.remove("x");
+        assert_eq!(one.len(), 0);
+        assert_eq!(
+            std::mem::size_of::<RoomList>(),
+            24,
+            "as small as the Vec it replaced"
+        );
     }
 
     #[test]

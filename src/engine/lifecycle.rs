@@ -200,7 +200,7 @@ impl<S> Engine<S> {
     /// Takes an ended session out of its rooms everywhere; WebSocket members' departures are
     /// announced (streams are silent listeners).
     fn leave_all(&mut self, session: &Session, announce: bool) {
-        for room in &session.rooms {
+        for room in session.rooms.as_slice() {
             let shared = self.rooms.get(room).map(|r| r.shared.clone());
             self.rooms.remove(room, session.id);
             self.hub.shared.router.directory().leave(room, session.id);

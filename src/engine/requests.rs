@@ -354,7 +354,7 @@ impl<S> Engine<S> {
             return self.not_member(id, req_id, room, None);
         };
         if let Some(Stage::Ws(w)) = self.conn(id).map(|c| &mut c.stage) {
-            w.session.rooms.retain(|r| **r != *shared.name);
+            w.session.rooms.remove(&shared.name);
         }
         self.rooms.remove(&shared.name, id);
         self.hub.shared.router.directory().leave(&shared.name, id);
