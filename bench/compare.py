@@ -193,13 +193,15 @@ class Peer:
 
 def peer(name, a):
     """The Peer called `name`; its `cmd` is a function of the port."""
-    if name == "shardhub":
+    if name == "shardhub" or name.startswith("shardhub@"):
+        # `shardhub@PATH`: another build (an earlier commit's), measured like this tree's.
+        binary = name.partition("@")[2] or os.path.join(ROOT, "target", "release", "shardhub")
         flags = ["--shards", "1", "--presence", "false", "--log", "warn", "--pin-cores", "false",
                  # The peers have no per-connection abuse limits; one publisher exceeds ours.
                  "--rate-messages-per-sec", "0", "--rate-bytes-per-sec", "0"]
-        return Peer(name, lambda p: [os.path.join(ROOT, "target", "release", "shardhub"),
-                                     "--listen", f"127.0.0.1:{p}"] + flags, {}, "/ws", "hub",
-                    "this tree's release build, `" + " ".join(flags) + "` (defaults otherwise)")
+        return Peer(name, lambda p: [binary, "--listen", f"127.0.0.1:{p}"] + flags, {}, "/ws", "hub",
+                    ("this tree's release build" if binary.startswith(ROOT) else binary)
+                    + ", `" + " ".join(flags) + "` (defaults otherwise)")
     if name == "uws":
         return Peer(name, lambda p: [uws_binary(a), str(p)], {}, "/", "raw",
                     f"{uws_binary(a)} (bench-peers/uws/uws_hub.cpp, -O3 -march=native LTO, no SSL, no zlib)")
@@ -344,7 +346,7 @@ def fanout_args(subs, rate, duration):
 
 def measure(m, p, a, outdir, rnd):
     """Runs measure `m` on a fresh server of peer `p`; returns {key: value}."""
-    out = lambda tag, ext="json": os.path.join(outdir, f"{p.name}-{tag}-r{rnd}.{ext}")
+    out = lambda tag, ext="json": os.path.join(outdir, f"{p.name.replace('/', '_')}-{tag}-r{rnd}.{ext}")
     res = {}
     d = a.duration
     if m == "connect":
@@ -466,7 +468,7 @@ def table(results, servers, a):
             cells.append(c)
         line = f"| {label} | " + " | ".join(cells) + " |"
         if "shardhub" in servers:
-            peers = {s: v for s, v in med.items() if s != "shardhub"}
+            peers = {s: v for s, v in med.items() if not s.startswith("shardhub")}
             ratio = ""
             me = med.get("shardhub")
             if me is not None and peers:
@@ -489,7 +491,7 @@ def loadavg():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default="shardhub,uws,tokio-batched",
-                    help=f"comma list of {', '.join(ALL_SERVERS)}")
+                    help=f"comma list of {', '.join(ALL_SERVERS)}; shardhub@PATH runs another shardhub build")
     ap.add_argument("--measures", default=",".join(MEASURES), help=f"comma list of {', '.join(MEASURES)}")
     ap.add_argument("--rounds", type=int, default=1, help="repeats, each measurement on a fresh server")
     ap.add_argument("--name", help="run directory suffix (default: the measures)")

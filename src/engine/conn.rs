@@ -11,7 +11,7 @@
 //! ```
 //!
 //! A session (a WebSocket or an SSE stream) ends when its connection leaves `Ws` or `Sse`: it
-//! leaves its rooms, the directory and the user index, and `on_disconnect` runs, at that moment.
+//! leaves its rooms and the directory, and `on_disconnect` runs, at that moment.
 //! `Closing` is then only bytes: the final close frame or response goes out, the peer's close
 //! reply is read, and the socket goes.
 

@@ -3,9 +3,11 @@
 //! Shards own their connections outright; what must be answered across shards lives here:
 //! which sessions a user has (for direct messages and "not online"), each room's members and
 //! capacity (for `join`, `members` and capacity checks), and the list of sessions for the
-//! embedding application. It is one mutex-guarded map, taken on connect, disconnect, join,
+//! embedding application (the sessions themselves, by id and by user, are kept in the compact
+//! `online` index). It is one mutex-guarded structure, taken on connect, disconnect, join,
 //! leave and direct-message routing: a few hundred nanoseconds per operation, which two to a
-//! few dozen shards do not contend on.
+//! few dozen shards do not contend on. It is the only index of users: a direct message is
+//! routed to the ids of the user's sessions, which each shard finds in its slab.
 //!
 //! The data plane never takes it. A room publish reads the room's shard mask from the
 //! [`RoomShared`] the publishing shard already holds; a broadcast goes to every shard.
@@ -411,7 +413,7 @@ impl Directory {
     }
 
     /// Reserves room for `per_shard` sessions on each shard up front: address space, not
-    /// memory (see [`Online`]).
+    /// memory (see the `online` module).
     pub fn with_session_slots(self, per_shard: usize) -> Self {
         self.lock().online = Online::with_reserve(per_shard);
         self

@@ -2,7 +2,7 @@
 //! slow consumers, what a flush means, removal and shutdown.
 //!
 //! Every way out of a session goes through [`end_session`](super::Engine::end_session): the
-//! session leaves its rooms (presence says so), the user index and the directory, and
+//! session leaves its rooms (presence says so) and the directory, and
 //! `on_disconnect` runs, once, with the first cause. Every way out of a connection goes through
 //! `mark_dead`, and the socket leaves the engine in `remove_dead` at the end of the turn, so no
 //! handler ever sees a slab slot reused under it.
