@@ -45,6 +45,15 @@ def cpu_ticks(pid):
         return 0
 
 
+def sys_ticks(pid):
+    """A process's CPU time in the kernel so far (stime), in clock ticks (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[12])
+    except OSError:
+        return 0
+
+
 def metrics(port, timeout=2):
     """A server's /metrics as {name: value}, labelled series summed (e.g. over shards)."""
     import urllib.request

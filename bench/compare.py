@@ -11,7 +11,8 @@ with --measures, default all):
   cpu      server CPU per delivery at unsaturated loads (--cpu-loads, default 1,000 subs x 50/s
            and 5,000 subs x 10/s): the server's utime+stime from /proc/PID/stat, sampled every
            0.1 s, over the full seconds of the publishing window (its first and last second
-           dropped), divided by the deliveries the subscribers counted in that window
+           dropped), divided by the deliveries the subscribers counted in that window; and
+           its kernel part (stime) alone, where each loopback send's TCP work is counted
   maxdel   max deliveries/s to --maxdel-subs subscribers with p99 <= --maxdel-p99 ms and no loss
            (loadgen max-rate: doubling, then bisecting short fan-out runs)
   maxpub   max publishes/s to --maxpub-subs subscribers with p99 <= --maxpub-p99 ms, no loss
@@ -85,7 +86,7 @@ import sys
 import threading
 import time
 
-from benchlib import cpu_ticks, free_port, rss, wait_port
+from benchlib import cpu_ticks, free_port, rss, sys_ticks, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(ROOT, "bench", "peers")
@@ -264,16 +265,18 @@ class Server:
 
 
 class Sampler:
-    """Samples (wall time, server CPU ticks, server RSS) every `every` s in a thread."""
+    """Samples (wall time, server CPU ticks, server RSS) every `every` s in a thread, and the
+    kernel's part of the CPU ticks (stime) beside them in `sys`."""
 
     def __init__(self, pid, every=0.1):
-        self.pid, self.every, self.samples = pid, every, []
+        self.pid, self.every, self.samples, self.sys = pid, every, [], []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while True:
             self.samples.append((time.time(), cpu_ticks(self.pid), rss(self.pid)))
+            self.sys.append(sys_ticks(self.pid))
             if self._stop.wait(self.every):
                 return
 
@@ -285,10 +288,10 @@ class Sampler:
         self._stop.set()
         self._t.join()
 
-    def ticks_at(self, t):
-        """CPU ticks at wall time t, interpolated between samples."""
-        s = self.samples
-        for (t0, c0, _), (t1, c1, _) in zip(s, s[1:]):
+    def ticks_at(self, t, kernel=False):
+        """CPU ticks (with `kernel`, stime alone) at wall time t, interpolated between samples."""
+        s = [(w, k if kernel else c) for (w, c, _), k in zip(self.samples, self.sys)]
+        for (t0, c0), (t1, c1) in zip(s, s[1:]):
             if t0 <= t <= t1:
                 return c0 + (c1 - c0) * (t - t0) / max(t1 - t0, 1e-9)
         return s[0][1] if t < s[0][0] else s[-1][1]
@@ -378,6 +381,8 @@ def measure(m, p, a, outdir, rnd):
                 continue
             t0, t1, deliveries = w
             res[key] = (smp.ticks_at(t1) - smp.ticks_at(t0)) / CLK_TCK / deliveries * 1e6
+            # The kernel's part (stime): a loopback send's TCP work, the same in every server.
+            res[key + "_sys"] = (smp.ticks_at(t1, True) - smp.ticks_at(t0, True)) / CLK_TCK / deliveries * 1e6
             res[key + "_dps"] = deliveries / (t1 - t0)
             res[key + "_p99"] = f["latency"]["p99_ms"]
             res[key + "_lost"] = f["traffic"]["lost"]
@@ -432,6 +437,8 @@ def rows(a):
             subs, rate = load(spec)
             r.append((f"server CPU per delivery, {subs:,} subs x {fmt_rate(rate)}/s (unsaturated)",
                       f"cpu_{subs}x{fmt_rate(rate)}", "{:.1f} us", "lower"))
+            r.append((f"of which in the kernel (stime), {subs:,} x {fmt_rate(rate)}/s",
+                      f"cpu_{subs}x{fmt_rate(rate)}_sys", "{:.1f} us", "lower"))
     if "maxdel" in ms:
         r.append((f"max deliveries/s, {a.maxdel_subs:,} subs, p99 <= {a.maxdel_p99:g} ms", "maxdel_dps",
                   "{:,.0f}", "higher"))

@@ -461,8 +461,9 @@ impl Directory {
             .fold((0, 0), |(m, n), s| (m | 1 << s.shard(), n + 1))
     }
 
-    /// A user's sessions on this node, oldest first (empty: not online).
-    pub fn user_sessions(&self, user: &str) -> Vec<SessionId> {
+    /// A user's sessions on this node, oldest first (empty: not online); shared, as a direct
+    /// message hands the one list to every shard it goes to.
+    pub fn user_sessions(&self, user: &str) -> Arc<[SessionId]> {
         self.lock().online.sessions_of(user).collect()
     }
 

@@ -530,7 +530,7 @@ impl Router {
             }
             Route::Broadcast { frame, exclude } => (u64::MAX, ShardMsg::All { frame, exclude }),
             Route::User { user, frame } => {
-                let sessions: Arc<[SessionId]> = self.directory.user_sessions(user).into();
+                let sessions = self.directory.user_sessions(user);
                 routed.sessions = sessions.len();
                 let mask = sessions.iter().fold(0, |m, s| m | 1 << s.shard());
                 if mask == 0 {
