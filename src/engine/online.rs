@@ -123,8 +123,12 @@ impl Online {
 
     /// Where the first session of `user` is, if it has one.
     fn first_place(&self, user: &str) -> Option<Place> {
+        self.first_place_hashed(user, self.hash(user))
+    }
+
+    fn first_place_hashed(&self, user: &str, hash: u64) -> Option<Place> {
         let eq = |p: &Place| &*self.at(*p).user == user;
-        self.users.find(self.hash(user), eq).copied()
+        self.users.find(hash, eq).copied()
     }
 
     /// The first session of `user`, if it has one.
@@ -141,8 +145,8 @@ impl Online {
                 self.remove(old);
             }
         }
-        let first = self.first_place(&info.user);
         let hash = self.hash(&info.user);
+        let first = self.first_place_hashed(&info.user, hash);
         if self.shards.len() <= id.shard() {
             self.shards.resize_with(id.shard() + 1, Vec::new);
         }

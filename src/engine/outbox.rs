@@ -136,15 +136,14 @@ enum Frames {
 
 impl Frames {
     fn push_back(&mut self, frame: Frame) {
-        match std::mem::take(self) {
+        match self {
+            Frames::Many(ring) => ring.push_back(frame),
             Frames::Empty => *self = Frames::One(frame),
-            Frames::One(first) => {
+            Frames::One(_) => {
                 let mut ring = VecDeque::with_capacity(4);
-                ring.push_back(first);
-                ring.push_back(frame);
-                *self = Frames::Many(ring);
-            }
-            Frames::Many(mut ring) => {
+                if let Frames::One(first) = std::mem::take(self) {
+                    ring.push_back(first);
+                }
                 ring.push_back(frame);
                 *self = Frames::Many(ring);
             }
