@@ -14,6 +14,10 @@ With --join ROOM every connection also joins ROOM (and reads its ack) before the
 
     python3 bench/idle_memory.py --conns 10000 [--read-buffer-bytes 512] [--server PATH]
         [--join lobby] [--distinct-users] [--server-cmd "taskset -c 0 uws_hub {port}"]
+        [--warmup 200]
+
+--warmup N opens N connections (kept, and joined like the rest) before the first reading: the
+figure is then the marginal cost of a connection, without the pages any server faults in once.
 """
 import argparse
 import json
