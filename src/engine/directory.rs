@@ -433,7 +433,7 @@ impl Directory {
     /// Removes a session (its rooms must have been left first).
     pub fn remove_session(&self, id: SessionId) {
         let mut g = self.lock();
-        if g.online.remove(id).is_some() {
+        if g.online.remove(id) {
             g.note(Change::Down { id }, None);
         }
     }

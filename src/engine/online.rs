@@ -91,18 +91,14 @@ impl Online {
     }
 
     fn slot(&self, id: SessionId) -> Option<&Slot> {
-        self.shards
-            .get(id.shard())?
-            .get(id.key())?
-            .as_ref()
-            .filter(|s| s.id == id)
+        placed(&self.shards, Place::of(id)).filter(|s| s.id == id)
     }
 
     /// The slot at a place in a user list or the user index (only open sessions are there).
     fn at(&self, p: Place) -> &Slot {
-        match self.shards.get(p.shard()).and_then(|t| t.get(p.key())) {
-            Some(Some(s)) => s,
-            _ => unreachable!("a user's session list names a closed session"),
+        match placed(&self.shards, p) {
+            Some(s) => s,
+            None => unreachable!("a user's session list names a closed session"),
         }
     }
 
@@ -140,10 +136,8 @@ impl Online {
     /// shards remove their sessions before reusing a slot, but would otherwise corrupt a list).
     pub(crate) fn add(&mut self, info: SessionInfo) {
         let id = info.id;
-        if let Some(old) = self.shards.get(id.shard()).and_then(|t| t.get(id.key())) {
-            if let Some(old) = old.as_ref().map(|s| s.id) {
-                self.remove(old);
-            }
+        if let Some(old) = placed(&self.shards, Place::of(id)).map(|s| s.id) {
+            self.remove(old);
         }
         let hash = self.hash(&info.user);
         let first = self.first_place_hashed(&info.user, hash);
@@ -182,15 +176,19 @@ impl Online {
                     hasher,
                     ..
                 } = self;
-                users.insert_unique(hash, me, |p| hasher.hash_one(user_at(shards, *p)));
+                // Rehashing as the index grows reads each user's name from its first session.
+                let name = |p: &Place| placed(shards, *p).map_or("", |s| &*s.user);
+                users.insert_unique(hash, me, |p| hasher.hash_one(name(p)));
             }
         }
         self.count += 1;
     }
 
-    /// Removes a session, returning what it was.
-    pub(crate) fn remove(&mut self, id: SessionId) -> Option<SessionInfo> {
-        let slot = self.slot(id)?;
+    /// Removes a session; whether it was open.
+    pub(crate) fn remove(&mut self, id: SessionId) -> bool {
+        let Some(slot) = self.slot(id) else {
+            return false;
+        };
         let (prev, next) = (slot.prev, slot.next);
         let hash = self.hash(&slot.user);
         let me = Place::of(id);
@@ -207,7 +205,8 @@ impl Online {
             self.at_mut(next).prev = prev;
         }
         self.count -= 1;
-        self.shards[id.shard()][id.key()].take().map(|s| s.info())
+        self.shards[id.shard()][id.key()] = None;
+        true
     }
 
     /// Whether a session is open.
@@ -237,7 +236,10 @@ impl Online {
 
     /// A user's sessions, first (oldest) to last.
     pub(crate) fn sessions_of(&self, user: &str) -> UserSessions<'_> {
-        let first = self.first_place(user);
+        self.sessions_from(self.first_place(user))
+    }
+
+    fn sessions_from(&self, first: Option<Place>) -> UserSessions<'_> {
         UserSessions {
             online: self,
             first,
@@ -252,20 +254,16 @@ impl Online {
 
     /// Every user online with its number of sessions.
     pub(crate) fn users(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
-        self.users.iter().map(|&first| {
-            let user = &self.at(first).user;
-            (user, self.sessions_of(user).count())
-        })
+        let count = |first| self.sessions_from(Some(first)).count();
+        self.users
+            .iter()
+            .map(move |&first| (&self.at(first).user, count(first)))
     }
 }
 
-/// The user of the session at a place in the user index (for rehashing it as it grows).
-fn user_at(shards: &[Vec<Option<Slot>>], p: Place) -> &str {
-    shards
-        .get(p.shard())
-        .and_then(|t| t.get(p.key()))
-        .and_then(Option::as_ref)
-        .map_or("", |s| &s.user)
+/// The session in the slot at `p`, if one is open there.
+fn placed(shards: &[Vec<Option<Slot>>], p: Place) -> Option<&Slot> {
+    shards.get(p.shard())?.get(p.key())?.as_ref()
 }
 
 /// A user's sessions ([`Online::sessions_of`]).
@@ -319,13 +317,13 @@ mod tests {
         o.add(info(a3, "alice"));
         assert_eq!(o.sessions_of("alice").collect::<Vec<_>>(), [a1, a2, a3]);
         assert_eq!((o.len(), o.user_count()), (4, 2));
-        assert_eq!(o.remove(a1).map(|i| i.id), Some(a1));
+        assert!(o.remove(a1));
         assert_eq!(o.first_of("alice"), Some(a2));
         o.remove(a3);
         assert_eq!(o.sessions_of("alice").collect::<Vec<_>>(), [a2]);
         o.remove(a2);
         assert_eq!(o.sessions_of("alice").count(), 0);
-        assert_eq!(o.remove(a2).map(|i| i.id), None);
+        assert!(!o.remove(a2), "removed already");
         assert_eq!((o.len(), o.user_count()), (1, 1));
         assert!(o.contains(b) && !o.contains(a1));
     }
@@ -362,7 +360,7 @@ mod tests {
                     }
                     (false, Some(i)) => {
                         let (id, _) = model.remove(i);
-                        prop_assert_eq!(o.remove(id).map(|i| i.id), Some(id));
+                        prop_assert!(o.remove(id));
                     }
                     _ => {}
                 }

@@ -82,12 +82,9 @@ pub fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                // Two hex digits, nothing else: `from_str_radix` alone would take `%+1` as 1.
-                let hex = b.get(i + 1..i + 3)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                // Exactly two hex digits (`from_str_radix` would also take a sign: `%+1`).
+                let hex = |k: usize| b.get(i + k).and_then(|&c| char::from(c).to_digit(16));
+                out.push((hex(1)? * 16 + hex(2)?) as u8);
                 i += 3;
             }
             b'+' => {

@@ -65,7 +65,7 @@ fn live() -> isize {
 }
 
 /// Who the connections are.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Users {
     /// One user with every session.
     One,
