@@ -238,6 +238,11 @@ type DisconnectFn = dyn Fn(&Session, &Disconnect) + Send + Sync;
 type ErrorFn = dyn Fn(&Session, &SessionError) + Send + Sync;
 /// The `on_stored` hook's type.
 pub(crate) type OnStoredFn = dyn Fn(&StoreEvent<'_>) + Send + Sync;
+type QuietFn = dyn Fn() + Send + Sync;
+
+/// How long a shard has had no event before [`Hooks::on_quiet`] runs: longer than the pauses
+/// within a burst of clients, and than mimalloc's default purge delay (1 s).
+pub const QUIET_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// What happened to an offline message ([`Hooks::on_stored`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +299,7 @@ pub struct Hooks {
     /// Sessions open without the `welcome` frame.
     pub(crate) no_welcome: bool,
     pub(crate) on_stored: Option<Arc<OnStoredFn>>,
+    pub(crate) on_quiet: Option<Arc<QuietFn>>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -374,6 +380,18 @@ impl Hooks {
     /// outside the store's lock: keep it short; a panic in it is logged and contained.
     pub fn on_stored(mut self, f: impl Fn(&StoreEvent<'_>) + Send + Sync + 'static) -> Self {
         self.on_stored = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs on a shard's thread once the shard has been quiet (no socket or inbox event) for
+    /// [`QUIET_AFTER`] after a busy spell: the moment to hand memory that
+    /// the spell freed back to the system. An allocator keeps the pages a burst of
+    /// handshakes used and freed for its next burst, and nothing in an idle server asks it to
+    /// return them (the `shardhub` binary calls mimalloc's `mi_collect` here: 10,000 clients
+    /// connecting at once otherwise leave ~50 bytes per connection behind, see tuning.md).
+    /// It runs at most once per quiet spell; keep it short.
+    pub fn on_quiet(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_quiet = Some(Arc::new(f));
         self
     }
 

@@ -334,7 +334,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let hooks = pages(&config);
+    let hooks = pages(&config).on_quiet(return_freed_memory);
     let server = match Server::builder(config).hooks(hooks).build() {
         Ok(s) => s,
         Err(e) => {
@@ -357,6 +357,17 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Hands the memory a busy spell freed back to the system once a shard is quiet
+/// ([`Hooks::on_quiet`]). mimalloc keeps freed pages for reuse and purges them only from within
+/// later allocations, which an idle server hardly makes: after 10,000 clients connected at once
+/// it held about 50 bytes per connection more than after the same clients came one by one
+/// (tuning.md, "Memory per connection").
+fn return_freed_memory() {
+    // SAFETY: `mi_collect` has no preconditions: it frees this thread's empty pages and purges
+    // the arena pages whose purge delay has passed, touching no live allocation.
+    unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
 /// The pages the configuration turns on, registered as an embedding application would.

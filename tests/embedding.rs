@@ -165,3 +165,29 @@ fn the_hub_reaches_sessions_users_and_rooms_from_any_thread() {
     wait_until("ben is gone", || !s.hub.is_online("ben"));
     assert!(s.hub.close_session(bid, 1000, "").is_err());
 }
+
+#[test]
+fn on_quiet_runs_once_after_a_busy_spell_and_not_while_idle() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let hooks = Hooks::default().on_quiet(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    let s = TestServer::with_hooks(hooks, |c| c.shards = 1);
+    // A server nobody has talked to has had no busy spell.
+    std::thread::sleep(shardhub::hooks::QUIET_AFTER + Duration::from_millis(300));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "ran before any event");
+    let mut c = Client::connect(&s, Some("q"));
+    c.send_json(json!({"type":"join","room":"r","id":1}));
+    c.expect("ack");
+    c.close();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "on_quiet never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Once per quiet spell, not on every tick of it.
+    std::thread::sleep(shardhub::hooks::QUIET_AFTER * 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

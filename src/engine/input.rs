@@ -256,14 +256,16 @@ impl<S> super::Engine<S> {
             }
         }
         let extensions = deflate.map(|a| a.response());
-        self.queue(
-            id,
-            upgrade::switching_protocols_with(
-                &req.accept,
-                admitted.subprotocol,
-                extensions.as_deref(),
-            )
-            .into(),
+        // The 101 and the welcome go out as one frame: one allocation and one slot of the
+        // outbox per handshake, which a burst of thousands of clients holds until the turn's
+        // writes (the allocator keeps what a burst used; see `Hooks::on_quiet`).
+        let mut head = std::mem::take(&mut self.handshake);
+        head.clear();
+        upgrade::switching_protocols(
+            &mut head,
+            &req.accept,
+            admitted.subprotocol,
+            extensions.as_deref(),
         );
         let rate = RateLimiter::new(&self.hub.shared.gate.rates, self.now_ns);
         let user = session.user.clone();
@@ -286,13 +288,22 @@ impl<S> super::Engine<S> {
             user: user.clone(),
             addr: self.conns[id.key()].addr(),
         });
-        if !self.cfg().echo {
-            if !hooks.no_welcome {
-                let out = self.fb.start();
-                reply::welcome(out, id.0, &user, self.shard);
-                let f = self.fb.finish(OpCode::Text);
-                self.push(id, f);
+        let mut welcome = None;
+        if !self.cfg().echo && !hooks.no_welcome {
+            reply::welcome(self.fb.start(), id.0, &user, self.shard);
+            if deflate.is_some() {
+                // A compressing session gets the welcome as every frame, through `push`.
+                welcome = Some(self.fb.finish(OpCode::Text));
+            } else {
+                self.fb.finish_into(OpCode::Text, &mut head);
             }
+        }
+        self.queue(id, Arc::from(&head[..]));
+        self.handshake = head;
+        if let Some(f) = welcome {
+            self.push(id, f);
+        }
+        if !self.cfg().echo {
             // Before anything live: nothing routed to this session can be applied before
             // this returns (see `offline.rs` on why none is missed or duplicated). An
             // application without the welcome gets them too: it stored them (`Hub::send_direct`).
@@ -329,10 +340,9 @@ impl<S> super::Engine<S> {
         // never see the close.
         let subprotocol =
             crate::auth::offers_bearer(req).then_some(crate::auth::BEARER_SUBPROTOCOL);
-        self.queue(
-            id,
-            upgrade::switching_protocols(&req.accept, subprotocol).into(),
-        );
+        let mut head = Vec::new();
+        upgrade::switching_protocols(&mut head, &req.accept, subprotocol, None);
+        self.queue(id, head.into());
         let now = self.now;
         let mut ws = WebSocketContext::new(Role::Server, Some(self.ws_config));
         let Some(c) = self.conn(id) else { return };

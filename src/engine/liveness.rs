@@ -49,30 +49,42 @@ pub fn deadline(since: u64, span: u64, now: u64) -> Verdict {
 }
 
 /// Per-connection timestamps (ticks), updated as bytes move.
+///
+/// 16 bytes, in every connection's slab slot: whether a ping went out since the last input is
+/// the top bit of `rx` (ticks never get near 2^63), not a flag that would pad the struct to 24.
 #[derive(Debug, Clone, Copy)]
 pub struct Liveness {
-    /// Last tick anything arrived from the peer.
-    pub last_rx: u64,
+    /// Last tick anything arrived from the peer, and [`PING_SENT`].
+    rx: u64,
     /// Last tick the outbox made progress (or became non-empty).
     pub last_tx: u64,
-    /// Whether a ping went out since `last_rx`.
-    pub ping_sent: bool,
 }
+
+/// The bit of [`Liveness::rx`] that says a ping went out since the tick in the other bits.
+const PING_SENT: u64 = 1 << 63;
 
 impl Liveness {
     /// A connection accepted at `now`.
     pub fn new(now: u64) -> Self {
         Self {
-            last_rx: now,
+            rx: now & !PING_SENT,
             last_tx: now,
-            ping_sent: false,
         }
     }
 
     /// Something arrived from the peer.
     pub fn received(&mut self, now: u64) {
-        self.last_rx = now;
-        self.ping_sent = false;
+        self.rx = now & !PING_SENT;
+    }
+
+    /// Last tick anything arrived from the peer.
+    pub fn last_rx(&self) -> u64 {
+        self.rx & !PING_SENT
+    }
+
+    /// Whether a ping went out since [`last_rx`](Self::last_rx).
+    pub fn ping_sent(&self) -> bool {
+        self.rx & PING_SENT != 0
     }
 
     fn stall_at(&self, queued: bool, t: &Timeouts) -> u64 {
@@ -90,16 +102,16 @@ impl Liveness {
         if now >= stall_at {
             return Verdict::WriteStall;
         }
-        let dead_at = self.last_rx + t.ping_interval + t.pong_timeout;
+        let dead_at = self.last_rx() + t.ping_interval + t.pong_timeout;
         if now >= dead_at {
             return Verdict::IdleTimeout;
         }
-        let ping_at = self.last_rx + t.ping_interval;
-        if !self.ping_sent && now >= ping_at {
-            self.ping_sent = true;
+        let ping_at = self.last_rx() + t.ping_interval;
+        if !self.ping_sent() && now >= ping_at {
+            self.rx |= PING_SENT;
             return Verdict::Ping(dead_at.min(stall_at));
         }
-        let next = if self.ping_sent { dead_at } else { ping_at };
+        let next = if self.ping_sent() { dead_at } else { ping_at };
         Verdict::Wait(next.min(stall_at))
     }
 
@@ -148,6 +160,17 @@ mod tests {
         l.received(30);
         assert_eq!(l.open(false, 45, &T), Verdict::Wait(55));
         assert_eq!(l.open(false, 55, &T), Verdict::Ping(75));
+        assert!(l.ping_sent() && l.last_rx() == 30);
+    }
+
+    #[test]
+    fn the_ping_bit_leaves_the_ticks_alone() {
+        assert_eq!(std::mem::size_of::<Liveness>(), 16);
+        let mut l = Liveness::new(u64::MAX >> 1);
+        assert!(!l.ping_sent());
+        assert_eq!(l.last_rx(), u64::MAX >> 1);
+        l.received(7);
+        assert_eq!((l.last_rx(), l.ping_sent()), (7, false));
     }
 
     #[test]

@@ -155,6 +155,8 @@ pub struct Engine<S> {
     pub(crate) scratch: Vec<u8>,
     pub(crate) json: simd_json::Buffers,
     pub(crate) fb: FrameBuf,
+    /// A handshake's `101` and welcome frame, built here before they become one frame.
+    pub(crate) handshake: Vec<u8>,
     /// permessage-deflate: the shard's compressor, inflater and compress-once cache.
     pub(crate) compression: compression::Compression,
     pub(crate) actions: Vec<crate::hooks::Action>,
@@ -225,6 +227,7 @@ impl<S> Engine<S> {
             scratch: Vec::new(),
             json: simd_json::Buffers::default(),
             fb: FrameBuf::default(),
+            handshake: Vec::new(),
             compression: compression::Compression::new(
                 cfg.compression_min_bytes,
                 hub.shared.stats[shard].clone(),

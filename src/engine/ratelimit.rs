@@ -118,32 +118,26 @@ pub enum Verdict {
 }
 
 /// One connection's buckets and its over-limit streak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RateLimiter {
     last: u64,
     messages: u64,
     bytes: u64,
-    /// When the current streak of drops began (`u64::MAX`: no streak). A streak lasts while
-    /// drops come less than `notice_every` apart, whatever passes in between.
-    streak_since: u64,
-    /// When the last message was dropped.
-    last_drop: u64,
-    /// When the client was last told (`u64::MAX`: never).
-    noticed_at: u64,
+    /// Boxed: only a client that went over a limit has a streak, and every connection's slab
+    /// slot would otherwise carry its 24 bytes.
+    drops: Option<Box<Drops>>,
 }
 
-impl Default for RateLimiter {
-    /// Empty buckets (a placeholder until [`RateLimiter::new`]).
-    fn default() -> Self {
-        Self {
-            last: 0,
-            messages: 0,
-            bytes: 0,
-            streak_since: u64::MAX,
-            last_drop: 0,
-            noticed_at: u64::MAX,
-        }
-    }
+/// The over-limit streak of a client that has had a message dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Drops {
+    /// When the current streak of drops began. A streak lasts while drops come less than
+    /// `notice_every` apart, whatever passes in between.
+    streak_since: u64,
+    /// When the last message was dropped.
+    last: u64,
+    /// When the client was last told.
+    noticed_at: u64,
 }
 
 impl RateLimiter {
@@ -153,9 +147,7 @@ impl RateLimiter {
             last: now,
             messages: limits.messages.full(),
             bytes: limits.bytes.full(),
-            streak_since: u64::MAX,
-            last_drop: 0,
-            noticed_at: u64::MAX,
+            drops: None,
         }
     }
 
@@ -187,19 +179,29 @@ impl RateLimiter {
         self.last = self.last.max(now);
         // A client that keeps losing messages (even if some of its flood gets through as the
         // buckets refill) is abusive, not bursty; one that pauses for a notice interval is not.
-        if self.streak_since == u64::MAX
-            || now.saturating_sub(self.last_drop) >= limits.notice_every
-        {
-            self.streak_since = now;
-        }
-        self.last_drop = now;
-        if now.saturating_sub(self.streak_since) >= limits.close_after {
+        let (d, notify) = match &mut self.drops {
+            None => {
+                let first = Drops {
+                    streak_since: now,
+                    last: now,
+                    noticed_at: now,
+                };
+                (&mut **self.drops.insert(Box::new(first)), true)
+            }
+            Some(d) => {
+                if now.saturating_sub(d.last) >= limits.notice_every {
+                    d.streak_since = now;
+                }
+                d.last = now;
+                let notify = now.saturating_sub(d.noticed_at) >= limits.notice_every;
+                (&mut **d, notify)
+            }
+        };
+        if now.saturating_sub(d.streak_since) >= limits.close_after {
             return Verdict::Close;
         }
-        let notify = self.noticed_at == u64::MAX
-            || now.saturating_sub(self.noticed_at) >= limits.notice_every;
         if notify {
-            self.noticed_at = now;
+            d.noticed_at = now;
         }
         Verdict::Drop { notify }
     }
@@ -317,7 +319,7 @@ mod tests {
         let mut passed = 0;
         let mut i = 0;
         while r.check(&l, i * 50 * MS, 1) != Verdict::Close {
-            if r.last_drop != i * 50 * MS {
+            if r.drops.as_ref().map(|d| d.last) != Some(i * 50 * MS) {
                 passed += 1;
             }
             i += 1;

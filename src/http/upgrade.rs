@@ -7,8 +7,6 @@
 //! `GET /health` are answered on the same port by the same parse. Pure: a request in, a
 //! decision out.
 
-use std::fmt::Write as _;
-
 use super::request::{find_header, find_query_param, has_token, Request};
 use super::response::Response;
 
@@ -101,30 +99,33 @@ fn is_key(key: &str) -> bool {
         && &b[22..] == b"=="
 }
 
-/// The `101 Switching Protocols` response for an accepted upgrade, selecting `subprotocol`
-/// if given (it must be one the client offered, or the client fails the connection).
-pub fn switching_protocols(accept: &str, subprotocol: Option<&str>) -> Vec<u8> {
-    switching_protocols_with(accept, subprotocol, None)
-}
-
-/// [`switching_protocols`] with the `Sec-WebSocket-Extensions` the server accepted, if any
-/// (`crate::protocol::deflate::negotiate`).
-pub fn switching_protocols_with(
+/// Appends the `101 Switching Protocols` response for an accepted upgrade to `out`, selecting
+/// `subprotocol` if given (it must be one the client offered, or the client fails the
+/// connection) and the `Sec-WebSocket-Extensions` the server accepted, if any
+/// (`crate::protocol::deflate::negotiate`). Appended rather than returned: the engine sends
+/// the `welcome` frame in the same buffer.
+pub fn switching_protocols(
+    out: &mut Vec<u8>,
     accept: &str,
     subprotocol: Option<&str>,
     extensions: Option<&str>,
-) -> Vec<u8> {
-    let mut s = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
-    if let Some(p) = subprotocol {
-        let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in [
+        (&b"Sec-WebSocket-Protocol: "[..], subprotocol),
+        (&b"Sec-WebSocket-Extensions: "[..], extensions),
+    ] {
+        if let Some(v) = value {
+            out.extend_from_slice(name);
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
-    if let Some(e) = extensions {
-        let _ = write!(s, "Sec-WebSocket-Extensions: {e}\r\n");
-    }
-    s.push_str("\r\n");
-    s.into_bytes()
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -160,6 +161,21 @@ mod tests {
         assert_eq!(u.query_param("user").as_deref(), Some("al ice"));
         assert_eq!(u.query_param("nope"), None);
         assert_eq!(u.header("SEC-WEBSOCKET-VERSION"), Some("13"));
+    }
+
+    #[test]
+    fn the_101_names_the_accept_key_and_what_was_selected() {
+        let mut out = b"before|".to_vec();
+        switching_protocols(&mut out, "KEY=", Some("bearer"), Some("permessage-deflate"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "before|HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: KEY=\r\n\
+             Sec-WebSocket-Protocol: bearer\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        );
+        let mut plain = Vec::new();
+        switching_protocols(&mut plain, "KEY=", None, None);
+        assert!(plain.ends_with(b"Sec-WebSocket-Accept: KEY=\r\n\r\n"));
     }
 
     #[test]

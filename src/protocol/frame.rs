@@ -105,6 +105,17 @@ impl FrameBuf {
 
     /// Prepends the header and copies the frame into a shared [`Frame`].
     pub fn finish(&mut self, op: OpCode) -> Frame {
+        Arc::from(self.framed(op))
+    }
+
+    /// Prepends the header and appends the frame to `out`, behind what it holds (a handshake's
+    /// `101`, which the first frame then shares one allocation and one write with).
+    pub fn finish_into(&mut self, op: OpCode, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.framed(op));
+    }
+
+    /// The frame: the payload with its header written in front of it.
+    fn framed(&mut self, op: OpCode) -> &[u8] {
         if self.buf.len() < MAX_HEADER {
             self.start();
         }
@@ -113,7 +124,7 @@ impl FrameBuf {
         let hl = header(op, len, &mut h);
         let at = MAX_HEADER - hl;
         self.buf[at..MAX_HEADER].copy_from_slice(&h[..hl]);
-        Arc::from(&self.buf[at..])
+        &self.buf[at..]
     }
 }
 
@@ -152,6 +163,13 @@ mod tests {
                 &*fb.finish(OpCode::Binary),
                 &*f,
                 "FrameBuf and encode agree at {len}"
+            );
+            let mut behind = b"HTTP".to_vec();
+            fb.finish_into(OpCode::Binary, &mut behind);
+            assert_eq!(
+                &behind[4..],
+                &*f,
+                "finish_into appends the same frame at {len}"
             );
         }
     }

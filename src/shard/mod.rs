@@ -28,6 +28,7 @@ use crate::engine::ids::SessionId;
 use crate::engine::router::ShardMsg;
 use crate::engine::writes::Walked;
 use crate::engine::{Effect, Engine, Input};
+use crate::hooks::QUIET_AFTER;
 use crate::http::response::Response;
 use crate::http::Listener;
 use crate::hub::Hub;
@@ -81,6 +82,8 @@ pub(crate) struct Shard {
     /// first walk that started after it ends.
     fanouts_next: Vec<(Instant, u64)>,
     fanouts_walk: Vec<(Instant, u64)>,
+    /// The last turn with a socket or inbox event, while `on_quiet` has not run since.
+    busy_at: Option<Instant>,
 }
 
 impl Shard {
@@ -119,6 +122,7 @@ impl Shard {
             hist: Histograms::default(),
             fanouts_next: Vec::new(),
             fanouts_walk: Vec::new(),
+            busy_at: None,
             hub,
         })
     }
@@ -183,6 +187,7 @@ impl Shard {
             let walked = self.engine.flush(|socket, outbox| outbox.flush(socket));
             self.apply_effects();
             self.record(woke, walked);
+            self.watch_quiet(!events.is_empty() || wake, woke);
             if self.engine.is_drained() {
                 self.engine.abandon();
                 self.apply_effects();
@@ -343,6 +348,19 @@ impl Shard {
             let ms = self.hub.shared.started.elapsed().as_millis() as u64;
             if let Some(h) = self.hub.shared.heartbeats.get(self.index) {
                 h.store(ms, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Runs `on_quiet` once the shard has had no event for [`QUIET_AFTER`] after a busy spell.
+    /// The reactor wakes every tick, so the hook runs within a tick of that moment.
+    fn watch_quiet(&mut self, eventful: bool, now: Instant) {
+        if eventful {
+            self.busy_at = Some(now);
+        } else if self.busy_at.is_some_and(|t| now - t >= QUIET_AFTER) {
+            self.busy_at = None;
+            if let Some(f) = &self.hub.shared.hooks.on_quiet {
+                f();
             }
         }
     }
