@@ -384,12 +384,11 @@ impl Hooks {
     }
 
     /// Runs on a shard's thread once the shard has been quiet (no socket or inbox event) for
-    /// [`QUIET_AFTER`] after a busy spell: the moment to hand memory that
-    /// the spell freed back to the system. An allocator keeps the pages a burst of
-    /// handshakes used and freed for its next burst, and nothing in an idle server asks it to
-    /// return them (the `shardhub` binary calls mimalloc's `mi_collect` here: 10,000 clients
-    /// connecting at once otherwise leave ~50 bytes per connection behind, see tuning.md).
-    /// It runs at most once per quiet spell; keep it short.
+    /// [`QUIET_AFTER`] after a busy spell: the moment to hand memory that the spell freed back
+    /// to the system. An allocator keeps the pages a burst of handshakes used and freed for
+    /// its next burst, and nothing in an idle server asks it to return them. The `shardhub`
+    /// binary calls mimalloc's `mi_collect` here (tuning.md, "Memory per connection"). It runs
+    /// at most once per quiet spell; keep it short.
     pub fn on_quiet(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
         self.on_quiet = Some(Arc::new(f));
         self

@@ -361,9 +361,9 @@ fn main() -> ExitCode {
 
 /// Hands the memory a busy spell freed back to the system once a shard is quiet
 /// ([`Hooks::on_quiet`]). mimalloc keeps freed pages for reuse and purges them only from within
-/// later allocations, which an idle server hardly makes: after 10,000 clients connected at once
-/// it held about 50 bytes per connection more than after the same clients came one by one
-/// (tuning.md, "Memory per connection").
+/// later allocations, which an idle server hardly makes. With this and a handshake that
+/// allocates less, 10,000 clients connecting at once leave 416-419 bytes per connection
+/// instead of 500-578 (`bench/runs/2026-12-02-burst-memory`).
 fn return_freed_memory() {
     // SAFETY: `mi_collect` has no preconditions: it frees this thread's empty pages and purges
     // the arena pages whose purge delay has passed, touching no live allocation.
