@@ -19,7 +19,6 @@ use super::iplimit::IpRefusal;
 use super::liveness::{self, Verdict};
 use super::outbox::Flushed;
 use super::router::Route;
-use super::timer::Expired;
 use super::{Effect, Engine};
 use crate::hooks::{Disconnect, SessionError};
 use crate::http::response::Response;
@@ -73,7 +72,7 @@ impl<S> Engine<S> {
     pub(crate) fn arm(&mut self, id: SessionId, due: u64) {
         if let Some(c) = self.conns.get_mut(id.key()).filter(|c| c.id == id) {
             if due < c.timer_due {
-                c.timer_due = self.wheel.schedule(id.0, due);
+                c.timer_due = self.wheel.schedule(id.key() as u32, due);
             }
         }
     }
@@ -244,17 +243,18 @@ impl<S> Engine<S> {
 
     // ----- timers -----
 
-    /// A connection's timer fired.
-    pub(super) fn on_timer(&mut self, e: Expired) {
+    /// A timer armed for tick `due` fired in connection `id`'s slab slot.
+    pub(super) fn on_timer(&mut self, id: SessionId, due: u64) {
         let (now, t) = (self.now, self.timeouts);
-        let id = SessionId(e.key);
         // A timer due at tick `due` is on time anywhere within that tick.
-        let lag = self.hub.shared.config.tick * now.saturating_sub(e.due) as u32;
+        let lag = self.hub.shared.config.tick * now.saturating_sub(due) as u32;
         let Some(c) = super::live(&mut self.conns, id) else {
             return;
         };
-        if c.timer_due != e.due {
-            return; // superseded by an earlier deadline
+        // Superseded by an earlier deadline, or armed by the slot's previous occupant (whose
+        // deadline, were it the same tick, this one's firing makes stale: it re-arms).
+        if c.timer_due != due {
+            return;
         }
         c.timer_due = u64::MAX;
         Histograms::record(&mut self.hist.timer_lag, lag, 1);

@@ -129,7 +129,8 @@ pub struct Engine<S> {
     /// The per-shard part of session ids, so a reused slab slot gets a new id.
     seq: u64,
     pub(crate) rooms: rooms::LocalRooms,
-    pub(crate) wheel: TimerWheel,
+    /// Each connection's deadline, keyed by its slab key.
+    pub(crate) wheel: TimerWheel<u32>,
     /// Acknowledged sends of this shard's sessions waiting for receipts.
     pub(crate) acks: acks::Acks,
     pub(crate) timeouts: Timeouts,
@@ -150,7 +151,7 @@ pub struct Engine<S> {
     /// HTTP connections with pipelined requests left over from this turn's budget.
     pub(crate) pending: Vec<SessionId>,
     pub(crate) effects: VecDeque<Effect<S>>,
-    expired: Vec<Expired>,
+    expired: Vec<Expired<u32>>,
     /// Scratch of the request parser and the frame builder, kept for their capacity.
     pub(crate) scratch: Vec<u8>,
     pub(crate) json: simd_json::Buffers,
@@ -284,7 +285,7 @@ impl<S> Engine<S> {
         let id = SessionId::new(seq, self.shard, entry.key());
         let due = self
             .wheel
-            .schedule(id.0, self.now + self.timeouts.handshake);
+            .schedule(id.key() as u32, self.now + self.timeouts.handshake);
         entry.insert(Conn {
             socket,
             id,
@@ -347,7 +348,11 @@ impl<S> Engine<S> {
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(self.now, &mut expired);
         for e in expired.drain(..) {
-            self.contain(Some(SessionId(e.key)), |eng| eng.on_timer(e));
+            // The slot's occupant now, which `on_timer` checks was the one armed for `e.due`.
+            let Some(id) = self.conns.get(e.key as usize).map(|c| c.id) else {
+                continue;
+            };
+            self.contain(Some(id), |eng| eng.on_timer(id, e.due));
         }
         self.expired = expired;
         self.expire_acks();

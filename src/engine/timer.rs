@@ -9,15 +9,34 @@
 //! expired entry whose `due` differs (or whose key no longer exists). A connection therefore has
 //! one live entry, re-armed from its timer callback, so activity (a message received) never
 //! touches the wheel: it only moves a timestamp that the callback reads.
+//!
+//! Every connection has an entry, so an entry is small: the key the owner chose (a connection's
+//! 4-byte slab key) and the low 32 bits of its deadline, 8 bytes in all. The low bits suffice
+//! because no deadline is armed more than [`MAX_AHEAD`] ticks ahead, and the wheel fires each
+//! entry within a rotation of its deadline.
 
-/// One armed timer.
+/// One armed timer, as it comes out of the wheel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expired {
-    /// What the timer belongs to (a session id).
-    pub key: u64,
+pub struct Expired<K = u64> {
+    /// What the timer belongs to (a connection's slab key, an acknowledged send's number).
+    pub key: K,
     /// The tick it was armed for; compare with the owner's current deadline.
     pub due: u64,
 }
+
+/// One armed timer as its slot holds it.
+#[derive(Debug, Clone, Copy)]
+struct Entry<K> {
+    key: K,
+    /// The deadline's low 32 bits.
+    due: u32,
+}
+
+/// The furthest ahead a deadline is armed, in ticks (2^30: 3.4 years of 100 ms ticks). A later
+/// one is armed this far ahead; its owner then finds the deadline not reached and arms again.
+/// Every entry's deadline is thereby within 2^31 ticks of the wheel's time, where its low 32
+/// bits tell whether it has passed.
+pub const MAX_AHEAD: u64 = 1 << 30;
 
 /// The wheel.
 ///
@@ -29,14 +48,14 @@ pub struct Expired {
 ///
 /// [`advance`]: TimerWheel::advance
 #[derive(Debug)]
-pub struct TimerWheel {
-    slots: Vec<Vec<Expired>>,
+pub struct TimerWheel<K = u64> {
+    slots: Vec<Vec<Entry<K>>>,
     /// The last tick fully processed.
     now: u64,
     len: usize,
 }
 
-impl TimerWheel {
+impl<K: Copy> TimerWheel<K> {
     /// A wheel with `slots` slots (rounded up to a power of two) starting at tick `now`.
     pub fn new(slots: usize, now: u64) -> Self {
         let n = slots.max(2).next_power_of_two();
@@ -62,19 +81,24 @@ impl TimerWheel {
         self.now
     }
 
-    /// Arms a timer for tick `due`; a past tick is moved to the next one. Returns the tick the
-    /// timer will carry when it expires, which owners must keep to recognise it.
+    /// Arms a timer for tick `due`; a past tick is moved to the next one, and one more than
+    /// [`MAX_AHEAD`] ahead to that. Returns the tick the timer will carry when it expires,
+    /// which owners must keep to recognise it.
     #[must_use = "lazy cancellation needs the tick the entry really carries"]
-    pub fn schedule(&mut self, key: u64, due: u64) -> u64 {
-        let due = due.max(self.now + 1);
+    pub fn schedule(&mut self, key: K, due: u64) -> u64 {
+        let due = due.clamp(self.now + 1, self.now + MAX_AHEAD);
         let mask = self.slots.len() as u64 - 1;
-        self.slots[(due & mask) as usize].push(Expired { key, due });
+        self.slots[(due & mask) as usize].push(Entry {
+            key,
+            // The low bits: see `MAX_AHEAD`.
+            due: due as u32,
+        });
         self.len += 1;
         due
     }
 
     /// Moves time to `now` and appends every entry due at or before it to `out`.
-    pub fn advance(&mut self, now: u64, out: &mut Vec<Expired>) {
+    pub fn advance(&mut self, now: u64, out: &mut Vec<Expired<K>>) {
         if now <= self.now {
             return;
         }
@@ -85,8 +109,15 @@ impl TimerWheel {
             let slot = &mut self.slots[(t & mask) as usize];
             let mut i = 0;
             while i < slot.len() {
-                if slot[i].due <= now {
-                    out.push(slot.swap_remove(i));
+                // Ticks since the deadline, modulo 2^32: below 2^31 it has passed (a deadline
+                // ahead is at most `MAX_AHEAD` away, one behind less than a rotation).
+                let late = (now as u32).wrapping_sub(slot[i].due);
+                if late < 1 << 31 {
+                    let e = slot.swap_remove(i);
+                    out.push(Expired {
+                        key: e.key,
+                        due: now - u64::from(late),
+                    });
                     self.len -= 1;
                 } else {
                     i += 1;
@@ -180,14 +211,36 @@ mod tests {
         assert_eq!(w.slots[4].capacity(), cap);
     }
 
+    #[test]
+    fn an_entry_is_a_slab_key_and_the_low_half_of_its_deadline() {
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 8);
+    }
+
+    #[test]
+    fn deadlines_far_ahead_are_armed_at_the_horizon_and_fire_there() {
+        let start = u64::from(u32::MAX) - 5; // the low bits wrap on the way
+        let mut w = TimerWheel::new(8, start);
+        assert_eq!(w.schedule(1, u64::MAX), start + MAX_AHEAD);
+        assert_eq!(w.schedule(2, start + 10), start + 10);
+        assert_eq!(fired(&mut w, start + 9), vec![]);
+        assert_eq!(fired(&mut w, start + 10), vec![(2, start + 10)]);
+        assert_eq!(fired(&mut w, start + MAX_AHEAD - 1), vec![]);
+        assert_eq!(
+            fired(&mut w, start + MAX_AHEAD),
+            vec![(1, start + MAX_AHEAD)]
+        );
+    }
+
     /// The wheel against a naive model: a sorted list of deadlines.
     #[test]
     fn agrees_with_a_naive_model() {
         use proptest::prelude::*;
-        proptest!(|(ops in proptest::collection::vec((0u64..300, 1u64..40), 1..200))| {
-            let mut w = TimerWheel::new(16, 0);
+        // Starting near 2^32, the deadlines' low 32 bits wrap during the run.
+        let starts = prop_oneof![Just(0u64), (1u64 << 32) - 400..(1u64 << 32) + 100];
+        proptest!(|(ops in proptest::collection::vec((0u64..300, 1u64..40), 1..200), start in starts)| {
+            let mut w = TimerWheel::new(16, start);
             let mut model: Vec<(u64, u64)> = Vec::new();
-            let mut now = 0;
+            let mut now = start;
             for (i, (due, step)) in ops.into_iter().enumerate() {
                 let _ = w.schedule(i as u64, now + due);
                 model.push((i as u64, (now + due).max(now + 1)));
