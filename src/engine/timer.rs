@@ -32,10 +32,11 @@ struct Entry<K> {
     due: u32,
 }
 
-/// The furthest ahead a deadline is armed, in ticks (2^30: 3.4 years of 100 ms ticks). A later
-/// one is armed this far ahead; its owner then finds the deadline not reached and arms again.
-/// Every entry's deadline is thereby within 2^31 ticks of the wheel's time, where its low 32
-/// bits tell whether it has passed.
+/// The furthest ahead a deadline is armed, in ticks (2^30: 3.4 years of 100 ms ticks); a later
+/// one is armed this far ahead. Every entry's deadline is thereby within 2^31 ticks of the
+/// wheel's time, where its low 32 bits tell whether it has passed. The owners arm seconds to
+/// minutes ahead; a connection whose deadline were further would find it not reached when the
+/// timer fires, and arm again.
 pub const MAX_AHEAD: u64 = 1 << 30;
 
 /// The wheel.
