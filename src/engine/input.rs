@@ -255,18 +255,6 @@ impl<S> super::Engine<S> {
                 return self.refuse(id, &Response::refusal(400, &e.0));
             }
         }
-        let extensions = deflate.map(|a| a.response());
-        // The 101 and the welcome go out as one frame: one allocation and one slot of the
-        // outbox per handshake, which a burst of thousands of clients holds until the turn's
-        // writes (the allocator keeps what a burst used; see `Hooks::on_quiet`).
-        let mut head = std::mem::take(&mut self.handshake);
-        head.clear();
-        upgrade::switching_protocols(
-            &mut head,
-            &req.accept,
-            admitted.subprotocol,
-            extensions.as_deref(),
-        );
         let rate = RateLimiter::new(&self.hub.shared.gate.rates, self.now_ns);
         let user = session.user.clone();
         let Some(c) = self.conn(id) else { return };
@@ -288,6 +276,18 @@ impl<S> super::Engine<S> {
             user: user.clone(),
             addr: self.conns[id.key()].addr(),
         });
+        // The 101 and the welcome go out as one frame: one allocation and one slot of the
+        // outbox per handshake, which a burst of thousands of clients holds until the turn's
+        // writes (the allocator keeps what a burst used; see `Hooks::on_quiet`).
+        let mut head = std::mem::take(&mut self.handshake);
+        head.clear();
+        let extensions = deflate.map(|a| a.response());
+        upgrade::switching_protocols(
+            &mut head,
+            &req.accept,
+            admitted.subprotocol,
+            extensions.as_deref(),
+        );
         let mut welcome = None;
         if !self.cfg().echo && !hooks.no_welcome {
             reply::welcome(self.fb.start(), id.0, &user, self.shard);
