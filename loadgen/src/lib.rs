@@ -7,7 +7,8 @@
 //! scenario's [`scenario::Workload`] (what its connections send and count) → per-thread
 //! [`report::RunSummary`] parts → merged by adding raw counts and HdrHistograms ([`hist`]) →
 //! printed, written as JSON or `.hgrm`, or rendered to HTML ([`html`], plots drawn by `chart`). [`procs`] runs the same
-//! thing as several worker processes and merges their JSON.
+//! thing as several worker processes and merges their JSON. [`send_cost`] measures, with no
+//! server in the way, what the kernel charges for the one write each delivery needs.
 //!
 //! Layering: `ws`, `schedule`, `seq`, `hist`, `target` are pure and unit-tested; `net` owns all
 //! socket IO; `scenario` owns timing policy (one module per scenario, see its docs); `sys` owns
@@ -25,6 +26,7 @@ pub mod procs;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+pub mod send_cost;
 pub mod seq;
 pub mod sio;
 pub mod sys;

@@ -14,7 +14,7 @@ use shardhub_loadgen::plan::{Adapter, Plan, Scenario};
 use shardhub_loadgen::report::{self, RunSummary};
 use shardhub_loadgen::scenario::maxrate;
 use shardhub_loadgen::target::{parse_sources, Targets};
-use shardhub_loadgen::{hist, html, procs, run, Gate, RunError};
+use shardhub_loadgen::{hist, html, procs, run, send_cost, Gate, RunError};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,43 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// The kernel's charge for one small write over loopback, by system call, with no server in
+    /// the way: the floor under any server's CPU per delivery.
+    SendCost(SendCostArgs),
+}
+
+/// `send-cost` (see `shardhub_loadgen::send_cost`).
+#[derive(Args)]
+struct SendCostArgs {
+    /// Connected loopback pairs.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Rounds per second; each writes once to every connection.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Seconds of rounds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Bytes per write (66: a 64-byte message with its WebSocket frame header).
+    #[arg(long, default_value_t = 66)]
+    bytes: usize,
+    /// System calls, taking turns round by round.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "send,sendmsg,write,writev"
+    )]
+    calls: Vec<send_cost::Call>,
+    /// Core for the writing thread.
+    #[arg(long)]
+    sender_core: Option<usize>,
+    /// Core for the reading thread.
+    #[arg(long)]
+    reader_core: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The commands that measure: each becomes a [`Job`].
@@ -667,6 +704,24 @@ fn real_main() -> Result<(), RunError> {
             let page = html::compare(&all, &names)?;
             print!("{}", html::markdown_table(&all, &names));
             write_page(&output, &page)
+        }
+        Cmd::SendCost(a) => {
+            let report = send_cost::run(&send_cost::Plan {
+                conns: a.conns,
+                rate: a.rate,
+                duration: a.duration,
+                bytes: a.bytes,
+                calls: a.calls,
+                sender_core: a.sender_core,
+                reader_core: a.reader_core,
+            })?;
+            let text = if a.json {
+                to_json(&report, true)? + "\n"
+            } else {
+                report.text()
+            };
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(())
         }
         Cmd::Measure(cmd) => {
             let (job, common) = job(*cmd)?;

@@ -1,4 +1,4 @@
-//! The only `unsafe` code of the crate: the clock and two system calls that std and socket2 do
+//! The only `unsafe` code of the crate: the clocks and two system calls that std and socket2 do
 //! not wrap. Each block carries a `// SAFETY:` note.
 //!
 //! The clock is `CLOCK_MONOTONIC` rather than `Instant` because latency is measured across
@@ -13,13 +13,23 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Nanoseconds on the system-wide monotonic clock.
 pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CPU time the calling thread has used (user and system), in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC exists on every Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) cannot fail");
+    // SAFETY: `ts` is a valid, writable timespec, and both clocks passed here exist on every
+    // Linux.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    debug_assert_eq!(rc, 0, "clock_gettime({clock}) cannot fail");
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -282,10 +282,12 @@ fn stored_runs_still_load_render_and_compare() {
             let f = f.unwrap().path();
             let name = f.file_name().unwrap().to_string_lossy().to_string();
             // Not runs: the summaries of a directory (results*.json), max-rate searches
-            // (*.search.json), the server's own counters.
+            // (*.search.json), `send-cost` reports (*.send-cost.json), the server's own
+            // counters.
             if f.extension().is_some_and(|e| e == "json")
                 && !name.starts_with("results")
                 && !name.ends_with(".search.json")
+                && !name.ends_with(".send-cost.json")
                 && name != "stats.json"
             {
                 runs.push(f);

@@ -4,7 +4,7 @@
 //! Each turn of [`Shard::run`]: poll (mio, edge-triggered) → accept → read each ready
 //! connection into the shard's one scratch buffer and hand the bytes to the engine, until
 //! `WouldBlock` or the read budget → drain the inbox into the engine → let the engine's timers
-//! fire → write the connections the engine queued output for (one `writev` each, at most
+//! fire → write the connections the engine queued output for (one `send` each, at most
 //! `FLUSH_SLICE` per turn: a long fan-out walk is resumed on the next turn, after new input
 //! was read, see `engine::writes`) → apply the engine's effects (drop sockets, stop
 //! accepting). Nothing writes to a socket in the middle of an event, so frames for one
@@ -16,6 +16,7 @@
 
 pub(crate) mod bus;
 pub(crate) mod listener;
+mod send;
 
 use std::io::{self, Read};
 use std::mem;
@@ -34,6 +35,7 @@ use crate::http::Listener;
 use crate::hub::Hub;
 use crate::metrics::Histograms;
 use bus::Inbox;
+use send::SendWriter;
 
 const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
@@ -184,7 +186,9 @@ impl Shard {
             if fanouts > 0 {
                 self.fanouts_next.push((woke, fanouts));
             }
-            let walked = self.engine.flush(|socket, outbox| outbox.flush(socket));
+            let walked = self
+                .engine
+                .flush(|socket, outbox| outbox.flush(&mut SendWriter(socket)));
             self.apply_effects();
             self.record(woke, walked);
             self.watch_quiet(!events.is_empty() || wake, woke);
