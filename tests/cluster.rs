@@ -190,6 +190,7 @@ on_both_buses!(
     the_http_api_answers_for_the_whole_cluster_from_any_node,
     a_bus_restart_is_survived,
     a_killed_node_leaves_no_ghosts,
+    a_node_that_shuts_down_is_forgotten_at_once,
     acked_sends_and_offline_messages_cross_nodes,
 );
 
@@ -521,6 +522,46 @@ fn a_bus_restart_is_survived(mut bus: Bus) {
     }
     let stats = nodes[0].hub.bus_stats().expect("cluster mode");
     assert!(stats.reconnects >= 1, "{stats:?}");
+}
+
+fn a_node_that_shuts_down_is_forgotten_at_once(bus: Bus) {
+    let mut nodes = cluster(&bus);
+    let mut watcher = Client::connect(&nodes[0], Some("watcher"));
+    joined(&mut watcher, "r");
+    // Known everywhere: the watcher's node has subscribed to the room's channel, so alice's
+    // `joined` below cannot go out before it listens.
+    members_everywhere(&nodes, "r", 1);
+    let leaving = nodes.pop().expect("three nodes");
+    let mut alice = Client::connect(&leaving, Some("alice"));
+    joined(&mut alice, "r");
+    wait_until("alice is online everywhere", || {
+        nodes.iter().all(|s| s.hub.is_online("alice"))
+    });
+    assert_eq!(next(&mut watcher, "joined")["user"], "alice");
+    let others = |s: &TestServer| s.hub.cluster_nodes().map_or(0, |(_, n)| n.len());
+    assert!(nodes.iter().all(|s| others(s) == 2));
+    let stopped = Instant::now();
+    // A graceful shutdown says goodbye on the bus; the others need not wait for its silence
+    // (`DEAD_AFTER`, 6 s). Over NATS the goodbye was lost until the bus thread flushed it.
+    leaving.shutdown();
+    while nodes
+        .iter()
+        .any(|s| s.hub.is_online("alice") || others(s) != 1)
+    {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "never forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = stopped.elapsed();
+    eprintln!("cluster: a node that shut down was forgotten everywhere after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "forgotten after {took:?}, as if silent"
+    );
+    assert_eq!(next(&mut watcher, "left")["user"], "alice");
+    drop(alice);
 }
 
 fn a_killed_node_leaves_no_ghosts(bus: Bus) {

@@ -171,8 +171,26 @@ async fn run(
         tokio::select! {
             biased;
             _ = &mut stop => {
+                // The shards have ended (`Server::join` stops the bus last). What they queued
+                // while closing their sessions, their members' leaves among it, goes out before
+                // the goodbye, in the order the running loop keeps: journal, then the batch.
+                // Dropped, the others' members would never hear those sessions leave.
                 bus.flush_journal().await;
+                let mut batch = Vec::new();
+                while let Ok(out) = rx.try_recv() {
+                    batch.push(out);
+                    if batch.len() == PUBLISH_BATCH {
+                        bus.send_batch(std::mem::take(&mut batch)).await;
+                    }
+                }
+                if !batch.is_empty() {
+                    bus.send_batch(batch).await;
+                }
                 bus.control(Body::Bye).await;
+                // Bounded: a bus that is down must not hold up the shutdown.
+                if let Ok(Err(e)) = tokio::time::timeout(PUBLISH_TIMEOUT, bus.t.flush()).await {
+                    log::warn!("cluster: goodbye not confirmed: {e}");
+                }
                 return;
             }
             _ = bus.link.wake.notified() => bus.flush_journal().await,

@@ -197,6 +197,17 @@ impl Transport {
         }
     }
 
+    /// Waits until what was published has reached the server. NATS' client publishes from a
+    /// buffer that its connection task writes later: a node that shuts down right after its
+    /// goodbye would otherwise drop it with the runtime, and the others would wait for its
+    /// silence to time out. Redis answered every publish already.
+    pub async fn flush(&mut self) -> Result<(), String> {
+        match self {
+            Self::Nats(n) => n.client.flush().await.map_err(|e| format!("flush: {e}")),
+            Self::Redis(_) => Ok(()),
+        }
+    }
+
     /// Runs room history operations (Redis only) as one pipeline, in order, and returns each
     /// one's answer (a `ServerError` for a failed one); `Err` when Redis did not answer at
     /// all. An operation answered `NOSCRIPT` is run again with the script's text.

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { launch, newPage, screenshot } from "./lib/browser.mjs";
+import { startBus } from "./lib/bus.mjs";
 import { connect } from "./lib/clients.mjs";
 import { startServer, waitFor } from "./lib/server.mjs";
 
@@ -149,3 +150,70 @@ test("with the HTTP API off the dashboard says so", async () => {
     await server.stop();
   }
 });
+
+/** The cluster table's rows, each its cells' text. */
+function nodeRows(page) {
+  return page.$$eval("#nodes tbody tr", (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));
+}
+
+for (const kind of ["nats", "redis"]) {
+  test(`over ${kind}, each node's dashboard lists the cluster's nodes and forgets one that leaves`, async () => {
+    const bus = await startBus(kind);
+    const servers = [];
+    const clients = [];
+    try {
+      for (const node of ["node-a", "node-b"]) {
+        servers.push(await startServer({
+          args: ["--cluster", bus.url, "--node", node], name: `dashboard-${kind}-${node}`,
+        }));
+      }
+      const [a, b] = servers;
+      for (let i = 0; i < 3; i++) clients.push(await connect(a.wsUrl(`/ws?user=a${i}`)));
+      for (let i = 0; i < 2; i++) clients.push(await connect(b.wsUrl(`/ws?user=b${i}`)));
+      for (const c of clients) await c.join("lobby");
+      // Both nodes know all five members, so each listens on the room's channel by now.
+      for (const server of servers) {
+        await waitFor(`five members of lobby on ${server.url()}`, async () => {
+          const r = await fetch(server.url("/api/v1/rooms/lobby"));
+          return r.ok && (await r.json()).members.length === 5;
+        });
+      }
+      // A publication from node b reaches node a's members over the bus.
+      clients[3].send({ type: "publish", room: "lobby", data: "over the bus" });
+      assert.equal((await clients[0].next("message")).data, "over the bus");
+
+      const pages = [];
+      for (const [server, me, mine, other, theirs] of
+        [[a, "node-a", "3", "node-b", "2"], [b, "node-b", "2", "node-a", "3"]]) {
+        const page = await newPage(browser);
+        await page.goto(server.url("/dashboard"));
+        const rows = await waitFor(`${me}'s dashboard to list both nodes`, async () => {
+          const r = await nodeRows(page);
+          return r.length === 2 && r[0][1] === mine && r[1][1] === theirs && r;
+        });
+        assert.equal(rows[0][0], `${me} (this node)`);
+        assert.equal(rows[1][0], other);
+        assert.match(rows[1][3], /s ago$/);
+        assert.match(await page.textContent("#bus"), /^bus connected/);
+        pages.push(page);
+      }
+      // Node b published to the bus (its sessions, joins and the message): node a's table shows it.
+      await waitFor("node b's publications on node a's dashboard", async () =>
+        Number((await nodeRows(pages[0]))[1][2].replace(/,/g, "")) > 0);
+      await screenshot(pages[0], `dashboard-cluster-${kind}`);
+
+      // Node b shuts down and says goodbye: node a forgets it at once, well before a silent
+      // node would be (`DEAD_AFTER`, 6 s); the page polls every second.
+      await b.stop();
+      await waitFor("node a's dashboard to drop node b", async () => {
+        const r = await nodeRows(pages[0]);
+        return r.length === 1 && r[0][0] === "node-a (this node)";
+      }, { timeout: 3_000 });
+      assert.deepEqual(pages.flatMap((p) => p.errors), []);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      await Promise.all(servers.map((s) => s.stop()));
+      await bus.stop();
+    }
+  });
+}
