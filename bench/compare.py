@@ -6,8 +6,9 @@ Every server runs on one core (`taskset -c 0`, one thread), the neutral load gen
 with --measures, default all):
 
   connect  user-space memory per idle connection (server RSS growth while --idle connections are
-           held, sampled at the end of the hold; the peak is in results.json) and connections/s
-           (--idle connections opened at once): one `connect` run
+           held, sampled at the end of the hold; the peak is in results.json), connections/s
+           (--idle connections opened at once) and server CPU per connection until all are open,
+           with its kernel part: one `connect` run
   cpu      server CPU per delivery at unsaturated loads (--cpu-loads, default 1,000 subs x 50/s
            and 5,000 subs x 10/s): the server's utime+stime from /proc/PID/stat, sampled every
            0.1 s, over the full seconds of the publishing window (its first and last second
@@ -369,6 +370,12 @@ def measure(m, p, a, outdir, rnd):
         held = [r for t, _, r in smp.samples if full and origin + full[0] <= t < origin + full[-1] + 1]
         if est and held:
             res["idle_bytes"] = (held[-1] - base) / est
+        if est and full:
+            # Server CPU from before the first connect to the first second all were open (the
+            # hold after it is idle): accept, handshake, greeting, and the kernel's TCP work.
+            done = origin + full[0]
+            res["connect_cpu"] = (smp.ticks_at(done) - smp.samples[0][1]) / CLK_TCK / est * 1e6
+            res["connect_cpu_sys"] = (smp.ticks_at(done, True) - smp.sys[0]) / CLK_TCK / est * 1e6
         res["idle_bytes_peak"] = (max(r for _, _, r in smp.samples) - base) / max(est, 1)
     elif m == "cpu":
         for spec in a.cpu_loads.split(","):
@@ -432,6 +439,8 @@ def rows(a):
     if "connect" in ms:
         r.append((f"user-space memory per idle connection ({a.idle:,})", "idle_bytes", "{:,.0f} B", "lower"))
         r.append((f"connections/s ({a.idle:,} at once)", "connect_rate", "{:,.0f}", "higher"))
+        r.append(("server CPU per connection (accept to greeting)", "connect_cpu", "{:.1f} us", "lower"))
+        r.append(("of which in the kernel (stime)", "connect_cpu_sys", "{:.1f} us", "lower"))
     if "cpu" in ms:
         for spec in a.cpu_loads.split(","):
             subs, rate = load(spec)

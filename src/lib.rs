@@ -13,7 +13,7 @@
 //!   [`Hub`], the HTTP API or (later) a cluster bus.
 //! * `shard` (private): the IO driver, one mio reactor per core with its own SO_REUSEPORT
 //!   listener: it reads sockets into one scratch buffer for the engine, writes what the engine
-//!   queued with `writev`, and carries routed messages between shards (crossbeam inboxes + a
+//!   queued with `send`/`sendmsg`, and carries routed messages between shards (crossbeam inboxes + a
 //!   mio `Waker`).
 //! * [`protocol`]: the wire, pure functions over bytes (frames encoded once, the JSON gate, the
 //!   JSON and binary hub protocol of `docs/protocol.md`).

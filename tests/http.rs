@@ -38,6 +38,34 @@ fn probes_answer_and_unknown_routes_and_methods_are_refused() {
     assert_eq!(bad.status, 400);
 }
 
+/// A client that sends its request and shuts down its sending side, at once or a little later,
+/// gets its answer and then the end of the stream, without waiting for a timeout: the shard
+/// stops reading at a short read, and a FIN that came with the request must still be seen.
+#[test]
+fn a_request_followed_by_the_clients_fin_is_answered_and_closed_at_once() {
+    use std::io::{Read, Write};
+    let s = TestServer::start(|c| c.handshake_timeout = Duration::from_secs(30));
+    for pause in [Duration::ZERO, Duration::from_millis(100)] {
+        let mut tcp = std::net::TcpStream::connect(s.addr).unwrap();
+        tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(pause);
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        let asked = std::time::Instant::now();
+        let mut out = Vec::new();
+        tcp.read_to_end(&mut out)
+            .expect("the server ends the stream");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{pause:?}: {text}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{pause:?}: closed after {:?}",
+            asked.elapsed()
+        );
+    }
+}
+
 #[test]
 fn keep_alive_serves_several_requests_and_connection_close_is_honoured() {
     let s = TestServer::start(|_| {});

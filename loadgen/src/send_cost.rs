@@ -71,7 +71,7 @@ pub struct Plan {
     pub rate: f64,
     /// Seconds of rounds.
     pub duration: f64,
-    /// Bytes per write (66: a 64-byte message in a WebSocket frame header).
+    /// Bytes per write (66: a 64-byte message with its WebSocket frame header).
     pub bytes: usize,
     /// The calls, taking turns round by round.
     pub calls: Vec<Call>,

@@ -17,7 +17,7 @@
 //!
 //! # Outputs
 //! * [`flush`](Engine::flush): the driver writes connections with queued output through the
-//!   given function (one `writev` per connection, at most [`writes::FLUSH_SLICE`] per call: a
+//!   given function (one write per connection, at most [`writes::FLUSH_SLICE`] per call: a
 //!   longer walk continues on the next turn, after new input), then the engine settles what
 //!   the writes mean (drained, stalled, failed) and removes the connections that ended.
 //!   Deliveries may be held up to `write_delay` first ([`writes`]).

@@ -5,7 +5,7 @@
 //! (pongs, close replies). Keeping one path means raw frames can never interleave with bytes
 //! still sitting in tungstenite's buffer.
 //!
-//! Frames queued between two flushes are coalesced into one `writev` (up to [`MAX_IOVECS`]
+//! Frames queued between two flushes are coalesced into one vectored write (up to [`MAX_IOVECS`]
 //! slices): that, not the frame encoding, is what decides fan-out throughput.
 
 use std::collections::VecDeque;
@@ -13,8 +13,9 @@ use std::io::{self, IoSlice, Write};
 
 use crate::protocol::frame::Frame;
 
-/// Slices handed to one `writev`. Linux accepts 1024; 64 frames of a typical chat message are
-/// already several kilobytes, which fills a socket buffer quickly, so more buys nothing.
+/// Slices handed to one vectored write (`sendmsg` in the shard). Linux accepts 1024; 64 frames
+/// of a typical chat message are already several kilobytes, which fills a socket buffer
+/// quickly, so more buys nothing.
 pub const MAX_IOVECS: usize = 64;
 
 /// What a flush achieved.

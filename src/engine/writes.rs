@@ -5,7 +5,7 @@
 //! control frames, close frames) always makes it due. **Held** connections got deliveries
 //! (publications, presence, broadcasts, direct messages) while the optional write delay
 //! (`write_delay`) is on: they become due together when the shard's flush deadline passes, so
-//! the frames that arrive meanwhile share one `writev`. The deadline is one per shard, set by
+//! the frames that arrive meanwhile share one write. The deadline is one per shard, set by
 //! the first delivery held after the last release: no timer per connection, and no connection
 //! is held longer than the delay. Off (the default), deliveries are due at once.
 //!
@@ -24,7 +24,7 @@
 use super::ids::SessionId;
 
 /// Connections written per `Engine::flush` call before the driver polls for input again. One
-/// loopback `writev` costs 5-7 µs of server CPU on the project VM
+/// loopback write costs 5-7 µs of server CPU on the project VM
 /// (bench/runs/2026-12-02-delivery-cost), so a slice is ~1.5-2 ms of writes: a publish waits at
 /// most that long to join the walk under way, and the extra `epoll_wait` per slice measured
 /// 0.005 system calls per delivery against 0.002 without slices (strace, same run). Not tuned

@@ -2,11 +2,11 @@
 //! [`Engine`] that decides everything about its connections.
 //!
 //! Each turn of [`Shard::run`]: poll (mio, edge-triggered) → accept → read each ready
-//! connection into the shard's one scratch buffer and hand the bytes to the engine, until
-//! `WouldBlock` or the read budget → drain the inbox into the engine → let the engine's timers
-//! fire → write the connections the engine queued output for (one `send` each, at most
-//! `FLUSH_SLICE` per turn: a long fan-out walk is resumed on the next turn, after new input
-//! was read, see `engine::writes`) → apply the engine's effects (drop sockets, stop
+//! connection into the shard's one scratch buffer and hand the bytes to the engine, until a
+//! read comes back short (the socket is drained), its end, or the read budget → drain the
+//! inbox into the engine → let the engine's timers fire → write the connections the engine
+//! queued output for (one `send` each, at most `FLUSH_SLICE` per turn: a long fan-out walk is
+//! resumed on the next turn, after new input was read, see `engine::writes`) → apply the engine's effects (drop sockets, stop
 //! accepting). Nothing writes to a socket in the middle of an event, so frames for one
 //! connection coalesce into one write.
 //!
@@ -158,7 +158,7 @@ impl Shard {
                     Token(t) => {
                         let id = SessionId(t as u64);
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(id);
+                            self.read(id, ev.is_read_closed());
                         }
                         if ev.is_writable() {
                             self.engine.handle_writable(id);
@@ -169,7 +169,7 @@ impl Shard {
             // Swap in the spare list so reads may queue again; both keep their capacity.
             let mut ready = mem::replace(&mut self.ready, mem::take(&mut self.ready_spare));
             for &id in &ready {
-                self.read(id);
+                self.read(id, true);
             }
             ready.clear();
             self.ready_spare = ready;
@@ -275,21 +275,30 @@ impl Shard {
         self.accept_paused = true;
     }
 
-    /// Reads a connection until `WouldBlock`, its end, or the read budget.
-    fn read(&mut self, id: SessionId) {
+    /// Reads a connection the poller reported, at most [`READ_BUDGET`] times.
+    ///
+    /// A read that does not fill the scratch buffer took everything the socket held, so the
+    /// shard stops there instead of reading again for the `WouldBlock` that edge-triggered
+    /// polling is usually drained with: bytes that arrive later raise a new event. That saves a
+    /// system call per message read (and per handshake). Not when the peer's FIN may be queued
+    /// (`eof_possible`: the event said the read side closed, or it is a read resumed after the
+    /// budget): no new event would announce it, so reading goes on to the end of stream.
+    fn read(&mut self, id: SessionId, eof_possible: bool) {
         for _ in 0..READ_BUDGET {
             let now = nanos_since(self.epoch);
             let Some(socket) = self.engine.socket_mut(id) else {
                 return;
             };
-            let input = match socket.read(&mut self.scratch) {
-                Ok(0) => Input::Eof,
-                Ok(n) => Input::Bytes(&self.scratch[..n]),
+            let (input, more) = match socket.read(&mut self.scratch) {
+                Ok(0) => (Input::Eof, false),
+                Ok(n) => (
+                    Input::Bytes(&self.scratch[..n]),
+                    n == SCRATCH_BYTES || eof_possible,
+                ),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Input::Error(e.kind()),
+                Err(e) => (Input::Error(e.kind()), false),
             };
-            let more = matches!(input, Input::Bytes(_));
             self.engine.handle_input(id, input, now);
             if !more {
                 return;

@@ -3,10 +3,10 @@
 //!
 //! mio's `TcpStream` writes vectors with `writev`, which on a socket passes through the VFS
 //! layer (iovec import, permission and fsnotify hooks) before reaching the socket code that
-//! `sendmsg` enters directly. On the project VM a lone 66-byte delivery over loopback cost
-//! 0.5-0.7 µs more with `writev` than with `send` (5.5-5.6 µs), measured interleaved in one
-//! process (`bench/runs/2026-12-02-send-syscall`). One write per delivery is the whole
-//! per-delivery system-call cost of a fan-out, so this is about a tenth of it.
+//! `sendmsg` enters directly. On the project VM a 66-byte write over loopback cost 9-14% more
+//! with `writev` than with `send` in six runs (median 7.3 against 6.7 µs), the calls taking
+//! turns within each run (`shardhub-loadgen send-cost`, `bench/runs/2026-12-02-send-syscall`).
+//! One write per delivery is the whole per-delivery system-call cost of a fan-out.
 //!
 //! `MSG_NOSIGNAL` makes a write to a connection the peer reset return `EPIPE` instead of
 //! raising `SIGPIPE`, so an embedding program need not ignore that signal.
