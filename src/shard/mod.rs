@@ -6,9 +6,9 @@
 //! read comes back short (the socket is drained), its end, or the read budget → drain the
 //! inbox into the engine → let the engine's timers fire → write the connections the engine
 //! queued output for (one `send` each, at most `FLUSH_SLICE` per turn: a long fan-out walk is
-//! resumed on the next turn, after new input was read, see `engine::writes`) → apply the engine's effects (drop sockets, stop
-//! accepting). Nothing writes to a socket in the middle of an event, so frames for one
-//! connection coalesce into one write.
+//! resumed on the next turn, after new input was read, see `engine::writes`) → apply the
+//! engine's effects (drop sockets, stop accepting). Nothing writes to a socket in the middle of
+//! an event, so frames for one connection coalesce into one write.
 //!
 //! The driver knows sockets and time; the engine knows everything else. A connection's mio
 //! token is its [`SessionId`], whose sequence part makes a stale event for a reused slab slot
