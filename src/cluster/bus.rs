@@ -176,14 +176,12 @@ async fn run(
                 // the goodbye, in the order the running loop keeps: journal, then the batch.
                 // Dropped, the others' members would never hear those sessions leave.
                 bus.flush_journal().await;
-                let mut batch = Vec::new();
-                while let Ok(out) = rx.try_recv() {
-                    batch.push(out);
-                    if batch.len() == PUBLISH_BATCH {
-                        bus.send_batch(std::mem::take(&mut batch)).await;
+                loop {
+                    let batch: Vec<_> =
+                        std::iter::from_fn(|| rx.try_recv().ok()).take(PUBLISH_BATCH).collect();
+                    if batch.is_empty() {
+                        break;
                     }
-                }
-                if !batch.is_empty() {
                     bus.send_batch(batch).await;
                 }
                 bus.control(Body::Bye).await;
